@@ -1,0 +1,116 @@
+"""simsiam-pretrain: SimSiam pretraining from the command line.
+
+With no flags it runs the embedded demo (flags/demo.cfg written out): pretraining on
+the synthetic set, kNN and linear-probe evaluation against the same encoder at random
+init, and a short summary table. Recipes: --flagfile=flags/cifar10_resnet18.cfg,
+--flagfile=flags/imagenet_resnet50.cfg.
+
+Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags, 3 the
+representation collapsed and --on_collapse=stop ended the run.
+"""
+from simsiam_tf.cli import common
+
+common.quiet_tensorflow()
+
+from absl import app, flags  # noqa: E402
+
+from simsiam_tf import config as config_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+_D = config_lib.PretrainConfig()
+
+
+def define_flags():
+    common.define_runtime_flags(_D.runtime)
+    common.define_data_flags(_D.data)
+    common.define_model_flags(_D.model)
+    a = _D.augment
+    common._define("list", "crop_scale", [str(v) for v in a.crop_scale], "Random-resized-crop area range: min,max.")
+    common._define("list", "jitter_strength", [str(v) for v in a.jitter_strength],
+                   "Colour jitter brightness,contrast,saturation,hue.")
+    common._define("float", "jitter_prob", a.jitter_prob, "Probability of colour jitter.")
+    common._define("float", "grayscale_prob", a.grayscale_prob, "Probability of grayscale.")
+    common._define("float", "blur_prob", a.blur_prob, "Probability of Gaussian blur (0 for the CIFAR recipe).")
+    common._define("float", "flip_prob", a.flip_prob, "Probability of a horizontal flip.")
+    # optimisation
+    common._define("enum", "method", _D.method, list(config_lib.METHODS),
+                   "simsiam, or simtriplet (a third view from a neighbouring tile of the same group).")
+    common._define("integer", "batch_size", _D.batch_size, "Global batch size (split across replicas).")
+    common._define("integer", "epochs", _D.epochs, "Training epochs.")
+    common._define("float", "base_lr", _D.base_lr, "Base learning rate; the rate used is base_lr * batch_size / 256.")
+    common._define("float", "weight_decay", _D.weight_decay, "Coupled L2 weight decay (PyTorch SGD semantics).")
+    common._define("float", "momentum", _D.momentum, "SGD momentum.")
+    common._define("float", "warmup_epochs", _D.warmup_epochs, "Linear warmup before the cosine decay, in epochs.")
+    common._define("bool", "fix_pred_lr", _D.fix_pred_lr, "Keep the predictor at the initial learning rate.")
+    common._define("bool", "fixed_random_predictor", _D.fixed_random_predictor,
+                   "Never update the predictor (Table 1b ablation).")
+    # run bookkeeping
+    common._define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")
+    common._define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
+    common._define("integer", "knn_every", _D.knn_every, "kNN accuracy every N epochs (0: off).")
+    common._define("integer", "knn_k", _D.knn_k, "Neighbours for the kNN monitor.")
+    common._define("float", "knn_temperature", _D.knn_temperature, "Temperature of the weighted kNN vote.")
+    common._define("enum", "on_collapse", _D.on_collapse, list(config_lib.COLLAPSE_ACTIONS),
+                   "When the normalised z-std stays under --collapse_threshold: stop (exit code 3), warn, or ignore.")
+    common._define("float", "collapse_threshold", _D.collapse_threshold, "Normalised z-std under which a check counts as collapsed.")
+    common._define("integer", "collapse_patience", _D.collapse_patience, "Consecutive collapsed checks before the alarm.")
+    common._define("string", "init_from", _D.init_from,
+                   "Initialise weights (only) from this run directory or checkpoint when the run has no checkpoint.")
+    common._define("bool", "evaluate", _D.evaluate,
+                   "At the end: kNN and linear-probe accuracy of the encoder and of the same encoder at random init.")
+    common._define("integer", "probe_epochs", _D.probe_epochs, "Epochs of the quick cached-feature linear probe.")
+    common._define("bool", "export", _D.export, "Export a SavedModel and a .keras file at the end.")
+
+
+def config_from_flags():
+    augment = config_lib.AugmentConfig(
+        crop_scale=common.floats("crop_scale", 2),
+        jitter_strength=common.floats("jitter_strength", 4),
+        jitter_prob=FLAGS.jitter_prob, grayscale_prob=FLAGS.grayscale_prob,
+        blur_prob=FLAGS.blur_prob, flip_prob=FLAGS.flip_prob,
+    )
+    return config_lib.PretrainConfig(
+        runtime=common.runtime_config(), data=common.data_config(), model=common.model_config(), augment=augment,
+        method=FLAGS.method, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, base_lr=FLAGS.base_lr,
+        weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum, warmup_epochs=FLAGS.warmup_epochs,
+        fix_pred_lr=FLAGS.fix_pred_lr, fixed_random_predictor=FLAGS.fixed_random_predictor,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps, log_every_steps=FLAGS.log_every_steps,
+        knn_every=FLAGS.knn_every, knn_k=FLAGS.knn_k, knn_temperature=FLAGS.knn_temperature,
+        on_collapse=FLAGS.on_collapse, collapse_threshold=FLAGS.collapse_threshold,
+        collapse_patience=FLAGS.collapse_patience, init_from=FLAGS.init_from, evaluate=FLAGS.evaluate,
+        probe_epochs=FLAGS.probe_epochs, export=FLAGS.export,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
+    config = config_from_flags()
+    try:
+        config.validate()
+    except ValueError as err:
+        common.fail(str(err), 2)
+    common.write_flags_file(config.runtime.model_dir)
+
+    from simsiam_tf.runs import common as run_common
+    from simsiam_tf.runs import pretrain
+
+    try:
+        metrics = pretrain.run(config)
+    except run_common.RunError as err:
+        common.fail(str(err), err.exit_code)
+    print(f"\nrun directory: {config.runtime.model_dir} (step {metrics['step']} of {metrics['total_steps']})")
+    if "knn_top1" in metrics:
+        print(pretrain.summary_table(metrics))
+    return 0
+
+
+define_flags()
+
+
+def run_main():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run_main()

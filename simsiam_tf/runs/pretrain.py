@@ -1,0 +1,252 @@
+"""The pretraining job: config in, trained encoder, checkpoints, logs and metrics out."""
+import os
+import time
+
+import keras
+import numpy as np
+from absl import logging
+
+from simsiam_tf import augment as augment_lib
+from simsiam_tf import backbones, data, distribute, models, monitor, optim, probe
+from simsiam_tf.runs import common
+
+SUMMARY_KEYS = ("knn_top1", "probe_top1")
+
+
+def eval_center_crop(image_size):
+    """ImageNet-size images are evaluated resize + centre crop, CIFAR-size ones as they are."""
+    return image_size > 64
+
+
+def build_encoder(model_config, strategy, seed):
+    """A fresh backbone; with the same seed it has the same initial weights."""
+    keras.utils.set_random_seed(seed)
+    arch, cifar_stem = backbones.parse_backbone_name(model_config.backbone)
+    return backbones.build_backbone(
+        arch,
+        cifar_stem=cifar_stem,
+        width_multiplier=model_config.width_multiplier,
+        sync_bn=distribute.resolve_sync_bn(model_config.sync_bn, strategy),
+    )
+
+
+def build_model(config, strategy):
+    """The SimSiam model of a config (call inside `strategy.scope()`)."""
+    m = config.model
+    return models.SimSiam(
+        build_encoder(m, strategy, config.runtime.seed),
+        dim=m.dim,
+        pred_dim=m.pred_dim,
+        projector_layers=m.projector_layers,
+        stop_gradient=m.stop_gradient,
+        use_predictor=m.use_predictor,
+        heads_bn=m.heads_bn,
+        sync_bn=distribute.resolve_sync_bn(m.sync_bn, strategy),
+    )
+
+
+def build_optimizer(config, model, total_steps, steps_per_epoch):
+    """SGD with coupled weight decay on the paper's scaled, cosine-decayed learning rate."""
+    peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
+    schedule = optim.WarmupCosine(
+        peak_lr=peak_lr, total_steps=total_steps, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch))
+    )
+    fixed_lr, fixed_vars = None, None
+    if config.fixed_random_predictor:
+        fixed_lr, fixed_vars = 0.0, model.predictor.trainable_variables
+    elif config.fix_pred_lr:
+        fixed_lr, fixed_vars = peak_lr, model.predictor.trainable_variables
+    return optim.CoupledSGD(
+        learning_rate=schedule,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        fixed_lr=fixed_lr,
+        fixed_lr_variables=fixed_vars,
+    )
+
+
+def make_augment(config):
+    a = config.augment
+    return augment_lib.TwoViewAugment(
+        image_size=config.data.image_size,
+        crop_scale=tuple(a.crop_scale),
+        jitter_strength=tuple(a.jitter_strength),
+        jitter_prob=a.jitter_prob,
+        grayscale_prob=a.grayscale_prob,
+        blur_prob=a.blur_prob,
+        flip_prob=a.flip_prob,
+    )
+
+
+def load_train_source(config):
+    d = config.data
+    return data.load_source(
+        d.dataset, split=d.train_split, data_dir=d.data_dir, image_size=d.image_size,
+        seed=config.runtime.seed, num_examples=d.num_train_examples, on_corrupt=d.on_corrupt,
+    )
+
+
+def load_eval_source(config):
+    d = config.data
+    return data.load_source(
+        d.dataset, split=d.eval_split, data_dir=d.data_dir, image_size=d.image_size,
+        seed=config.runtime.seed, num_examples=d.num_eval_examples, on_corrupt=d.on_corrupt,
+    )
+
+
+def eval_datasets(config, train_source, eval_source, batch_size=256):
+    """(labelled train set, labelled test set) with evaluation preprocessing, for kNN and probes."""
+    if train_source.num_classes < 2 or eval_source.num_classes < 2:
+        raise common.RunError(
+            f"kNN and probe evaluation need labels, but dataset {config.data.dataset!r} has none "
+            "(a flat folder?): use class sub-folders, or turn evaluation off (--knn_every=0 --evaluate=false)"
+        )
+    size, crop = config.data.image_size, eval_center_crop(config.data.image_size)
+    return (
+        data.make_eval_dataset(train_source, batch_size, size, center_crop=crop),
+        data.make_eval_dataset(eval_source, batch_size, size, center_crop=crop),
+    )
+
+
+def evaluate_encoder(encoder, train_ds, test_ds, num_classes, knn_k, knn_temperature, probe_epochs, seed):
+    """kNN and cached-feature linear-probe top-1 of an encoder."""
+    train_x, train_y = monitor.extract_features(encoder, train_ds, normalize=False)
+    test_x, test_y = monitor.extract_features(encoder, test_ds, normalize=False)
+    knn_pred = monitor.knn_predict(
+        _l2n(train_x), train_y, _l2n(test_x), num_classes, k=knn_k, temperature=knn_temperature
+    )
+    probe_metrics = probe.train_linear_on_features(
+        train_x, train_y, test_x, test_y, num_classes, epochs=probe_epochs, seed=seed
+    )
+    return {
+        "knn_top1": float(np.mean(knn_pred == test_y)),
+        "probe_top1": probe_metrics["top1"],
+        "probe_top5": probe_metrics["top5"],
+    }
+
+
+def _l2n(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def run(config):
+    """Pretrains as `config` says; resumes from the run's latest checkpoint when there is one.
+
+    Returns the metrics written to `metrics.json`. Raises `common.RunError` (bad input,
+    NaN loss) or `common.CollapseError` (the collapse alarm with on_collapse='stop').
+    """
+    config.validate()
+    rt = config.runtime
+    model_dir = rt.model_dir
+    os.makedirs(model_dir, exist_ok=True)
+    distribute.set_precision(rt.precision)
+    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
+
+    source = load_train_source(config)
+    if source.num_examples < config.batch_size:
+        raise common.RunError(
+            f"batch_size {config.batch_size} is larger than the training set ({source.num_examples} images): "
+            "lower --batch_size or add images"
+        )
+    steps_per_epoch = source.num_examples // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    augment = make_augment(config)
+
+    with strategy.scope():
+        model = build_model(config, strategy)
+        optimizer = build_optimizer(config, model, total_steps, steps_per_epoch)
+        model.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
+        optimizer.build(model.trainable_variables)
+    checkpoint = common.RunCheckpoint(model_dir, model=model, optimizer=optimizer)
+    restored = checkpoint.restore_latest()
+    if restored:
+        logging.info("resuming from %s", restored)
+    elif config.init_from:
+        logging.info("initialising weights from %s", common.load_weights(config.init_from, what="SimSiam model", model=model))
+    start_step = int(optimizer.iterations.numpy())
+
+    def make_dataset(step):
+        def dataset_fn(input_context=None):
+            return data.make_pretrain_dataset(
+                source, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context
+            )
+
+        if strategy.num_replicas_in_sync > 1:
+            return strategy.distribute_datasets_from_function(dataset_fn)
+        return dataset_fn()
+
+    log_dir = os.path.join(model_dir, common.LOG_SUBDIR)
+    nan_guard = common.NaNGuard()
+    collapse = monitor.CollapseMonitor(
+        threshold=config.collapse_threshold,
+        patience=config.collapse_patience,
+        action=config.on_collapse,
+        hint="see flags/ablation_no_stop_gradient.cfg for the paper's collapse ablation; "
+        "check --stop_gradient, --use_predictor and the learning rate",
+    )
+    callbacks = [nan_guard, collapse]
+    eval_sets = None
+    if config.knn_every or config.evaluate:
+        eval_source = load_eval_source(config)
+        eval_sets = eval_datasets(config, source, eval_source)
+    if config.knn_every:
+        callbacks.append(
+            monitor.KNNMonitor(
+                model.backbone, eval_sets[0], eval_sets[1], source.num_classes, every_n_epochs=config.knn_every,
+                k=config.knn_k, temperature=config.knn_temperature, log_dir=log_dir,
+            )
+        )
+    callbacks += [
+        common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+        common.ScalarLogger(log_dir, config.log_every_steps),
+        common.EpochHistory(os.path.join(model_dir, "history.json")),
+    ]
+
+    started = time.time()
+    common.fit_from_step(model, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, rt.verbose)
+    train_seconds = time.time() - started
+    nan_guard.raise_if_tripped()
+    final_step = int(optimizer.iterations.numpy())
+
+    metrics = {"step": final_step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+               "train_seconds": round(train_seconds, 1)}
+    history = common.read_json(os.path.join(model_dir, "history.json")) if os.path.exists(
+        os.path.join(model_dir, "history.json")) else []
+    if history:
+        metrics.update({k: v for k, v in history[-1].items() if k not in ("epoch", "step")})
+    if collapse.collapsed and config.on_collapse == "stop":
+        metrics.update(collapsed=True, collapse_message=collapse.message)
+        common.write_json_atomic(os.path.join(model_dir, "metrics.json"), metrics)
+        raise common.CollapseError(collapse.message)
+    metrics["collapsed"] = bool(collapse.collapsed)
+    if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
+        checkpoint.save(final_step)
+
+    if config.evaluate:
+        metrics.update(_compare_with_random_init(config, model, strategy, source, eval_sets))
+    common.write_json_atomic(os.path.join(model_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def _compare_with_random_init(config, model, strategy, source, eval_sets):
+    kwargs = dict(
+        num_classes=source.num_classes, knn_k=config.knn_k, knn_temperature=config.knn_temperature,
+        probe_epochs=config.probe_epochs, seed=config.runtime.seed,
+    )
+    trained = evaluate_encoder(model.backbone, *eval_sets, **kwargs)
+    with strategy.scope():
+        random_encoder = build_encoder(config.model, strategy, config.runtime.seed)
+    baseline = evaluate_encoder(random_encoder, *eval_sets, **kwargs)
+    out = dict(trained)
+    out.update({"random_init_" + k: v for k, v in baseline.items()})
+    return out
+
+
+def summary_table(metrics):
+    """The short table the demo prints: trained encoder against the same encoder at random init."""
+    rows = [("", "SimSiam", "random init")]
+    for key, label in (("knn_top1", "kNN top-1"), ("probe_top1", "linear probe top-1")):
+        if key in metrics:
+            rows.append((label, f"{metrics[key]:.3f}", f"{metrics['random_init_' + key]:.3f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
