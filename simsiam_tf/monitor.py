@@ -349,7 +349,7 @@ class CollapseMonitor(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         # `batch` is the index of the last step run (it jumps with steps_per_execution).
         self._steps_seen = self._epoch_start_steps + batch + 1
-        if self.check_every is None or self.action == "ignore" and self.collapsed:
+        if self.check_every is None:
             return
         if self._steps_seen - self._last_check_steps >= self.check_every:
             self._last_check_steps = self._steps_seen

@@ -16,7 +16,7 @@ FLAGS = flags.FLAGS
 DEFINED = []
 
 
-def _define(kind, name, default, help_text, **kwargs):
+def define(kind, name, default, help_text, **kwargs):
     if name in FLAGS:
         if name not in DEFINED:
             DEFINED.append(name)
@@ -26,45 +26,45 @@ def _define(kind, name, default, help_text, **kwargs):
 
 
 def define_runtime_flags(defaults=config_lib.RuntimeConfig()):
-    _define("string", "model_dir", defaults.model_dir,
+    define("string", "model_dir", defaults.model_dir,
             "Run directory: flags.cfg, checkpoints/, logs/ (TensorBoard), metrics.json. A run whose "
             "directory holds a checkpoint resumes from it.")
-    _define("integer", "seed", defaults.seed, "Seed for weights, data order and augmentation.")
-    _define("enum", "strategy", defaults.strategy, list(config_lib.STRATEGIES),
+    define("integer", "seed", defaults.seed, "Seed for weights, data order and augmentation.")
+    define("enum", "strategy", defaults.strategy, list(config_lib.STRATEGIES),
             "tf.distribute strategy; auto = mirrored when more than one GPU is visible, else default.")
-    _define("string", "tpu", defaults.tpu, "TPU address or name for --strategy=tpu ('local' for a TPU VM).")
-    _define("enum", "precision", defaults.precision, list(config_lib.PRECISIONS),
+    define("string", "tpu", defaults.tpu, "TPU address or name for --strategy=tpu ('local' for a TPU VM).")
+    define("enum", "precision", defaults.precision, list(config_lib.PRECISIONS),
             "Numeric precision of the model (mixed_bfloat16 for CPU/TPU, mixed_float16 for GPUs).")
-    _define("bool", "jit_compile", defaults.jit_compile, "Compile the train step with XLA.")
-    _define("integer", "verbose", defaults.verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
+    define("bool", "jit_compile", defaults.jit_compile, "Compile the train step with XLA.")
+    define("integer", "verbose", defaults.verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
 
 
 def define_data_flags(defaults=config_lib.DataConfig()):
-    _define("string", "dataset", defaults.dataset,
+    define("string", "dataset", defaults.dataset,
             "'synthetic' (embedded, no download), a TFDS name (e.g. cifar10, imagenet2012), or 'folder'.")
-    _define("string", "data_dir", defaults.data_dir,
+    define("string", "data_dir", defaults.data_dir,
             "TFDS data directory, or for --dataset=folder the image folder (class sub-folders or flat).")
-    _define("integer", "image_size", defaults.image_size, "Side of the square training images in pixels.")
-    _define("string", "train_split", defaults.train_split, "Split used for training.")
-    _define("string", "eval_split", defaults.eval_split, "Split used for kNN/probe evaluation.")
-    _define("integer", "num_train_examples", defaults.num_train_examples,
+    define("integer", "image_size", defaults.image_size, "Side of the square training images in pixels.")
+    define("string", "train_split", defaults.train_split, "Split used for training.")
+    define("string", "eval_split", defaults.eval_split, "Split used for kNN/probe evaluation.")
+    define("integer", "num_train_examples", defaults.num_train_examples,
             "Use only this many training images (synthetic: how many to generate).")
-    _define("integer", "num_eval_examples", defaults.num_eval_examples, "Use only this many evaluation images.")
-    _define("enum", "on_corrupt", defaults.on_corrupt, ["error", "skip"],
+    define("integer", "num_eval_examples", defaults.num_eval_examples, "Use only this many evaluation images.")
+    define("enum", "on_corrupt", defaults.on_corrupt, ["error", "skip"],
             "What to do with image files that cannot be decoded: stop with an error naming them, or skip them.")
 
 
 def define_model_flags(defaults=config_lib.ModelConfig()):
-    _define("string", "backbone", defaults.backbone,
+    define("string", "backbone", defaults.backbone,
             "resnet18, resnet34 or resnet50; suffix _cifar for the CIFAR stem (3x3 conv, no max-pool).")
-    _define("float", "width_multiplier", defaults.width_multiplier, "Scales every ResNet width (1.0 = standard).")
-    _define("integer", "dim", defaults.dim, "Projector output width (the paper: 2048).")
-    _define("integer", "pred_dim", defaults.pred_dim, "Predictor bottleneck width (the paper: 512).")
-    _define("integer", "projector_layers", defaults.projector_layers, "3 (ImageNet recipe) or 2 (CIFAR recipe).")
-    _define("bool", "stop_gradient", defaults.stop_gradient, "Stop-gradient on the target branch (off: the collapse ablation).")
-    _define("bool", "use_predictor", defaults.use_predictor, "Use the predictor MLP (off: Table 1a ablation).")
-    _define("bool", "heads_bn", defaults.heads_bn, "BatchNorm in the projector and predictor (off: Table 3 ablation).")
-    _define("enum", "sync_bn", defaults.sync_bn, ["auto", "true", "false"],
+    define("float", "width_multiplier", defaults.width_multiplier, "Scales every ResNet width (1.0 = standard).")
+    define("integer", "dim", defaults.dim, "Projector output width (the paper: 2048).")
+    define("integer", "pred_dim", defaults.pred_dim, "Predictor bottleneck width (the paper: 512).")
+    define("integer", "projector_layers", defaults.projector_layers, "3 (ImageNet recipe) or 2 (CIFAR recipe).")
+    define("bool", "stop_gradient", defaults.stop_gradient, "Stop-gradient on the target branch (off: the collapse ablation).")
+    define("bool", "use_predictor", defaults.use_predictor, "Use the predictor MLP (off: Table 1a ablation).")
+    define("bool", "heads_bn", defaults.heads_bn, "BatchNorm in the projector and predictor (off: Table 3 ablation).")
+    define("enum", "sync_bn", defaults.sync_bn, ["auto", "true", "false"],
             "Synchronized BatchNorm across replicas; auto = on with more than one replica.")
 
 
@@ -104,19 +104,28 @@ def floats(name, count):
     return parsed
 
 
-def write_flags_file(model_dir):
-    """Writes the resolved flags as a flagfile that repeats the run: --flagfile=<model_dir>/flags.cfg."""
-    os.makedirs(model_dir, exist_ok=True)
+def define_dry_run_flag():
+    define("bool", "dry_run", False, "Check the flags, print the resolved flags and exit without running.")
+
+
+def resolved_flags_text():
+    """The resolved flags as flagfile lines (the run's own --dry_run is left out)."""
     lines = ["# Resolved flags of this run; repeat it with --flagfile=<this file>."]
     for name in DEFINED:
         flag = FLAGS[name]
-        if flag.value is None:
+        if flag.value is None or name == "dry_run":
             continue
         lines.append(flag.serialize())
+    return "\n".join(lines) + "\n"
+
+
+def write_flags_file(model_dir):
+    """Writes the resolved flags as a flagfile that repeats the run: --flagfile=<model_dir>/flags.cfg."""
+    os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, "flags.cfg")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(resolved_flags_text())
     os.replace(tmp, path)
     return path
 

@@ -25,41 +25,42 @@ def define_flags():
     common.define_data_flags(_D.data)
     common.define_model_flags(_D.model)
     a = _D.augment
-    common._define("list", "crop_scale", [str(v) for v in a.crop_scale], "Random-resized-crop area range: min,max.")
-    common._define("list", "jitter_strength", [str(v) for v in a.jitter_strength],
+    common.define("list", "crop_scale", [str(v) for v in a.crop_scale], "Random-resized-crop area range: min,max.")
+    common.define("list", "jitter_strength", [str(v) for v in a.jitter_strength],
                    "Colour jitter brightness,contrast,saturation,hue.")
-    common._define("float", "jitter_prob", a.jitter_prob, "Probability of colour jitter.")
-    common._define("float", "grayscale_prob", a.grayscale_prob, "Probability of grayscale.")
-    common._define("float", "blur_prob", a.blur_prob, "Probability of Gaussian blur (0 for the CIFAR recipe).")
-    common._define("float", "flip_prob", a.flip_prob, "Probability of a horizontal flip.")
+    common.define("float", "jitter_prob", a.jitter_prob, "Probability of colour jitter.")
+    common.define("float", "grayscale_prob", a.grayscale_prob, "Probability of grayscale.")
+    common.define("float", "blur_prob", a.blur_prob, "Probability of Gaussian blur (0 for the CIFAR recipe).")
+    common.define("float", "flip_prob", a.flip_prob, "Probability of a horizontal flip.")
     # optimisation
-    common._define("enum", "method", _D.method, list(config_lib.METHODS),
+    common.define("enum", "method", _D.method, list(config_lib.METHODS),
                    "simsiam, or simtriplet (a third view from a neighbouring tile of the same group).")
-    common._define("integer", "batch_size", _D.batch_size, "Global batch size (split across replicas).")
-    common._define("integer", "epochs", _D.epochs, "Training epochs.")
-    common._define("float", "base_lr", _D.base_lr, "Base learning rate; the rate used is base_lr * batch_size / 256.")
-    common._define("float", "weight_decay", _D.weight_decay, "Coupled L2 weight decay (PyTorch SGD semantics).")
-    common._define("float", "momentum", _D.momentum, "SGD momentum.")
-    common._define("float", "warmup_epochs", _D.warmup_epochs, "Linear warmup before the cosine decay, in epochs.")
-    common._define("bool", "fix_pred_lr", _D.fix_pred_lr, "Keep the predictor at the initial learning rate.")
-    common._define("bool", "fixed_random_predictor", _D.fixed_random_predictor,
+    common.define("integer", "batch_size", _D.batch_size, "Global batch size (split across replicas).")
+    common.define("integer", "epochs", _D.epochs, "Training epochs.")
+    common.define("float", "base_lr", _D.base_lr, "Base learning rate; the rate used is base_lr * batch_size / 256.")
+    common.define("float", "weight_decay", _D.weight_decay, "Coupled L2 weight decay (PyTorch SGD semantics).")
+    common.define("float", "momentum", _D.momentum, "SGD momentum.")
+    common.define("float", "warmup_epochs", _D.warmup_epochs, "Linear warmup before the cosine decay, in epochs.")
+    common.define("bool", "fix_pred_lr", _D.fix_pred_lr, "Keep the predictor at the initial learning rate.")
+    common.define("bool", "fixed_random_predictor", _D.fixed_random_predictor,
                    "Never update the predictor (Table 1b ablation).")
     # run bookkeeping
-    common._define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")
-    common._define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
-    common._define("integer", "knn_every", _D.knn_every, "kNN accuracy every N epochs (0: off).")
-    common._define("integer", "knn_k", _D.knn_k, "Neighbours for the kNN monitor.")
-    common._define("float", "knn_temperature", _D.knn_temperature, "Temperature of the weighted kNN vote.")
-    common._define("enum", "on_collapse", _D.on_collapse, list(config_lib.COLLAPSE_ACTIONS),
+    common.define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")
+    common.define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
+    common.define("integer", "knn_every", _D.knn_every, "kNN accuracy every N epochs (0: off).")
+    common.define("integer", "knn_k", _D.knn_k, "Neighbours for the kNN monitor.")
+    common.define("float", "knn_temperature", _D.knn_temperature, "Temperature of the weighted kNN vote.")
+    common.define("enum", "on_collapse", _D.on_collapse, list(config_lib.COLLAPSE_ACTIONS),
                    "When the normalised z-std stays under --collapse_threshold: stop (exit code 3), warn, or ignore.")
-    common._define("float", "collapse_threshold", _D.collapse_threshold, "Normalised z-std under which a check counts as collapsed.")
-    common._define("integer", "collapse_patience", _D.collapse_patience, "Consecutive collapsed checks before the alarm.")
-    common._define("string", "init_from", _D.init_from,
+    common.define("float", "collapse_threshold", _D.collapse_threshold, "Normalised z-std under which a check counts as collapsed.")
+    common.define("integer", "collapse_patience", _D.collapse_patience, "Consecutive collapsed checks before the alarm.")
+    common.define("string", "init_from", _D.init_from,
                    "Initialise weights (only) from this run directory or checkpoint when the run has no checkpoint.")
-    common._define("bool", "evaluate", _D.evaluate,
+    common.define("bool", "evaluate", _D.evaluate,
                    "At the end: kNN and linear-probe accuracy of the encoder and of the same encoder at random init.")
-    common._define("integer", "probe_epochs", _D.probe_epochs, "Epochs of the quick cached-feature linear probe.")
-    common._define("bool", "export", _D.export, "Export a SavedModel and a .keras file at the end.")
+    common.define("integer", "probe_epochs", _D.probe_epochs, "Epochs of the quick cached-feature linear probe.")
+    common.define("bool", "export", _D.export, "Export a SavedModel and a .keras file at the end.")
+    common.define_dry_run_flag()
 
 
 def config_from_flags():
@@ -90,6 +91,9 @@ def main(argv):
         config.validate()
     except ValueError as err:
         common.fail(str(err), 2)
+    if FLAGS.dry_run:
+        print(common.resolved_flags_text())
+        return 0
     common.write_flags_file(config.runtime.model_dir)
 
     from simsiam_tf.runs import common as run_common
