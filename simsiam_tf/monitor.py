@@ -55,6 +55,8 @@ def _feature_step(encoder, normalize):
 
 
 def _relax_batch_dim(spec):
+    if not isinstance(spec, tf.TensorSpec):
+        return spec
     if spec.shape.rank is None:
         return tf.TensorSpec(None, spec.dtype)
     return tf.TensorSpec([None] + spec.shape.as_list()[1:], spec.dtype)
@@ -67,7 +69,8 @@ def _as_int_labels(labels):
     elif labels.ndim > 1 and labels.size == labels.shape[0]:
         labels = labels.reshape(-1)
     elif labels.ndim != 1:
-        raise ValueError(f"labels must be integers [B] or one-hot [B, C], got shape {labels.shape}")
+        raise ValueError(
+            f"labels must be integers [B] or one-hot [B, C], got shape {labels.shape}")
     return labels.astype(np.int64)
 
 
@@ -211,6 +214,14 @@ def knn_evaluate(encoder, train_dataset, test_dataset, num_classes, k=200, tempe
 # ---------------------------------------------------------------------------
 
 
+def _write_scalar(name, value, step):
+    # tf.summary.scalar lives in the tensorboard package, which TensorFlow no longer
+    # installs; this writes the same event (scalars plugin metadata, version 0 content).
+    metadata = tf.compat.v1.SummaryMetadata(
+        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=metadata)
+
+
 class KNNMonitor(keras.callbacks.Callback):
     """kNN top-1 accuracy of the encoder at the end of every N-th epoch and the last one.
 
@@ -285,7 +296,7 @@ class KNNMonitor(keras.callbacks.Callback):
                 self._writer = tf.summary.create_file_writer(
                     os.path.join(self.log_dir, "validation"))
             with self._writer.as_default():
-                tf.summary.scalar("knn_top1", accuracy, step=epoch)
+                _write_scalar("knn_top1", accuracy, step=epoch)
             self._writer.flush()
         logging.info("epoch %d: knn_top1 = %.4f (%.1f s)", epoch, accuracy,
                      time.perf_counter() - start)

@@ -1,0 +1,453 @@
+"""SimSiam's two-view augmentation as batched TensorFlow ops.
+
+Every op works on a whole batch `[B, H, W, 3]` at once and still draws its random
+parameters independently per image, from stateless random ops keyed by an explicit
+seed tensor of shape `[2]`: the same seed repeats a view exactly, so an input pipeline
+whose seeds derive from the global step is reproducible across restarts.
+
+The recipe follows the reference implementation (torchvision transforms):
+RandomResizedCrop, ColorJitter applied with probability 0.8 in a random order,
+RandomGrayscale, Gaussian blur, horizontal flip. Views are float32 in [0, 1];
+normalisation belongs to the model.
+"""
+import dataclasses
+import math
+from typing import Tuple
+
+import tensorflow as tf
+
+# ITU-R 601-2 luma weights, as PIL's "L" conversion.
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+CROP_ATTEMPTS = 10
+
+_stateless_split = tf.random.experimental.stateless_split
+
+
+def _seed_tensor(seed):
+    """A stateless seed of shape [2]; a Python int `s` becomes [s, 0]."""
+    if isinstance(seed, int):
+        seed = (seed, 0)
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64):
+        seed = tf.cast(seed, tf.int64)
+    seed.shape.assert_is_compatible_with([2])
+    return seed
+
+
+def _split(seed, num):
+    return tf.unstack(_stateless_split(_seed_tensor(seed), num=num))
+
+
+def _uniform(shape, seed, minval=0.0, maxval=1.0):
+    return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval, dtype=tf.float32)
+
+
+def _bernoulli(batch, seed, prob):
+    return _uniform([batch], seed) < prob
+
+
+def _batched(fn):
+    """Lets a batch op take a single image `[H, W, 3]` too."""
+
+    def wrapper(images, *args, **kwargs):
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank == 3:
+            return fn(images[tf.newaxis], *args, **kwargs)[0]
+        if images.shape.rank != 4:
+            raise ValueError(f"expected images of shape [B, H, W, 3] or [H, W, 3], got {images.shape}")
+        return fn(images, *args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def to_float(images):
+    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1]."""
+    images = tf.convert_to_tensor(images)
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 255.0
+    return tf.cast(images, tf.float32)
+
+
+def _per_image(x):
+    return tf.reshape(tf.cast(x, tf.float32), [-1, 1, 1, 1])
+
+
+# --------------------------------------------------------------------------- crops
+
+
+def crop_boxes(seed, batch_size, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Per-image RandomResizedCrop windows as integer (top, left, crop_h, crop_w), each `[B]`.
+
+    torchvision's sampler: area fraction ~ U(scale), log aspect ratio ~ U(log ratio),
+    w = round(sqrt(area * r)), h = round(sqrt(area / r)); the first of 10 attempts that
+    fits wins, else a centre crop with the ratio clamped to `ratio`. The attempts are
+    drawn for all images at once.
+    """
+    area_seed, ratio_seed, pos_seed = _split(seed, 3)
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    shape = [batch_size, CROP_ATTEMPTS]
+    target_area = h * w * _uniform(shape, area_seed, scale[0], scale[1])
+    aspect = tf.exp(_uniform(shape, ratio_seed, math.log(ratio[0]), math.log(ratio[1])))
+    cw = tf.round(tf.sqrt(target_area * aspect))
+    ch = tf.round(tf.sqrt(target_area / aspect))
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+    found = tf.reduce_any(fits, axis=1)
+    cw = tf.gather(cw, first, batch_dims=1)
+    ch = tf.gather(ch, first, batch_dims=1)
+
+    in_ratio = w / h
+    fallback_w = tf.where(in_ratio > ratio[1], tf.round(h * ratio[1]), w)
+    fallback_h = tf.where(in_ratio < ratio[0], tf.round(w / ratio[0]), h)
+    cw = tf.where(found, cw, fallback_w)
+    ch = tf.where(found, ch, fallback_h)
+
+    u = _uniform([batch_size, 2], pos_seed)
+    top = tf.minimum(tf.floor(u[:, 0] * (h - ch + 1.0)), h - ch)
+    left = tf.minimum(tf.floor(u[:, 1] * (w - cw + 1.0)), w - cw)
+    top = tf.where(found, top, tf.floor((h - ch) / 2.0))
+    left = tf.where(found, left, tf.floor((w - cw) / 2.0))
+    return top, left, ch, cw
+
+
+def crop_and_resize(images, top, left, crop_h, crop_w, size, flip=None):
+    """Bilinear resize of per-image windows to `size` x `size`, as `tf.image.resize` of each crop.
+
+    `flip` (bool `[B]`, optional) mirrors the chosen crops left-right at no extra cost.
+
+    `tf.image.crop_and_resize` samples with aligned corners; the boxes here are chosen
+    so that it samples at half-pixel centres instead, and a one-pixel edge padding
+    makes samples that fall just outside the window clamp to the edge as
+    `tf.image.resize` does. No antialiasing (as crop_and_resize). Returns float32 in
+    the input's value range.
+    """
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    span_y = tf.cast(shape[1] + 1, tf.float32)
+    span_x = tf.cast(shape[2] + 1, tf.float32)
+    s = float(size)
+    y1 = (top + 0.5 * crop_h / s + 0.5) / span_y
+    y2 = (top + (s - 0.5) * crop_h / s + 0.5) / span_y
+    x1 = (left + 0.5 * crop_w / s + 0.5) / span_x
+    x2 = (left + (s - 0.5) * crop_w / s + 0.5) / span_x
+    if flip is not None:
+        # crop_and_resize samples a box with x1 > x2 right to left.
+        x1, x2 = tf.where(flip, x2, x1), tf.where(flip, x1, x2)
+    boxes = tf.stack([y1, x1, y2, x2], axis=1)
+    return tf.image.crop_and_resize(
+        padded, boxes, tf.range(shape[0]), [size, size], method="bilinear"
+    )
+
+
+@_batched
+def random_resized_crop(images, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.0):
+    """RandomResizedCrop of every image, independently: float32 `[B, size, size, 3]` in [0, 1].
+
+    With `flip_prob` > 0 each crop is also mirrored left-right with that probability
+    (RandomHorizontalFlip folded into the crop).
+    """
+    shape = tf.shape(images)
+    box_seed, flip_seed = _split(seed, 2)
+    top, left, ch, cw = crop_boxes(box_seed, shape[0], shape[1], shape[2], scale, ratio)
+    flip = _bernoulli(shape[0], flip_seed, flip_prob) if flip_prob > 0 else None
+    out = crop_and_resize(images, top, left, ch, cw, size, flip)
+    if images.dtype == tf.uint8:
+        out = out / 255.0
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+@_batched
+def random_flip(images, seed, prob=0.5):
+    """Horizontal flip of each image with probability `prob`."""
+    flip = _bernoulli(tf.shape(images)[0], _seed_tensor(seed), prob)
+    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def grayscale(images):
+    """Luma `[B, H, W, 1]` with ITU-R 601-2 weights."""
+    return tf.reduce_sum(images * tf.constant(GRAY_WEIGHTS, images.dtype), axis=-1, keepdims=True)
+
+
+def _blend(images, target, factor):
+    return tf.clip_by_value(factor * images + (1.0 - factor) * target, 0.0, 1.0)
+
+
+@_batched
+def adjust_brightness(images, factor):
+    """torchvision adjust_brightness: `clip(f * x)`, one factor per image."""
+    return _blend(images, 0.0, _per_image(factor))
+
+
+@_batched
+def adjust_contrast(images, factor):
+    """torchvision adjust_contrast: blend with the mean of the image's grayscale."""
+    mean = tf.reduce_mean(grayscale(images), axis=[1, 2, 3], keepdims=True)
+    return _blend(images, mean, _per_image(factor))
+
+
+@_batched
+def adjust_saturation(images, factor):
+    """torchvision adjust_saturation: blend with the grayscale image."""
+    return _blend(images, grayscale(images), _per_image(factor))
+
+
+@_batched
+def adjust_hue(images, delta):
+    """torchvision adjust_hue: rotate the HSV hue by `delta` (fractions of a turn) per image."""
+    hsv = tf.image.rgb_to_hsv(images)
+    hue = hsv[..., :1] + _per_image(delta)
+    hue = hue - tf.floor(hue)
+    return tf.clip_by_value(tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], axis=-1)), 0.0, 1.0)
+
+
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+
+
+def color_jitter(images, factors, order):
+    """ColorJitter with given per-image factors and op order.
+
+    `factors` `[B, 4]`: brightness, contrast and saturation factors and the hue shift;
+    `order` `[B, 4]`: a permutation of (0=brightness, 1=contrast, 2=saturation, 3=hue)
+    per image. Factors (1, 1, 1, 0) leave an image unchanged.
+
+    The three blends share one form, `f * x + (1 - f) * target` with target zero, the
+    grey mean or the grey image, so each of the four slots is one affine map per image;
+    the hue rotation runs only on the images whose slot picked it.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    factors = tf.cast(factors, tf.float32)
+    order = tf.cast(order, tf.int32)
+    for slot in range(4):
+        op = order[:, slot]
+        factor = tf.where(op == HUE, 1.0, tf.gather(factors, tf.minimum(op, SATURATION), batch_dims=1))
+        rest = 1.0 - factor
+        gray = grayscale(images)
+        mean = tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True)
+        gray_weight = _per_image(tf.where(op == SATURATION, rest, 0.0))
+        offset = _per_image(tf.where(op == CONTRAST, rest, 0.0)) * mean
+        images = tf.clip_by_value(_per_image(factor) * images + gray_weight * gray + offset, 0.0, 1.0)
+        picked = tf.where((op == HUE) & (factors[:, HUE] != 0.0))
+        images = tf.tensor_scatter_nd_update(
+            images, picked, adjust_hue(tf.gather_nd(images, picked), tf.gather_nd(factors[:, HUE], picked))
+        )
+    return images
+
+
+def jitter_factors(seed, batch_size, strength):
+    """Per-image ColorJitter factors `[B, 4]` (U[1-s, 1+s] x3, hue U[-h, h]) and orders `[B, 4]`."""
+    factor_seed, order_seed = _split(seed, 2)
+    b, c, s, h = (float(v) for v in strength)
+    lo = tf.constant([max(0.0, 1.0 - b), max(0.0, 1.0 - c), max(0.0, 1.0 - s), -h])
+    hi = tf.constant([1.0 + b, 1.0 + c, 1.0 + s, h])
+    factors = lo + (hi - lo) * _uniform([batch_size, 4], factor_seed)
+    order = tf.argsort(_uniform([batch_size, 4], order_seed), axis=1)
+    return factors, order
+
+
+@_batched
+def random_color_jitter(images, seed, strength=(0.4, 0.4, 0.4, 0.1), prob=0.8):
+    """ColorJitter applied to each image with probability `prob`, in a random order per image."""
+    apply_seed, factor_seed = _split(seed, 2)
+    batch = tf.shape(images)[0]
+    factors, order = jitter_factors(factor_seed, batch, strength)
+    apply = _bernoulli(batch, apply_seed, prob)
+    factors = tf.where(apply[:, None], factors, tf.constant([1.0, 1.0, 1.0, 0.0]))
+    return color_jitter(images, factors, order)
+
+
+@_batched
+def random_grayscale(images, seed, prob=0.2):
+    """Grayscale (kept as 3 equal channels) with probability `prob` per image."""
+    weight = _per_image(_bernoulli(tf.shape(images)[0], _seed_tensor(seed), prob))
+    return (1.0 - weight) * images + weight * grayscale(images)
+
+
+# --------------------------------------------------------------------------- blur
+
+
+def blur_radius(image_size):
+    """Half-width of the blur kernel: the kernel is ~10% of the side, odd (23 at 224 px), at least 3."""
+    return max(1, (image_size // 10) // 2)
+
+
+@_batched
+def gaussian_blur(images, sigma, radius):
+    """Separable Gaussian blur with a per-image `sigma` `[B]`; reflect padding.
+
+    The batch is folded into the channels so that one depthwise convolution applies a
+    different kernel to every image.
+    """
+    shape = tf.shape(images)
+    b, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    sigma = tf.reshape(tf.cast(sigma, tf.float32), [-1, 1])
+    kernel = tf.exp(-tf.square(x) / (2.0 * tf.square(sigma)))
+    kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)
+    kernel = tf.transpose(tf.repeat(kernel, c, axis=0))  # [2r+1, B*C]
+    folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]), [1, h, w, b * c])
+    folded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    folded = tf.nn.depthwise_conv2d(folded, kernel[:, None, :, None], [1, 1, 1, 1], "VALID")
+    folded = tf.nn.depthwise_conv2d(folded, kernel[None, :, :, None], [1, 1, 1, 1], "VALID")
+    return tf.transpose(tf.reshape(folded, [h, w, b, c]), [2, 0, 1, 3])
+
+
+@_batched
+def random_gaussian_blur(images, seed, prob=0.5, sigma=(0.1, 2.0), radius=None):
+    """Gaussian blur with probability `prob`, sigma ~ U(sigma) per image."""
+    apply_seed, sigma_seed = _split(seed, 2)
+    batch = tf.shape(images)[0]
+    if radius is None:
+        radius = blur_radius(images.shape[1] or 32)
+    sigmas = _uniform([batch], sigma_seed, sigma[0], sigma[1])
+    apply = _bernoulli(batch, apply_seed, prob)
+    return tf.where(apply[:, None, None, None], gaussian_blur(images, sigmas, radius), images)
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _check_prob(name, value):
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+def _check_range(name, value, upper=None):
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a pair (min, max), got {value}")
+    lo, hi = value
+    if not 0 < lo <= hi or (upper is not None and hi > upper):
+        bound = f" <= {upper}" if upper is not None else ""
+        raise ValueError(f"{name} must satisfy 0 < min <= max{bound}, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoViewAugment:
+    """Two independent SimSiam views of each image in a batch.
+
+    `aug(images, seed)` -> `(view1, view2)`, each float32 `[B, image_size, image_size, 3]`
+    in [0, 1], from uint8 or [0, 1] float images `[B, H, W, 3]`. `seed` is an int tensor
+    of shape [2]; every image gets its own random draws, and the same seed repeats them.
+    Defaults are the paper's ImageNet recipe; `TwoViewAugment.cifar()` turns blur off.
+    """
+
+    image_size: int
+    crop_scale: Tuple[float, float] = (0.2, 1.0)
+    crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3)
+    jitter_strength: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_sigma: Tuple[float, float] = (0.1, 2.0)
+    flip_prob: float = 0.5
+
+    def __post_init__(self):
+        if int(self.image_size) != self.image_size or self.image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {self.image_size}")
+        _check_range("crop_scale", self.crop_scale, upper=1.0)
+        _check_range("crop_ratio", self.crop_ratio)
+        _check_range("blur_sigma", self.blur_sigma)
+        if len(self.jitter_strength) != 4 or any(s < 0 for s in self.jitter_strength):
+            raise ValueError(
+                "jitter_strength must be 4 non-negative numbers (brightness, contrast, saturation, hue), "
+                f"got {self.jitter_strength}"
+            )
+        if self.jitter_strength[3] > 0.5:
+            raise ValueError(f"jitter_strength hue must be at most 0.5, got {self.jitter_strength[3]}")
+        for name in ("jitter_prob", "grayscale_prob", "blur_prob", "flip_prob"):
+            _check_prob(name, getattr(self, name))
+        # Normalise sequences to tuples so equal configs compare and hash equal.
+        for name in ("crop_scale", "crop_ratio", "jitter_strength", "blur_sigma"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        object.__setattr__(self, "image_size", int(self.image_size))
+
+    @classmethod
+    def cifar(cls, image_size=32, **overrides):
+        """The paper's CIFAR recipe (App. D): as ImageNet's but without blur."""
+        overrides.setdefault("blur_prob", 0.0)
+        return cls(image_size=image_size, **overrides)
+
+    @property
+    def blur_radius(self):
+        return blur_radius(self.image_size)
+
+    def crop(self, images, seed):
+        """The geometric stage: random resized crop and horizontal flip, float32 `[B, S, S, 3]`.
+
+        The flip is folded into the crop; it commutes with the later ops (all of them
+        are mirror-symmetric), so the views have the reference's distribution.
+        """
+        return random_resized_crop(images, seed, self.image_size, self.crop_scale, self.crop_ratio, self.flip_prob)
+
+    def appearance(self, images, seed):
+        """The photometric stage on float [0, 1] crops: colour jitter, grayscale, blur."""
+        images = to_float(images)
+        jitter_seed, gray_seed, blur_seed = _split(seed, 3)
+        if self.jitter_prob > 0 and any(self.jitter_strength):
+            images = random_color_jitter(images, jitter_seed, self.jitter_strength, self.jitter_prob)
+        if self.grayscale_prob > 0:
+            images = random_grayscale(images, gray_seed, self.grayscale_prob)
+        if self.blur_prob > 0:
+            images = random_gaussian_blur(images, blur_seed, self.blur_prob, self.blur_sigma, self.blur_radius)
+        return images
+
+    def view(self, images, seed):
+        """One augmented view of every image."""
+        crop_seed, appearance_seed = _split(seed, 2)
+        return self.appearance(self.crop(images, crop_seed), appearance_seed)
+
+    def __call__(self, images, seed):
+        seed1, seed2 = _split(seed, 2)
+        return self.view(images, seed1), self.view(images, seed2)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def eval_resize_size(image_size):
+    """Shorter side before the centre crop: 256 for 224 (the 0.875 crop ratio)."""
+    return int(round(image_size / 0.875))
+
+
+@_batched
+def eval_preprocess(images, image_size, center_crop=True):
+    """Deterministic evaluation preprocessing, float32 `[..., image_size, image_size, 3]` in [0, 1].
+
+    `center_crop=True`: resize the shorter side to image_size / 0.875 then take the
+    central image_size square (the ImageNet protocol). `center_crop=False`: plain
+    resize to image_size (the CIFAR-size protocol; identity when sizes already match).
+    """
+    x = to_float(images)
+    shape = tf.shape(x)
+    if center_crop:
+        h = tf.cast(shape[1], tf.float32)
+        w = tf.cast(shape[2], tf.float32)
+        short = float(eval_resize_size(image_size))
+        # torchvision Resize(int): the short side exact, the long side truncated.
+        new_h = tf.cast(tf.where(h <= w, short, tf.floor(short * h / w)), tf.int32)
+        new_w = tf.cast(tf.where(h <= w, tf.floor(short * w / h), short), tf.int32)
+        x = tf.image.resize(x, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
+        top = tf.cast(tf.round(tf.cast(new_h - image_size, tf.float32) / 2.0), tf.int32)
+        left = tf.cast(tf.round(tf.cast(new_w - image_size, tf.float32) / 2.0), tf.int32)
+        x = x[:, top : top + image_size, left : left + image_size, :]
+    else:
+        same = tf.logical_and(tf.equal(shape[1], image_size), tf.equal(shape[2], image_size))
+        x = tf.cond(
+            same,
+            lambda: x,
+            lambda: tf.image.resize(x, [image_size, image_size], method="bilinear", antialias=True),
+        )
+    x = tf.ensure_shape(x, [None, image_size, image_size, 3])
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+@_batched
+def probe_augment(images, seed, image_size, crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), flip_prob=0.5):
+    """Linear-probe training augmentation: random resized crop + horizontal flip, per image."""
+    return random_resized_crop(images, seed, image_size, crop_scale, crop_ratio, flip_prob)

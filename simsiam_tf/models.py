@@ -1,0 +1,172 @@
+"""The SimSiam model: encoder f (backbone + projector), predictor h, and its training step."""
+import keras
+import tensorflow as tf
+
+from simsiam_tf import backbones, heads, losses, monitor
+
+
+@keras.saving.register_keras_serializable(package="simsiam_tf")
+class SimSiam(keras.Model):
+    """SimSiam (Chen & He, CVPR 2021) around any backbone that maps images to [N, feat_dim].
+
+    `model.fit(dataset)` trains on batches `(x1, x2)` (or `((x1, x2), anything)`) of two
+    augmented views of the same images; `model(x)` returns the backbone features.
+
+    Args:
+      backbone: a `keras.Model` from images to a feature vector.
+      dim: projector output width (and predictor output width).
+      pred_dim: predictor bottleneck width.
+      projector_layers: 3 for the ImageNet recipe, 2 for the CIFAR recipe.
+      projector_hidden_dim: projector hidden width; defaults to the backbone feature width.
+      stop_gradient: False is the paper's collapse ablation (gradients flow into targets).
+      use_predictor: False is the no-predictor ablation (p = z).
+      heads_bn: False drops BN from projector and predictor (the paper's Table 3 ablation).
+      sync_bn: synchronised BN across replicas in the heads.
+    """
+
+    def __init__(
+        self,
+        backbone,
+        dim=2048,
+        pred_dim=512,
+        projector_layers=3,
+        projector_hidden_dim=None,
+        stop_gradient=True,
+        use_predictor=True,
+        heads_bn=True,
+        sync_bn=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.dim = int(dim)
+        self.pred_dim = int(pred_dim)
+        self.projector_layers = int(projector_layers)
+        self.projector_hidden_dim = projector_hidden_dim
+        self.stop_gradient = bool(stop_gradient)
+        self.use_predictor = bool(use_predictor)
+        self.heads_bn = bool(heads_bn)
+        self.sync_bn = bool(sync_bn)
+
+        self.projector = heads.build_projector(
+            backbones.feature_dim(backbone),
+            dim=self.dim,
+            hidden_dim=projector_hidden_dim,
+            num_layers=self.projector_layers,
+            use_bn=self.heads_bn,
+            sync_bn=self.sync_bn,
+        )
+        self.predictor = (
+            heads.build_predictor(self.dim, self.pred_dim, use_bn=self.heads_bn, sync_bn=self.sync_bn)
+            if self.use_predictor
+            else None
+        )
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.z_std_tracker = keras.metrics.Mean(name="z_std")
+        self.center_norm_tracker = keras.metrics.Mean(name="center_norm")
+        self.residual_norm_tracker = keras.metrics.Mean(name="residual_norm")
+        # Backbone and heads are built models already; marking this one built keeps Keras
+        # from tracing it before weights are loaded or checkpoints restored.
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [
+            self.loss_tracker,
+            self.z_std_tracker,
+            self.center_norm_tracker,
+            self.residual_norm_tracker,
+        ]
+
+    def call(self, x, training=False):
+        return self.backbone(x, training=training)
+
+    def encode(self, x, training=False):
+        """z = projector(backbone(x))."""
+        return self.projector(self.backbone(x, training=training), training=training)
+
+    def forward_views(self, x1, x2, training=False):
+        """(p1, p2, z1, z2) for two views; p = z when there is no predictor.
+
+        The views go through the encoder one after the other, never concatenated, so each
+        BN layer normalises each view with that view's own batch statistics (as the
+        PyTorch reference does).
+        """
+        z1 = self.encode(x1, training=training)
+        z2 = self.encode(x2, training=training)
+        if self.predictor is None:
+            return z1, z2, z1, z2
+        p1 = self.predictor(z1, training=training)
+        p2 = self.predictor(z2, training=training)
+        return p1, p2, z1, z2
+
+    def loss_from_outputs(self, p1, p2, z1, z2):
+        """Symmetric SimSiam loss (float32), with stop-gradient on the targets as configured."""
+        return losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=self.stop_gradient)
+
+    @staticmethod
+    def _views(data):
+        views = data
+        while isinstance(views, (tuple, list)) and views and isinstance(views[0], (tuple, list)):
+            views = views[0]
+        if not (isinstance(views, (tuple, list)) and len(views) == 2):
+            raise ValueError(
+                "SimSiam expects batches (x1, x2) or ((x1, x2), anything) of two views; "
+                f"got {type(data).__name__} {data!r:.200}"
+            )
+        return views
+
+    def _update_metrics(self, loss, z1, z2):
+        self.loss_tracker.update_state(loss)
+        self.z_std_tracker.update_state(
+            0.5 * (monitor.normalized_std(z1) + monitor.normalized_std(z2))
+        )
+        center_norm, residual_norm = monitor.center_residual(z1)
+        self.center_norm_tracker.update_state(center_norm)
+        self.residual_norm_tracker.update_state(residual_norm)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x1, x2 = self._views(data)
+        with tf.GradientTape() as tape:
+            p1, p2, z1, z2 = self.forward_views(x1, x2, training=True)
+            loss = self.loss_from_outputs(p1, p2, z1, z2)
+            total = loss
+            if self.losses:
+                total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
+            # Keras sums gradients over replicas; each replica's loss is its local mean.
+            total = total / tf.distribute.get_strategy().num_replicas_in_sync
+            # Multiplies by the dynamic loss scale under LossScaleOptimizer (mixed_float16);
+            # its apply() unscales the gradients and skips steps with non-finite ones.
+            total = self.optimizer.scale_loss(total)
+        variables = self.trainable_variables
+        grads = tape.gradient(total, variables)
+        self.optimizer.apply(grads, variables)
+        return self._update_metrics(loss, z1, z2)
+
+    def test_step(self, data):
+        x1, x2 = self._views(data)
+        p1, p2, z1, z2 = self.forward_views(x1, x2, training=False)
+        return self._update_metrics(self.loss_from_outputs(p1, p2, z1, z2), z1, z2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            backbone=keras.saving.serialize_keras_object(self.backbone),
+            dim=self.dim,
+            pred_dim=self.pred_dim,
+            projector_layers=self.projector_layers,
+            projector_hidden_dim=self.projector_hidden_dim,
+            stop_gradient=self.stop_gradient,
+            use_predictor=self.use_predictor,
+            heads_bn=self.heads_bn,
+            sync_bn=self.sync_bn,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
