@@ -224,20 +224,27 @@ def color_jitter(images, factors, order):
     images = tf.convert_to_tensor(images, tf.float32)
     factors = tf.cast(factors, tf.float32)
     order = tf.cast(order, tf.int32)
+    shape = tf.shape(images)
+    weights = tf.constant(GRAY_WEIGHTS)
+    # out = f * x + g * gray(x) + o is x @ (f * I + g * w 1^T) + o per image.
+    identity = tf.eye(3)[tf.newaxis]
+    gray_map = (weights[:, tf.newaxis] * tf.ones([1, 3]))[tf.newaxis]
+    pixels = tf.reshape(images, [shape[0], -1, 3])
     for slot in range(4):
         op = order[:, slot]
         factor = tf.where(op == HUE, 1.0, tf.gather(factors, tf.minimum(op, SATURATION), batch_dims=1))
         rest = 1.0 - factor
-        gray = grayscale(images)
-        mean = tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True)
-        gray_weight = _per_image(tf.where(op == SATURATION, rest, 0.0))
-        offset = _per_image(tf.where(op == CONTRAST, rest, 0.0)) * mean
-        images = tf.clip_by_value(_per_image(factor) * images + gray_weight * gray + offset, 0.0, 1.0)
+        gray_weight = tf.where(op == SATURATION, rest, 0.0)
+        mean_gray = tf.linalg.matvec(tf.reduce_mean(pixels, axis=1), weights)
+        offset = tf.where(op == CONTRAST, rest, 0.0) * mean_gray
+        matrix = factor[:, None, None] * identity + gray_weight[:, None, None] * gray_map
+        pixels = tf.clip_by_value(tf.matmul(pixels, matrix) + offset[:, None, None], 0.0, 1.0)
         picked = tf.where((op == HUE) & (factors[:, HUE] != 0.0))
-        images = tf.tensor_scatter_nd_update(
-            images, picked, adjust_hue(tf.gather_nd(images, picked), tf.gather_nd(factors[:, HUE], picked))
+        hue_pixels = tf.gather_nd(pixels, picked)[:, tf.newaxis]
+        pixels = tf.tensor_scatter_nd_update(
+            pixels, picked, adjust_hue(hue_pixels, tf.gather_nd(factors[:, HUE], picked))[:, 0]
         )
-    return images
+    return tf.reshape(pixels, shape)
 
 
 def jitter_factors(seed, batch_size, strength):

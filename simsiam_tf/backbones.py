@@ -208,14 +208,22 @@ def resnet(name="resnet18", **kwargs):
 
 
 def feature_dim(backbone):
-    """Width of the feature vector a backbone model returns."""
+    """Width of the feature vector a backbone model returns.
+
+    Works for functional and Sequential models, and for subclassed models once built
+    (called on a batch).
+    """
     try:
         shape = backbone.output_shape
-    except (AttributeError, ValueError, RuntimeError) as e:
-        raise ValueError(
-            f"Cannot read the output shape of backbone {backbone.name!r}; "
-            "pass a functional or Sequential model, or build it first."
-        ) from e
+    except (AttributeError, ValueError, RuntimeError):
+        build_config = backbone.get_build_config() if backbone.built else None
+        input_shape = (build_config or {}).get("input_shape")
+        if input_shape is None:
+            raise ValueError(
+                f"Cannot tell the feature width of backbone {backbone.name!r}: pass a "
+                "functional or Sequential model, or call the model on a batch first."
+            ) from None
+        shape = backbone.compute_output_spec(keras.KerasTensor(tuple(input_shape))).shape
     if isinstance(shape, list):
         if len(shape) != 1:
             raise ValueError(f"Backbone {backbone.name!r} has {len(shape)} outputs; expected 1.")

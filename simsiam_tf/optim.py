@@ -114,7 +114,7 @@ class CoupledSGD(keras.optimizers.Optimizer):
         nesterov: Nesterov momentum (needs `momentum > 0`).
         fixed_lr: the learning rate used for `fixed_lr_variables`, whatever the
             schedule says (the reference's `fix_pred_lr`: the predictor keeps the
-            initial lr).
+            initial lr). 0 holds those variables at their current value.
         fixed_lr_variables: variables updated with `fixed_lr`. They are matched by
             identity (the optimizer's variable key), so pass the variables of the
             model being trained, created before the optimizer, and create the
@@ -148,16 +148,23 @@ class CoupledSGD(keras.optimizers.Optimizer):
             raise ValueError("`nesterov=True` requires `momentum > 0`.")
         if fixed_lr is not None:
             fixed_lr = float(fixed_lr)
-            if not fixed_lr > 0:
-                raise ValueError(f"`fixed_lr` must be > 0. Received: fixed_lr={fixed_lr}")
-        fixed_lr_variables = list(fixed_lr_variables or [])
-        if fixed_lr_variables and fixed_lr is None:
-            raise ValueError("`fixed_lr_variables` were given without a `fixed_lr`.")
+            if not fixed_lr >= 0:
+                raise ValueError(f"`fixed_lr` must be >= 0. Received: fixed_lr={fixed_lr}")
+        if fixed_lr_variables is not None:
+            fixed_lr_variables = list(fixed_lr_variables)
+            if not fixed_lr_variables:
+                # Usually a model whose variables do not exist yet (not built).
+                raise ValueError(
+                    "`fixed_lr_variables` is empty: build the model before creating the "
+                    "optimizer, or pass None."
+                )
+            if fixed_lr is None:
+                raise ValueError("`fixed_lr_variables` were given without a `fixed_lr`.")
         self.momentum = momentum
         self.coupled_weight_decay = weight_decay
         self.nesterov = bool(nesterov)
         self.fixed_lr = fixed_lr
-        self._fixed_lr_keys = frozenset(self._var_key(v) for v in fixed_lr_variables)
+        self._fixed_lr_keys = frozenset(self._var_key(v) for v in fixed_lr_variables or ())
 
     def build(self, variables):
         if self.built:

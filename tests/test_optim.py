@@ -203,10 +203,23 @@ def test_fixed_lr_variables_keep_fixed_lr():
     _assert_close(got, _torch_sgd_np(values, grads, lr_of, 0.9, wd))
 
 
+def test_zero_fixed_lr_holds_variables():
+    values = _initial_values()
+    variables = _keras_variables(values)
+    opt = CoupledSGD(0.1, weight_decay=0.01, fixed_lr=0.0, fixed_lr_variables=[variables["gamma"]])
+    got = _run(opt, variables, _gradients(SHAPES))
+    np.testing.assert_array_equal(got["gamma"], values["gamma"].astype(np.float32))
+    assert np.abs(got["kernel"] - values["kernel"]).max() > 1e-2
+
+
 def test_fixed_lr_argument_errors():
     v = keras.Variable(np.ones((2,), np.float32))
     with pytest.raises(ValueError, match="fixed_lr"):
         CoupledSGD(0.1, fixed_lr_variables=[v])
+    with pytest.raises(ValueError, match="empty"):
+        CoupledSGD(0.1, fixed_lr=0.1, fixed_lr_variables=[])
+    with pytest.raises(ValueError):
+        CoupledSGD(0.1, fixed_lr=-0.1)
     stranger = keras.Variable(np.ones((2,), np.float32))
     opt = CoupledSGD(0.1, fixed_lr=0.1, fixed_lr_variables=[stranger])
     with pytest.raises(ValueError, match="not among the variables"):

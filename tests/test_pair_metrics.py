@@ -111,6 +111,8 @@ def test_best_threshold_all_different_and_accuracy_at_threshold():
     labels = [0, 0, 0, 1]
     scores = [0.9, 0.8, 0.7, 0.1]
     assert pm.best_threshold(labels, scores) == (np.inf, 0.75)
+    # 0.9 and 0.7 are both 3/4 accurate: the larger threshold is returned.
+    assert pm.best_threshold([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == (0.9, 0.75)
     assert pm.accuracy_at_threshold(labels, scores, 0.8) == pytest.approx(0.25)
     # score >= threshold counts as same: the boundary is inclusive.
     assert pm.accuracy_at_threshold([1, 0], [0.5, 0.4], 0.5) == 1.0
