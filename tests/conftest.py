@@ -7,11 +7,10 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    """Each test starts with float32 policy and a cleared Keras session."""
+def _float32_policy():
+    """Each test starts and ends with the float32 dtype policy, whatever it set."""
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
-    keras.utils.clear_session()
     yield
     keras.mixed_precision.set_global_policy("float32")
