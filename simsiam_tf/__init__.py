@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # models
     "SimSiam": "simsiam_tf.models",
+    "LinearProbe": "simsiam_tf.models",
     # backbones
     "build_backbone": "simsiam_tf.backbones",
     "resnet": "simsiam_tf.backbones",
@@ -29,6 +30,7 @@ _EXPORTS = {
     "make_pretrain_dataset": "simsiam_tf.data",
     # configs
     "PretrainConfig": "simsiam_tf.config",
+    "LinearConfig": "simsiam_tf.config",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

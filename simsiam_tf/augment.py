@@ -114,15 +114,15 @@ def crop_boxes(seed, batch_size, height, width, scale=(0.08, 1.0), ratio=(3 / 4,
 
 
 def crop_and_resize(images, top, left, crop_h, crop_w, size, flip=None):
-    """Bilinear resize of per-image windows to `size` x `size`, as `tf.image.resize` of each crop.
+    """Bilinear resize of per-image windows to `size` x `size`, float32 in the input's range.
 
+    Samples sit where `tf.image.resize` of the cropped window puts them (half-pixel
+    centres), not at `tf.image.crop_and_resize`'s aligned corners; the boxes are chosen
+    to make it so. Near a window's border, where resizing the cut-out crop would clamp
+    to the crop's edge, the real neighbouring pixels are read; a one-pixel edge padding
+    clamps at the image border as `tf.image.resize` does, so a full-image window is
+    exactly `tf.image.resize`. No antialiasing (as crop_and_resize).
     `flip` (bool `[B]`, optional) mirrors the chosen crops left-right at no extra cost.
-
-    `tf.image.crop_and_resize` samples with aligned corners; the boxes here are chosen
-    so that it samples at half-pixel centres instead, and a one-pixel edge padding
-    makes samples that fall just outside the window clamp to the edge as
-    `tf.image.resize` does. No antialiasing (as crop_and_resize). Returns float32 in
-    the input's value range.
     """
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)

@@ -186,3 +186,180 @@ def replace(config, **changes):
     for section, fields in nested.items():
         flat[section] = replace(getattr(config, section), **fields)
     return dataclasses.replace(config, **flat)
+
+
+PROBE_OPTIMIZERS = ("lars", "sgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearConfig:
+    """Linear evaluation of a pretrained encoder: frozen encoder, linear classifier on top.
+
+    Defaults are the reference protocol (main_lincls.py): LARS, batch 4096, base lr 0.1
+    (lr = base_lr * batch_size / 256), no weight decay, 90 epochs, random-resized-crop +
+    flip for training. `cache_features` None means: cache exactly when `augment` is off.
+    """
+
+    runtime: RuntimeConfig = RuntimeConfig(model_dir="runs/linear")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    init_from: Optional[str] = None
+    optimizer: str = "lars"
+    batch_size: int = 4096
+    epochs: int = 90
+    base_lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    augment: bool = True
+    crop_scale: Tuple[float, float] = (0.08, 1.0)
+    cache_features: Optional[bool] = None
+    compare_random_init: bool = False
+    eval_batch_size: int = 256
+    checkpoint_every_steps: int = 500
+    log_every_steps: int = 50
+
+    @property
+    def cached(self):
+        """Whether the classifier trains on features extracted once (no augmentation)."""
+        return not self.augment if self.cache_features is None else self.cache_features
+
+    def validate(self):
+        self.runtime.validate()
+        self.data.validate()
+        self.model.validate()
+        if not self.init_from:
+            raise ValueError(
+                "init_from is required: the simsiam-pretrain run directory (or checkpoint prefix) whose encoder is probed"
+            )
+        if self.cache_features and self.augment:
+            raise ValueError(
+                "cache_features=true needs augment=false: cached features are extracted once, so the "
+                "training crops cannot change from epoch to epoch"
+            )
+        _choice("optimizer", self.optimizer, PROBE_OPTIMIZERS)
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(f"batch_size and eval_batch_size must be positive, got {self.batch_size} and {self.eval_batch_size}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.base_lr <= 0:
+            raise ValueError(f"base_lr must be positive, got {self.base_lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if self.checkpoint_every_steps < 1 or self.log_every_steps < 1:
+            raise ValueError("checkpoint_every_steps and log_every_steps must be positive")
+        if _inside(self.init_from, self.runtime.model_dir):
+            raise ValueError(
+                f"init_from {self.init_from!r} lies in model_dir {self.runtime.model_dir!r}: give the probe its own "
+                "model_dir, or its checkpoints would mix with those of the run it evaluates"
+            )
+        return self
+
+
+def _inside(path, directory):
+    import os
+
+    path, directory = os.path.abspath(path), os.path.abspath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+VERIFY_HEADS = ("contrastive", "triplet", "classifier")
+VERIFY_AUGMENTS = ("none", "crop", "crop_flip")
+MININGS = ("semi_hard", "batch_hard")
+DISTANCES = ("l2", "squared_l2", "angular")
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyConfig:
+    """Pair verification: a Siamese twin head on a shared encoder, open-set by default.
+
+    The encoder comes from a SimSiam run (`init_from`) or starts at random; it is
+    fine-tuned, or kept as it is with `freeze_encoder`. Evaluation classes are never
+    trained on unless `closed_set`; `eval_fraction` and `val_fraction` are described at
+    `simsiam_tf.pairs.make_pools`. `batch_size` counts pairs (triplets for the triplet
+    head); an epoch is `steps_per_epoch` steps of freshly drawn pairs.
+    """
+
+    runtime: RuntimeConfig = RuntimeConfig(model_dir="runs/verify")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    head: str = "contrastive"
+    embedding_dim: int = 128
+    hidden_dim: int = 512
+    normalize_embeddings: bool = True
+    margin: float = 1.0
+    mining: str = "semi_hard"
+    distance: str = "l2"
+    freeze_encoder: bool = False
+    init_from: Optional[str] = None
+    compare_random_init: bool = False
+    closed_set: bool = False
+    eval_fraction: float = 0.5
+    val_fraction: float = 0.3
+    augment: str = "crop_flip"
+    batch_size: int = 64
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    num_val_pairs: int = 1000
+    num_eval_pairs: int = 2000
+    num_trials: int = 400
+    eval_batch_size: int = 256
+    checkpoint_every_steps: int = 500
+    log_every_steps: int = 50
+
+    def validate(self):
+        import os
+
+        self.runtime.validate()
+        self.data.validate()
+        self.model.validate()
+        _choice("head", self.head, VERIFY_HEADS)
+        _choice("mining", self.mining, MININGS)
+        _choice("distance", self.distance, DISTANCES)
+        _choice("augment", self.augment, VERIFY_AUGMENTS)
+        if self.head != "triplet" and self.distance != "l2":
+            raise ValueError(
+                f"distance={self.distance} applies to the triplet head; the {self.head} head uses the euclidean "
+                "distance (distance=l2)"
+            )
+        if self.embedding_dim < 1 or self.hidden_dim < 1:
+            raise ValueError(f"embedding_dim and hidden_dim must be positive, got {self.embedding_dim} and {self.hidden_dim}")
+        if not self.margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.compare_random_init and not self.init_from:
+            raise ValueError(
+                "compare_random_init compares a pretrained encoder with a random one: set init_from to the "
+                "simsiam-pretrain run"
+            )
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must lie strictly between 0 and 1, got {self.eval_fraction}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2 (a positive and a negative pair), got {self.batch_size}")
+        if self.epochs < 1 or self.steps_per_epoch < 1:
+            raise ValueError(f"epochs and steps_per_epoch must be positive, got {self.epochs} and {self.steps_per_epoch}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        if self.num_val_pairs < 2 or self.num_eval_pairs < 2:
+            raise ValueError("num_val_pairs and num_eval_pairs must be at least 2 (a positive and a negative pair)")
+        if self.num_trials < 1 or self.eval_batch_size < 1:
+            raise ValueError("num_trials and eval_batch_size must be positive")
+        if self.checkpoint_every_steps < 1 or self.log_every_steps < 1:
+            raise ValueError("checkpoint_every_steps and log_every_steps must be positive")
+        if self.init_from:
+            path, run = os.path.abspath(self.init_from), os.path.abspath(self.runtime.model_dir)
+            if os.path.commonpath([path, run]) == run:
+                raise ValueError(
+                    f"init_from {self.init_from!r} lies in model_dir {self.runtime.model_dir!r}: give the verifier its "
+                    "own model_dir, or its checkpoints would mix with those of the run it starts from"
+                )
+        return self

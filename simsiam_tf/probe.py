@@ -4,6 +4,8 @@ import numpy as np
 
 from simsiam_tf import optim
 
+OPTIMIZERS = ("lars", "sgd")
+
 
 def build_linear_classifier(num_classes, feature_dim=None, name="classifier"):
     """The paper's probe head: one Dense layer, weights N(0, 0.01), bias 0."""
@@ -17,6 +19,22 @@ def build_linear_classifier(num_classes, feature_dim=None, name="classifier"):
     if feature_dim is not None:
         layer.build((None, feature_dim))
     return layer
+
+
+def linear_optimizer(name, learning_rate, momentum=0.9, weight_decay=0.0):
+    """The probe's optimizer by name.
+
+    "lars": LARS with trust coefficient 0.001; the bias gets neither weight decay nor
+    adaptation (the reference's LARS probe). "sgd": `CoupledSGD`, coupled L2 decay on
+    every variable (the reference's plain SGD probe). `learning_rate`: float or schedule.
+    """
+    if name == "lars":
+        return optim.LARS(
+            learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, trust_coefficient=0.001
+        )
+    if name == "sgd":
+        return optim.CoupledSGD(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
 
 
 def topk_accuracy(logits, labels, k):
@@ -42,13 +60,26 @@ def train_linear_on_features(
     standardize=True,
     seed=0,
     verbose=0,
+    optimizer="sgd",
+    classifier=None,
+    callbacks=None,
 ):
-    """Trains a linear classifier on fixed features with SGD and a cosine schedule.
+    """Trains a linear classifier on fixed features with a cosine schedule.
 
     `standardize` rescales every feature dimension to zero mean and unit variance on
     the training set (an affine map, so the probe stays linear); it makes one learning
     rate fit encoders whose features differ in scale, such as a trained and a
-    random-init one. Returns {"top1", "top5"} on the test features, fractions in [0, 1].
+    random-init one. The paper's probe trains on the raw features (standardize=False).
+
+    optimizer: "sgd" or "lars" (see `linear_optimizer`) on a cosine schedule from
+        `base_lr` to 0 over the run, with `momentum` and `weight_decay`; or a Keras
+        optimizer instance, used as it is (with its own learning rate; `base_lr`,
+        `momentum` and `weight_decay` are then unused).
+    classifier: a Dense layer from `build_linear_classifier` to train in place (so the
+        caller keeps it); by default a new one.
+    callbacks: Keras callbacks for the fit.
+
+    Returns {"top1", "top5"} on the test features, fractions in [0, 1].
     """
     train_features = np.asarray(train_features, np.float32)
     test_features = np.asarray(test_features, np.float32)
@@ -64,17 +95,17 @@ def train_linear_on_features(
         train_features = (train_features - mean) / std
         test_features = (test_features - mean) / std
     keras.utils.set_random_seed(seed)
-    steps_per_epoch = max(1, int(np.ceil(len(train_features) / batch_size)))
-    schedule = optim.WarmupCosine(peak_lr=base_lr, total_steps=epochs * steps_per_epoch)
-    classifier = keras.Sequential(
-        [keras.Input((train_features.shape[1],)), build_linear_classifier(num_classes)], name="linear_probe"
+    if isinstance(optimizer, str):
+        steps_per_epoch = max(1, int(np.ceil(len(train_features) / batch_size)))
+        schedule = optim.WarmupCosine(peak_lr=base_lr, total_steps=epochs * steps_per_epoch)
+        optimizer = linear_optimizer(optimizer, schedule, momentum=momentum, weight_decay=weight_decay)
+    if classifier is None:
+        classifier = build_linear_classifier(num_classes)
+    model = keras.Sequential([keras.Input((train_features.shape[1],)), classifier], name="linear_probe")
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(
+        train_features, train_labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose,
+        callbacks=callbacks,
     )
-    classifier.compile(
-        optimizer=optim.CoupledSGD(learning_rate=schedule, momentum=momentum, weight_decay=weight_decay),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    classifier.fit(
-        train_features, train_labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose
-    )
-    logits = classifier.predict(test_features, batch_size=1024, verbose=0)
+    logits = model.predict(test_features, batch_size=1024, verbose=0)
     return {"top1": topk_accuracy(logits, test_labels, 1), "top5": topk_accuracy(logits, test_labels, 5)}

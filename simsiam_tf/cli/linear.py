@@ -1,0 +1,114 @@
+"""simsiam-linear: linear evaluation of a pretrained encoder from the command line.
+
+Loads the encoder of a simsiam-pretrain run (--init_from=<run directory or checkpoint>),
+freezes it in inference mode, trains a linear classifier on --dataset's train split and
+reports top-1/top-5 on its eval split. At the end it checks that every encoder variable,
+BatchNorm moving statistics included, is bit-identical to what it loaded.
+Recipes: --flagfile=flags/imagenet_resnet50_linear.cfg, flags/cifar10_resnet18_linear.cfg,
+flags/demo_linear.cfg (the embedded demo's run).
+
+Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags, 4 the sanity
+check found the frozen encoder changed.
+"""
+from simsiam_tf.cli import common
+
+common.quiet_tensorflow()
+
+from absl import app, flags  # noqa: E402
+
+from simsiam_tf import config as config_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+_D = config_lib.LinearConfig()
+
+
+def define_flags():
+    common.define_runtime_flags(_D.runtime)
+    common.define_data_flags(_D.data)
+    m = _D.model
+    common.define("string", "backbone", m.backbone,
+                   "Backbone of the pretraining run: resnet18, resnet34 or resnet50, suffix _cifar for the CIFAR stem.")
+    common.define("float", "width_multiplier", m.width_multiplier, "Width multiplier of the pretraining run's backbone.")
+    common.define("enum", "sync_bn", m.sync_bn, ["auto", "true", "false"],
+                   "Build the backbone with synchronized BatchNorm (no effect on a frozen encoder's numbers).")
+    common.define("string", "init_from", _D.init_from,
+                   "Required: the simsiam-pretrain run directory (its latest checkpoint) or a checkpoint prefix.")
+    common.define("enum", "optimizer", _D.optimizer, list(config_lib.PROBE_OPTIMIZERS),
+                   "lars (trust 0.001, no decay or adaptation on the bias) or sgd (coupled L2, PyTorch semantics).")
+    common.define("integer", "batch_size", _D.batch_size, "Global batch size of the classifier's training.")
+    common.define("integer", "epochs", _D.epochs, "Training epochs.")
+    common.define("float", "base_lr", _D.base_lr,
+                   "Base learning rate; the rate used is base_lr * batch_size / 256, cosine-decayed to 0.")
+    common.define("float", "momentum", _D.momentum, "Momentum.")
+    common.define("float", "weight_decay", _D.weight_decay, "Weight decay (LARS: on the weights only; sgd: coupled L2).")
+    common.define("bool", "augment", _D.augment,
+                   "Random-resized-crop + flip training images (the paper); false: the evaluation preprocessing.")
+    common.define("list", "crop_scale", [str(v) for v in _D.crop_scale], "Random-resized-crop area range: min,max.")
+    common.define("bool", "cache_features", _D.cache_features,
+                   "Extract the features once and train the classifier on them; default: true exactly when "
+                   "--augment=false. Needs --augment=false.")
+    common.define("bool", "compare_random_init", _D.compare_random_init,
+                   "Also probe the same architecture at random init (written as random_init_top1/top5).")
+    common.define("integer", "eval_batch_size", _D.eval_batch_size, "Batch size of feature extraction and evaluation.")
+    common.define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")
+    common.define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
+    common.define_dry_run_flag()
+
+
+def config_from_flags():
+    model = config_lib.ModelConfig(
+        backbone=FLAGS.backbone, width_multiplier=FLAGS.width_multiplier, sync_bn=FLAGS.sync_bn
+    )
+    return config_lib.LinearConfig(
+        runtime=common.runtime_config(), data=common.data_config(), model=model, init_from=FLAGS.init_from,
+        optimizer=FLAGS.optimizer, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, base_lr=FLAGS.base_lr,
+        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, augment=FLAGS.augment,
+        crop_scale=common.floats("crop_scale", 2), cache_features=FLAGS.cache_features,
+        compare_random_init=FLAGS.compare_random_init, eval_batch_size=FLAGS.eval_batch_size,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps, log_every_steps=FLAGS.log_every_steps,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
+    config = config_from_flags()
+    try:
+        config.validate()
+    except ValueError as err:
+        common.fail(str(err), 2)
+    if FLAGS.dry_run:
+        print(common.resolved_flags_text())
+        return 0
+    common.write_flags_file(config.runtime.model_dir)
+
+    from simsiam_tf.runs import common as run_common
+    from simsiam_tf.runs import linear
+
+    try:
+        metrics = linear.run(config)
+    except run_common.RunError as err:
+        _silence_tensorflow_warnings()
+        common.fail(str(err), err.exit_code)
+    print(f"\nrun directory: {config.runtime.model_dir}")
+    print(linear.summary(metrics))
+    return 0
+
+
+def _silence_tensorflow_warnings():
+    # A failed restore leaves objects that log a page of "unrestored value" warnings
+    # when they are garbage-collected at exit; the error line already says what failed.
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+
+
+define_flags()
+
+
+def run_main():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run_main()

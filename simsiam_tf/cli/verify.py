@@ -1,0 +1,169 @@
+"""simsiam-verify: pair verification (Siamese twin heads) on a SimSiam encoder.
+
+Trains a contrastive, triplet or classifier head on pairs drawn from a labelled
+dataset, chooses the decision threshold on validation pairs and reports ROC-AUC, EER,
+accuracy, TAR at FAR=1e-2 and 5-/20-way one-shot accuracy on evaluation pairs whose
+classes were not trained on (unless --closed_set). Recipes:
+--flagfile=flags/verify_synthetic.cfg, flags/omniglot_verify.cfg, flags/lfw_verify.cfg.
+
+--backbone and --width_multiplier default to those in the flags.cfg of the --init_from
+run, so a pretrained encoder is rebuilt as it was trained.
+
+Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags.
+"""
+import os
+
+from simsiam_tf.cli import common
+
+common.quiet_tensorflow()
+
+from absl import app, flags  # noqa: E402
+
+from simsiam_tf import config as config_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+_D = config_lib.VerifyConfig()
+
+
+def define_flags():
+    common.define_runtime_flags(_D.runtime)
+    common.define_data_flags(_D.data)
+    m = _D.model
+    common.define("string", "backbone", m.backbone,
+                   "resnet18, resnet34 or resnet50; suffix _cifar for the CIFAR stem. Default: the --init_from "
+                   f"run's (its flags.cfg), else {m.backbone}.")
+    common.define("float", "width_multiplier", m.width_multiplier,
+                   f"Scales every ResNet width. Default: the --init_from run's, else {m.width_multiplier}.")
+    common.define("enum", "sync_bn", m.sync_bn, ["auto", "true", "false"],
+                   "Synchronized BatchNorm across replicas; auto = on with more than one replica.")
+    # encoder and head
+    common.define("string", "init_from", _D.init_from,
+                   "simsiam-pretrain run directory (or checkpoint) whose encoder starts the verifier; empty: random init.")
+    common.define("bool", "freeze_encoder", _D.freeze_encoder,
+                   "Keep the encoder fixed (weights and BatchNorm statistics) and train only the head.")
+    common.define("bool", "compare_random_init", _D.compare_random_init,
+                   "Also train the same head on a random-init encoder (in model_dir/random_init) and report its figures.")
+    common.define("enum", "head", _D.head, list(config_lib.VERIFY_HEADS),
+                   "contrastive (loss on the euclidean distance), triplet (in-batch mining), or classifier "
+                   "(MLP on [|e1-e2|, e1*e2], binary cross-entropy).")
+    common.define("integer", "embedding_dim", _D.embedding_dim, "Width of the embedding the head compares.")
+    common.define("integer", "hidden_dim", _D.hidden_dim, "Hidden width of the embedding head and of the classifier MLP.")
+    common.define("bool", "normalize_embeddings", _D.normalize_embeddings, "l2-normalise the embeddings.")
+    common.define("float", "margin", _D.margin, "Margin of the contrastive and triplet losses.")
+    common.define("enum", "mining", _D.mining, list(config_lib.MININGS),
+                   "Triplet mining in the batch: semi_hard (FaceNet) or batch_hard (Hermans et al.).")
+    common.define("enum", "distance", _D.distance, list(config_lib.DISTANCES),
+                   "Distance of the triplet head (the contrastive head uses l2).")
+    # pairs
+    common.define("bool", "closed_set", _D.closed_set,
+                   "Evaluate on classes seen in training (images held out per class) instead of unseen classes.")
+    common.define("float", "eval_fraction", _D.eval_fraction,
+                   "Open set: share of the classes held out for evaluation (unless the splits already have "
+                   "disjoint classes); closed set on one split: share of each class's images held out.")
+    common.define("float", "val_fraction", _D.val_fraction,
+                   "Share of each evaluation class's images used for the validation pairs that set the threshold.")
+    common.define("enum", "augment", _D.augment, list(config_lib.VERIFY_AUGMENTS),
+                   "Training-pair augmentation: none, random resized crop, or crop and horizontal flip.")
+    common.define("integer", "num_val_pairs", _D.num_val_pairs, "Validation pairs (half positive) for the threshold.")
+    common.define("integer", "num_eval_pairs", _D.num_eval_pairs, "Evaluation pairs (half positive).")
+    common.define("integer", "num_trials", _D.num_trials, "N-way one-shot trials for each of N = 5 and 20.")
+    # optimisation
+    common.define("integer", "batch_size", _D.batch_size, "Pairs per batch (triplets for the triplet head).")
+    common.define("integer", "epochs", _D.epochs, "Training epochs.")
+    common.define("integer", "steps_per_epoch", _D.steps_per_epoch, "Steps per epoch (pairs are drawn afresh each step).")
+    common.define("float", "learning_rate", _D.learning_rate, "AdamW learning rate (cosine decay to 0).")
+    common.define("float", "weight_decay", _D.weight_decay, "AdamW decoupled weight decay.")
+    common.define("integer", "eval_batch_size", _D.eval_batch_size, "Batch size for embedding evaluation images.")
+    common.define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")
+    common.define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
+    common.define_dry_run_flag()
+
+
+def encoder_flags_of_run(path):
+    """{'backbone': ..., 'width_multiplier': ...} from the flags.cfg of the run at `path` ({} if none).
+
+    `path` may be the run directory, its checkpoints/ folder or a checkpoint prefix in it.
+    """
+    if not path:
+        return {}
+    path = os.path.abspath(path)
+    for directory in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        flags_path = os.path.join(directory, "flags.cfg")
+        if os.path.isfile(flags_path):
+            break
+    else:
+        return {}
+    found = {}
+    with open(flags_path) as f:
+        for line in f:
+            for name in ("backbone", "width_multiplier"):
+                if line.startswith(f"--{name}="):
+                    found[name] = line.strip().split("=", 1)[1]
+    return found
+
+
+def _inherit_encoder_flags():
+    """Takes --backbone/--width_multiplier from the --init_from run unless given."""
+    found = encoder_flags_of_run(FLAGS.init_from)
+    for name, value in found.items():
+        if FLAGS[name].present:
+            continue
+        try:
+            FLAGS[name].parse(value)
+        except (flags.IllegalFlagValueError, ValueError):
+            common.fail(f"the flags.cfg of --init_from={FLAGS.init_from} has --{name}={value}, which is not valid here")
+
+
+def config_from_flags():
+    model = config_lib.ModelConfig(
+        backbone=FLAGS.backbone, width_multiplier=FLAGS.width_multiplier, sync_bn=FLAGS.sync_bn
+    )
+    return config_lib.VerifyConfig(
+        runtime=common.runtime_config(), data=common.data_config(), model=model,
+        head=FLAGS.head, embedding_dim=FLAGS.embedding_dim, hidden_dim=FLAGS.hidden_dim,
+        normalize_embeddings=FLAGS.normalize_embeddings, margin=FLAGS.margin, mining=FLAGS.mining,
+        distance=FLAGS.distance, freeze_encoder=FLAGS.freeze_encoder, init_from=FLAGS.init_from or None,
+        compare_random_init=FLAGS.compare_random_init, closed_set=FLAGS.closed_set,
+        eval_fraction=FLAGS.eval_fraction, val_fraction=FLAGS.val_fraction, augment=FLAGS.augment,
+        batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
+        learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay, num_val_pairs=FLAGS.num_val_pairs,
+        num_eval_pairs=FLAGS.num_eval_pairs, num_trials=FLAGS.num_trials, eval_batch_size=FLAGS.eval_batch_size,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps, log_every_steps=FLAGS.log_every_steps,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
+    _inherit_encoder_flags()
+    config = config_from_flags()
+    try:
+        config.validate()
+    except ValueError as err:
+        common.fail(str(err), 2)
+    if FLAGS.dry_run:
+        print(common.resolved_flags_text())
+        return 0
+    common.write_flags_file(config.runtime.model_dir)
+
+    from simsiam_tf.runs import common as run_common
+    from simsiam_tf.runs import verify
+
+    try:
+        metrics = verify.run(config)
+    except run_common.RunError as err:
+        common.fail(str(err), err.exit_code)
+    print(f"\nrun directory: {config.runtime.model_dir} ({metrics['head']} head, step {metrics['step']})")
+    print(verify.summary_table(metrics))
+    return 0
+
+
+define_flags()
+
+
+def run_main():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run_main()

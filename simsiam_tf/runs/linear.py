@@ -1,0 +1,254 @@
+"""The linear-evaluation job: a pretrained encoder, frozen, and a linear classifier trained on it.
+
+Two modes give the same metrics. End to end (the paper's protocol): every step runs the
+frozen encoder on fresh random-resized crops. Cached features (no augmentation): the
+encoder runs once over the training set and the classifier trains on those features.
+Either way the job ends with the reference's sanity check: every encoder variable,
+BatchNorm moving statistics included, must be bit-identical to what was loaded.
+"""
+import contextlib
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from simsiam_tf import data, distribute, models, monitor, optim, probe
+from simsiam_tf.runs import common
+from simsiam_tf.runs import pretrain
+
+RANDOM_INIT_SUBDIR = "random_init"
+
+
+class EncoderChangedError(common.RunError):
+    """The frozen encoder changed during the probe: its accuracy says nothing about the pretraining."""
+
+    exit_code = 4
+
+
+def snapshot(encoder):
+    """Copies of every encoder variable, trainable and not, keyed by variable path."""
+    return [(v.path, np.array(v.numpy(), copy=True)) for v in encoder.weights]
+
+
+def check_unchanged(encoder, reference, source):
+    """Raises EncoderChangedError, naming the first variable that differs, unless the encoder is bit-identical to `reference`."""
+    current = encoder.weights
+    if len(current) != len(reference):
+        raise EncoderChangedError(
+            f"sanity check failed: the encoder has {len(current)} variables, {len(reference)} were loaded from {source}"
+        )
+    changed = []
+    for variable, (path, before) in zip(current, reference):
+        after = variable.numpy()
+        if after.dtype != before.dtype or after.shape != before.shape or after.tobytes() != before.tobytes():
+            changed.append((path, after, before))
+    if not changed:
+        return
+    path, after, before = changed[0]
+    if after.shape == before.shape:
+        detail = f"max |change| {float(np.max(np.abs(after.astype(np.float64) - before.astype(np.float64)))):.3g}"
+    else:
+        detail = f"shape {before.shape} -> {after.shape}"
+    raise EncoderChangedError(
+        f"sanity check failed: encoder variable {path} changed during the linear probe ({detail}); "
+        f"{len(changed)} of {len(reference)} variables differ from {source}. The probe must run the encoder "
+        "with training=False and keep it non-trainable: BatchNorm moving statistics are part of the frozen model"
+    )
+
+
+def _load_sources(config):
+    d, seed = config.data, config.runtime.seed
+    sources = [
+        data.load_source(d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=seed,
+                         num_examples=n, on_corrupt=d.on_corrupt)
+        for split, n in ((d.train_split, d.num_train_examples), (d.eval_split, d.num_eval_examples))
+    ]
+    for source, split in zip(sources, (d.train_split, d.eval_split)):
+        if not source.labelled:
+            raise common.RunError(
+                f"the linear probe needs labels, but split {split!r} of dataset {d.dataset!r} has none "
+                "(a flat folder?): use a labelled dataset, or class sub-folders"
+            )
+    if sources[0].num_classes != sources[1].num_classes:
+        raise common.RunError(
+            f"the train split has {sources[0].num_classes} classes and the eval split {sources[1].num_classes}"
+        )
+    return sources
+
+
+def _encoder_description(model_config):
+    return f"encoder ({model_config.backbone}, width_multiplier {model_config.width_multiplier:g})"
+
+
+def load_encoder(config, strategy):
+    """The encoder of the pretraining run `config.init_from`; returns (encoder, checkpoint prefix)."""
+    with strategy.scope():
+        encoder = pretrain.build_encoder(config.model, strategy, config.runtime.seed)
+    prefix = common.load_weights(
+        config.init_from, what=_encoder_description(config.model), model=tf.train.Checkpoint(backbone=encoder)
+    )
+    return encoder, prefix
+
+
+def _write_scalars(log_dir, step, values):
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, "validation"))
+    with writer.as_default(step=step):
+        for name, value in values.items():
+            tf.summary.scalar(name, value)
+    writer.close()
+
+
+def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir):
+    """Trains and evaluates a linear classifier on the frozen `encoder`, in `run_dir`.
+
+    Resumes from the latest checkpoint in `run_dir/checkpoints`. Returns top-1/top-5
+    on the eval split and the step counts.
+    """
+    rt = config.runtime
+    image_size, center_crop = config.data.image_size, pretrain.eval_center_crop(config.data.image_size)
+    num_classes = train_source.num_classes
+    cached = config.cached
+    if cached:
+        steps_per_epoch = math.ceil(train_source.num_examples / config.batch_size)
+    else:
+        if train_source.num_examples < config.batch_size:
+            raise common.RunError(
+                f"batch_size {config.batch_size} is larger than the training set ({train_source.num_examples} "
+                "images): lower --batch_size"
+            )
+        steps_per_epoch = train_source.num_examples // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
+
+    # The cached-feature classifier trains as a plain Keras model on one device: the
+    # encoder already ran, and a linear layer gains nothing from replicas.
+    with contextlib.nullcontext() if cached else strategy.scope():
+        linear_probe = models.LinearProbe(encoder, num_classes)
+        optimizer = probe.linear_optimizer(
+            config.optimizer, optim.WarmupCosine(peak_lr=peak_lr, total_steps=total_steps),
+            momentum=config.momentum, weight_decay=config.weight_decay,
+        )
+        optimizer.build(linear_probe.trainable_variables)
+    checkpoint = common.RunCheckpoint(run_dir, model=linear_probe, optimizer=optimizer)
+    restored = checkpoint.restore_latest()
+    start_step = int(optimizer.iterations.numpy())
+    if restored:
+        logging.info("resuming the probe from %s (step %d of %d)", restored, start_step, total_steps)
+
+    log_dir = os.path.join(run_dir, common.LOG_SUBDIR)
+    history = common.EpochHistory(os.path.join(run_dir, "history.json"))
+    eval_ds = data.make_eval_dataset(eval_source, config.eval_batch_size, image_size, center_crop=center_crop)
+    test = None
+    started = time.time()
+    if cached:
+        if 0 < start_step < total_steps:
+            raise common.RunError(
+                f"{run_dir} holds an unfinished end-to-end probe (step {start_step} of {total_steps}); "
+                "resume it with --cache_features=false, or give this run another --model_dir"
+            )
+        if start_step == 0:
+            train_ds = data.make_eval_dataset(train_source, config.eval_batch_size, image_size, center_crop=center_crop)
+            train_x, train_y = monitor.extract_features(encoder, train_ds, normalize=False)
+            test = monitor.extract_features(encoder, eval_ds, normalize=False)
+            probe.train_linear_on_features(
+                train_x, train_y, *test, num_classes, epochs=config.epochs, batch_size=config.batch_size,
+                standardize=False, seed=rt.seed, verbose=rt.verbose, optimizer=optimizer,
+                classifier=linear_probe.classifier,
+                callbacks=[common.ScalarLogger(log_dir, config.log_every_steps), history],
+            )
+    else:
+        def make_dataset(step):
+            # The probe pipeline is deterministic in (seed, step), so skipping `step`
+            # batches lands exactly where an interrupted run stopped.
+            return data.make_probe_train_dataset(
+                train_source, config.batch_size, image_size, seed=rt.seed, augment=config.augment,
+                crop_scale=tuple(config.crop_scale), center_crop=center_crop,
+            ).skip(step)
+
+        with strategy.scope():
+            linear_probe.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="train_top1")],
+                jit_compile=rt.jit_compile,
+            )
+        nan_guard = common.NaNGuard()
+        callbacks = [
+            nan_guard,
+            common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+            common.ScalarLogger(log_dir, config.log_every_steps),
+            history,
+        ]
+        common.fit_from_step(linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks,
+                             rt.verbose)
+        nan_guard.raise_if_tripped()
+    train_seconds = time.time() - started
+    final_step = int(optimizer.iterations.numpy())
+    if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
+        checkpoint.save(final_step)
+
+    test_x, test_y = test if test is not None else monitor.extract_features(encoder, eval_ds, normalize=False)
+    logits = linear_probe.classifier(test_x).numpy()
+    result = {"top1": probe.topk_accuracy(logits, test_y, 1), "top5": probe.topk_accuracy(logits, test_y, 5)}
+    _write_scalars(log_dir, final_step, result)
+    result.update(step=final_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                  train_seconds=round(train_seconds, 1))
+    return result
+
+
+def run(config):
+    """Linear evaluation as `config` says; resumes from the run's latest checkpoint when there is one.
+
+    Returns the metrics written to `metrics.json` (top1, top5 as fractions, and with
+    `compare_random_init` random_init_top1/top5). Raises `common.RunError` for bad
+    input (no checkpoint, another architecture, unlabelled data) and
+    `EncoderChangedError` when the sanity check finds the frozen encoder changed.
+    """
+    config.validate()
+    rt = config.runtime
+    os.makedirs(rt.model_dir, exist_ok=True)
+    distribute.set_precision(rt.precision)
+    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
+    train_source, eval_source = _load_sources(config)
+
+    encoder, prefix = load_encoder(config, strategy)
+    logging.info("probing the encoder of %s", prefix)
+    loaded = snapshot(encoder)
+    result = probe_encoder(config, strategy, encoder, train_source, eval_source, rt.model_dir)
+    check_unchanged(encoder, loaded, prefix)
+
+    metrics = {
+        "init_from": prefix,
+        "mode": "cached_features" if config.cached else "end_to_end",
+        "optimizer": config.optimizer,
+        "lr": optim.scaled_lr(config.base_lr, config.batch_size),
+        "num_classes": train_source.num_classes,
+        "sanity_check": "passed",
+    }
+    metrics.update(result)
+    if config.compare_random_init:
+        with strategy.scope():
+            random_encoder = pretrain.build_encoder(config.model, strategy, rt.seed)
+        initial = snapshot(random_encoder)
+        baseline = probe_encoder(config, strategy, random_encoder, train_source, eval_source,
+                                 os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR))
+        check_unchanged(random_encoder, initial, "its random initialisation")
+        metrics.update(random_init_top1=baseline["top1"], random_init_top5=baseline["top5"])
+    common.write_json_atomic(os.path.join(rt.model_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def summary(metrics):
+    """A few lines for the console: top-1/top-5, and the random-init baseline when there is one."""
+    lines = [f"linear probe ({metrics['mode'].replace('_', ' ')}): top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}"]
+    if "random_init_top1" in metrics:
+        lines.append(
+            f"same encoder at random init:  top-1 {metrics['random_init_top1']:.4f}  "
+            f"top-5 {metrics['random_init_top5']:.4f}"
+        )
+    lines.append(f"sanity check: {metrics['sanity_check']} (the frozen encoder is bit-identical to {metrics['init_from']})")
+    return "\n".join(lines)

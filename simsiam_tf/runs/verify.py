@@ -1,0 +1,352 @@
+"""The pair-verification job: train a twin head, pick the threshold, report verification figures.
+
+Writes into `model_dir`: checkpoints/ (verifier and optimizer, with the chosen
+threshold), logs/ (TensorBoard: training curves and the final figures), history.json,
+metrics.json, scores.npz (labels and scores of every evaluated pair and trial, so the
+figures can be recomputed), roc.png and verifier.keras. With `compare_random_init` the
+same head is also trained on a random-init encoder in `model_dir/random_init/`, and
+metrics.json gets its figures as `random_init_*`.
+"""
+import dataclasses
+import os
+import time
+from typing import Dict, List, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from simsiam_tf import distribute, pair_metrics, pairs
+from simsiam_tf import verifier as verifier_lib
+from simsiam_tf.runs import common
+from simsiam_tf.runs import pretrain
+
+N_WAYS = (5, 20)
+FAR = 1e-2
+FIGURE_KEYS = ("roc_auc", "eer", "accuracy", "threshold", "tar_at_far_1e-2", "one_shot_5way", "one_shot_20way")
+RANDOM_INIT_SUBDIR = "random_init"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvaluationPlan:
+    """The fixed evaluation sets of a run: validation pairs, evaluation pairs, N-way trials."""
+
+    validation: pairs.PairSet
+    evaluation: pairs.PairSet
+    trials: Dict[int, Optional[tuple]]
+    notes: List[str]
+
+
+def load_sources(config):
+    """(train source, eval source or None when both splits are the same)."""
+    d = config.data
+    kwargs = dict(data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed, on_corrupt=d.on_corrupt)
+    try:
+        train = pairs.load_labelled_source(d.dataset, split=d.train_split, num_examples=d.num_train_examples, **kwargs)
+        if d.eval_split == d.train_split:
+            return train, None
+        evaluation = pairs.load_labelled_source(d.dataset, split=d.eval_split, num_examples=d.num_eval_examples, **kwargs)
+    except ValueError as err:
+        raise common.RunError(str(err)) from None
+    return train, evaluation
+
+
+def make_pools(config, train_source, eval_source):
+    try:
+        return pairs.make_pools(
+            train_source, eval_source, closed_set=config.closed_set, eval_fraction=config.eval_fraction,
+            val_fraction=config.val_fraction, seed=config.runtime.seed,
+        )
+    except ValueError as err:
+        raise common.RunError(str(err)) from None
+
+
+def make_plan(config, pools):
+    """Seeded validation pairs, evaluation pairs and 5-/20-way trials (None where the classes are too few)."""
+    seed = config.runtime.seed
+    notes = []
+    trials = {}
+    for n in N_WAYS:
+        try:
+            trials[n] = pairs.make_n_way_trials(pools.evaluation, n, config.num_trials, seed=seed)
+        except ValueError as err:
+            trials[n] = None
+            notes.append(f"one_shot_{n}way not measured: {err}")
+            logging.warning("one_shot_%dway not measured: %s", n, err)
+    return EvaluationPlan(
+        validation=pairs.make_eval_pairs(pools.validation, config.num_val_pairs, seed=seed + 1),
+        evaluation=pairs.make_eval_pairs(pools.evaluation, config.num_eval_pairs, seed=seed),
+        trials=trials,
+        notes=notes,
+    )
+
+
+def build_verifier(config, encoder, strategy):
+    return verifier_lib.PairVerifier(
+        encoder,
+        head=config.head,
+        embedding_dim=config.embedding_dim,
+        hidden_dim=config.hidden_dim,
+        normalize_embeddings=config.normalize_embeddings,
+        margin=config.margin,
+        mining=config.mining,
+        distance=config.distance,
+        freeze_encoder=config.freeze_encoder,
+        sync_bn=distribute.resolve_sync_bn(config.model.sync_bn, strategy),
+    )
+
+
+def build_optimizer(config, total_steps):
+    """AdamW on a cosine-decayed learning rate."""
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1))
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+
+
+def make_train_dataset(config, pool, start_step=0):
+    """The run's training stream from `start_step`: pair batches, or triplet batches for the triplet head."""
+    make = pairs.make_triplet_dataset if config.head == "triplet" else pairs.make_pair_dataset
+    return make(
+        pool, config.batch_size, config.data.image_size, seed=config.runtime.seed, start_step=start_step,
+        augment=config.augment,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def embed_images(verifier, table, indices, image_size, batch_size=256):
+    """Embeddings float32 `[len(indices), D]` of the table's images at `indices`, in that order."""
+    embed = tf.function(lambda x: verifier.embed(x, training=False), reduce_retracing=True)
+    chunks = [embed(x).numpy() for x in pairs.make_image_dataset(table, indices, image_size, batch_size)]
+    if not chunks:
+        return np.zeros([0, verifier.embedding_dim], np.float32)
+    return np.concatenate(chunks)
+
+
+def score_index_pairs(verifier, embeddings, rows_first, rows_second, chunk=8192):
+    """Scores of embedding-row pairs, in chunks."""
+    out = []
+    for start in range(0, len(rows_first), chunk):
+        e1 = embeddings[rows_first[start : start + chunk]]
+        e2 = embeddings[rows_second[start : start + chunk]]
+        out.append(verifier.score_embeddings(e1, e2).numpy())
+    return np.concatenate(out) if out else np.zeros([0], np.float32)
+
+
+def score_plan(verifier, table, plan, image_size, batch_size=256):
+    """Scores of the plan's validation pairs, evaluation pairs and trials; every image embedded once."""
+    groups = [plan.validation.first, plan.validation.second, plan.evaluation.first, plan.evaluation.second]
+    for trial in plan.trials.values():
+        if trial is not None:
+            groups += [trial[0], trial[1].ravel()]
+    unique = np.unique(np.concatenate(groups))
+    embeddings = embed_images(verifier, table, unique, image_size, batch_size)
+    row = lambda idx: np.searchsorted(unique, idx)  # noqa: E731
+    out = {
+        "val_scores": score_index_pairs(verifier, embeddings, row(plan.validation.first), row(plan.validation.second)),
+        "eval_scores": score_index_pairs(verifier, embeddings, row(plan.evaluation.first), row(plan.evaluation.second)),
+    }
+    for n, trial in plan.trials.items():
+        if trial is None:
+            continue
+        queries, candidates = trial
+        q = np.repeat(row(queries), candidates.shape[1])
+        scores = score_index_pairs(verifier, embeddings, q, row(candidates.ravel()))
+        out[f"one_shot_{n}way_scores"] = scores.reshape(candidates.shape)
+    return out
+
+
+def decision_threshold(val_labels, val_scores):
+    """`pair_metrics.best_threshold` on validation pairs, kept finite.
+
+    When calling every validation pair "different" is best, the threshold returned is
+    +inf; the next float above the largest validation score decides the same and can be
+    stored and written to JSON.
+    """
+    threshold, val_accuracy = pair_metrics.best_threshold(val_labels, val_scores)
+    if not np.isfinite(threshold):
+        threshold = float(np.nextafter(np.max(val_scores), np.inf))
+    return float(threshold), float(val_accuracy)
+
+
+def verification_metrics(val_labels, val_scores, eval_labels, eval_scores, trial_scores, threshold=None):
+    """The job's figures from scores (all through `pair_metrics`).
+
+    threshold: the decision threshold; default: chosen on the validation pairs.
+    trial_scores: {N: [T, N] scores with column 0 the match, or None}.
+    """
+    val_accuracy = None
+    if threshold is None:
+        threshold, val_accuracy = decision_threshold(val_labels, val_scores)
+    eer, eer_threshold = pair_metrics.equal_error_rate(eval_labels, eval_scores)
+    metrics = {
+        "roc_auc": pair_metrics.roc_auc(eval_labels, eval_scores),
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "accuracy": pair_metrics.accuracy_at_threshold(eval_labels, eval_scores, threshold),
+        "threshold": float(threshold),
+        "val_accuracy": val_accuracy,
+        "tar_at_far_1e-2": pair_metrics.tar_at_far(eval_labels, eval_scores, far=FAR),
+    }
+    for n in N_WAYS:
+        scores = trial_scores.get(n)
+        metrics[f"one_shot_{n}way"] = None if scores is None else pair_metrics.n_way_accuracy(scores)
+    return metrics
+
+
+def evaluate(verifier, pools, plan, config):
+    """(metrics, scores): figures of a verifier on the plan, with its threshold chosen on validation pairs."""
+    scores = score_plan(verifier, pools.evaluation.table, plan, config.data.image_size, config.eval_batch_size)
+    trial_scores = {n: scores.get(f"one_shot_{n}way_scores") for n in N_WAYS}
+    metrics = verification_metrics(
+        plan.validation.labels, scores["val_scores"], plan.evaluation.labels, scores["eval_scores"], trial_scores
+    )
+    return metrics, scores
+
+
+def write_scores(path, plan, scores):
+    arrays = {
+        "val_first": plan.validation.first, "val_second": plan.validation.second, "val_labels": plan.validation.labels,
+        "eval_first": plan.evaluation.first, "eval_second": plan.evaluation.second,
+        "eval_labels": plan.evaluation.labels,
+    }
+    for n, trial in plan.trials.items():
+        if trial is not None:
+            arrays[f"one_shot_{n}way_queries"], arrays[f"one_shot_{n}way_candidates"] = trial
+    arrays.update(scores)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _log_figures(log_dir, step, metrics, roc_path):
+    writer = tf.summary.create_file_writer(os.path.join(log_dir, "eval"))
+    with writer.as_default(step=step):
+        for key in FIGURE_KEYS:
+            if metrics.get(key) is not None:
+                tf.summary.scalar(key, float(metrics[key]))
+        png = tf.io.decode_png(tf.io.read_file(roc_path), channels=4)
+        tf.summary.image("roc", png[tf.newaxis])
+    writer.flush()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, label):
+    """Trains the configured head in `model_dir` (resuming there), evaluates it, stores the threshold.
+
+    Returns (metrics, verifier). `init_from` None: random-init encoder.
+    """
+    rt = config.runtime
+    os.makedirs(model_dir, exist_ok=True)
+    total_steps = config.steps_per_epoch * config.epochs
+    with strategy.scope():
+        encoder = pretrain.build_encoder(config.model, strategy, rt.seed)
+        verifier = build_verifier(config, encoder, strategy)
+        optimizer = build_optimizer(config, total_steps)
+        verifier.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
+        optimizer.build(verifier.trainable_variables)
+    checkpoint = common.RunCheckpoint(model_dir, model=verifier, optimizer=optimizer)
+    restored = checkpoint.restore_latest()
+    if restored:
+        logging.info("%s: resuming from %s", label, restored)
+    elif init_from:
+        try:
+            prefix = common.load_weights(init_from, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
+        except common.RunError as err:
+            raise common.RunError(
+                f"{err}. --init_from names the simsiam-pretrain run whose encoder starts the verifier "
+                "(run `simsiam-pretrain` first: the demo writes runs/demo), or set --init_from= for a random-init encoder"
+            ) from None
+        logging.info("%s: encoder initialised from %s", label, prefix)
+    start_step = int(optimizer.iterations.numpy())
+
+    log_dir = os.path.join(model_dir, common.LOG_SUBDIR)
+    nan_guard = common.NaNGuard()
+    callbacks = [
+        nan_guard,
+        common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+        common.ScalarLogger(log_dir, config.log_every_steps),
+        common.EpochHistory(os.path.join(model_dir, "history.json")),
+    ]
+    started = time.time()
+    common.fit_from_step(
+        verifier, lambda step: make_train_dataset(config, pools.train, step), start_step,
+        config.steps_per_epoch, config.epochs, callbacks, rt.verbose,
+    )
+    train_seconds = time.time() - started
+    nan_guard.raise_if_tripped()
+    final_step = int(optimizer.iterations.numpy())
+
+    metrics, scores = evaluate(verifier, pools, plan, config)
+    verifier.set_threshold(metrics["threshold"])
+    checkpoint.save(final_step)
+    write_scores(os.path.join(model_dir, "scores.npz"), plan, scores)
+    fpr, tpr, _ = pair_metrics.roc_curve(plan.evaluation.labels, scores["eval_scores"])
+    roc_path = pair_metrics.plot_roc(
+        fpr, tpr, os.path.join(model_dir, "roc.png"), auc=metrics["roc_auc"], eer=metrics["eer"],
+        title=f"{config.head} verifier, {label}",
+    )
+    _log_figures(log_dir, final_step, metrics, roc_path)
+    metrics.update(step=final_step, total_steps=total_steps, train_seconds=round(train_seconds, 1))
+    return metrics, verifier
+
+
+def run(config):
+    """Runs pair verification as `config` says; returns the metrics written to `metrics.json`.
+
+    Raises `common.RunError` with a message for bad input (too few classes, classes of
+    a single image, a checkpoint that does not fit) and for a NaN loss.
+    """
+    config.validate()
+    rt = config.runtime
+    os.makedirs(rt.model_dir, exist_ok=True)
+    distribute.set_precision(rt.precision)
+    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
+
+    train_source, eval_source = load_sources(config)
+    pools = make_pools(config, train_source, eval_source)
+    logging.info("pair pools: %s", pools.summary())
+    plan = make_plan(config, pools)
+
+    label = "SimSiam encoder" if config.init_from else "random-init encoder"
+    metrics, verifier = train_and_evaluate(config, strategy, pools, plan, rt.model_dir, config.init_from, label)
+    verifier.save(os.path.join(rt.model_dir, "verifier.keras"))
+    metrics.update(
+        head=config.head,
+        encoder=config.init_from or "random init",
+        freeze_encoder=config.freeze_encoder,
+        open_set=pools.open_set,
+        pools=pools.summary(),
+        num_val_pairs=int(plan.validation.labels.size),
+        num_eval_pairs=int(plan.evaluation.labels.size),
+        num_trials=config.num_trials,
+    )
+    if plan.notes:
+        metrics["notes"] = plan.notes
+    if config.compare_random_init:
+        baseline, _ = train_and_evaluate(
+            config, strategy, pools, plan, os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR), None, "random-init encoder"
+        )
+        metrics.update({f"random_init_{k}": baseline[k] for k in FIGURE_KEYS + ("val_accuracy", "train_seconds")})
+    common.write_json_atomic(os.path.join(rt.model_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def summary_table(metrics):
+    """Figures of the run (and of the random-init baseline when there is one) as a small text table."""
+    columns = [("", "")] + [(k, k) for k in FIGURE_KEYS if k != "threshold"]
+    rows = [[name for name, _ in columns]]
+    encoders = [("", metrics.get("encoder", ""))]
+    if "random_init_roc_auc" in metrics:
+        encoders.append(("random_init_", "random init"))
+    for prefix, name in encoders:
+        row = [str(name)]
+        for _, key in columns[1:]:
+            value = metrics.get(prefix + key)
+            row.append("-" if value is None else f"{value:.3f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)

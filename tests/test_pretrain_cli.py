@@ -1,0 +1,133 @@
+"""simsiam-pretrain end to end on tiny settings: run directory, resume, init_from, errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from simsiam_tf import config
+from simsiam_tf.runs import common, pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = [
+    "--width_multiplier=0.125", "--dim=32", "--pred_dim=16", "--image_size=16",
+    "--num_train_examples=48", "--num_eval_examples=24", "--batch_size=16", "--epochs=2",
+    "--checkpoint_every_steps=2", "--log_every_steps=1", "--verbose=2", "--export=false",
+]
+
+
+def tiny_config(model_dir, **changes):
+    base = {
+        "runtime.model_dir": str(model_dir), "runtime.verbose": 0, "model.width_multiplier": 0.125,
+        "model.dim": 32, "model.pred_dim": 16, "data.image_size": 16, "data.num_train_examples": 48,
+        "data.num_eval_examples": 24, "batch_size": 16, "epochs": 2, "checkpoint_every_steps": 2,
+        "evaluate": False, "export": False, "knn_every": 0,
+    }
+    base.update(changes)
+    return config.replace(config.PretrainConfig(), **base)
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "simsiam_tf.cli.pretrain", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+
+
+def event_tags(directory):
+    tags = set()
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if name.startswith("events.out.tfevents"):
+                for record in tf.data.TFRecordDataset(os.path.join(root, name)):
+                    event = tf.compat.v1.Event.FromString(record.numpy())
+                    tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+@pytest.mark.slow
+def test_cli_writes_the_run_directory_and_rerun_resumes(tmp_path):
+    model_dir = tmp_path / "run"
+    result = run_cli(f"--model_dir={model_dir}", "--evaluate", "--probe_epochs=2", "--knn_k=5", *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SimSiam" in result.stdout and "random init" in result.stdout
+
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["step"] == metrics["total_steps"] == 6
+    assert -1.0 <= metrics["loss"] <= 1.0
+    for key in ("knn_top1", "probe_top1", "random_init_knn_top1", "random_init_probe_top1"):
+        assert 0.0 <= metrics[key] <= 1.0
+    flags_cfg = (model_dir / "flags.cfg").read_text()
+    assert "--batch_size=16" in flags_cfg and "--dim=32" in flags_cfg
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-6")
+    assert {"loss", "z_std", "learning_rate"} <= event_tags(model_dir / "logs" / "train")
+    history = json.loads((model_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+
+    # The resolved flagfile repeats the run; the run is complete, so it only re-reports.
+    again = run_cli(f"--flagfile={model_dir / 'flags.cfg'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((model_dir / "metrics.json").read_text())["step"] == 6
+
+
+def variables_of(model):
+    return [v.numpy().copy() for v in model.weights]
+
+
+def test_resume_continues_from_the_checkpoint_to_the_same_final_weights(tmp_path):
+    straight = tiny_config(tmp_path / "straight", checkpoint_every_steps=100)
+    pretrain.run(straight)
+
+    # A run interrupted at step 2 (mid-epoch: 3 steps per epoch) keeps only the
+    # checkpoint of step 2, as a kill before the next checkpoint would; it then resumes.
+    split = tiny_config(tmp_path / "split", checkpoint_every_steps=2)
+    pretrain.run(split)
+    ckpt_dir = tmp_path / "split" / "checkpoints"
+    for name in os.listdir(ckpt_dir):
+        if name.startswith(("ckpt-4", "ckpt-6")):
+            os.remove(ckpt_dir / name)
+    tf.train.update_checkpoint_state(str(ckpt_dir), str(ckpt_dir / "ckpt-2"))
+    metrics = pretrain.run(split)
+    assert metrics["step"] == 6
+
+    def final_weights(run):
+        strategy = tf.distribute.get_strategy()
+        model = pretrain.build_model(run, strategy)
+        common.load_weights(str(run.runtime.model_dir), model=model)
+        return variables_of(model)
+
+    for a, b in zip(final_weights(straight), final_weights(split)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_init_from_loads_weights_but_not_the_step(tmp_path):
+    source = tiny_config(tmp_path / "source", epochs=1)
+    pretrain.run(source)
+    target = tiny_config(tmp_path / "target", epochs=1, init_from=str(tmp_path / "source"))
+    metrics = pretrain.run(target)
+    assert metrics["step"] == 3
+
+    other_width = tiny_config(tmp_path / "other", epochs=1, init_from=str(tmp_path / "source"),
+                              **{"model.width_multiplier": 0.25})
+    with pytest.raises(common.RunError, match="does not fit this SimSiam model"):
+        pretrain.run(other_width)
+    with pytest.raises(common.RunError, match="no checkpoint found at"):
+        pretrain.run(tiny_config(tmp_path / "none", init_from=str(tmp_path / "missing")))
+
+
+def test_batch_larger_than_the_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(common.RunError, match="batch_size 64 is larger than the training set"):
+        pretrain.run(tiny_config(tmp_path / "run", batch_size=64, **{"data.num_train_examples": 32}))
+
+
+def test_invalid_flags_fail_fast():
+    result = run_cli("--batch_size=1", "--dry_run")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: batch_size must be at least 2")
+    result = run_cli("--crop_scale=0.2", "--dry_run")
+    assert result.returncode == 2
+    assert "--crop_scale must be 2 comma-separated numbers" in result.stderr
