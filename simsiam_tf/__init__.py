@@ -28,9 +28,14 @@ _EXPORTS = {
     "TwoViewAugment": "simsiam_tf.augment",
     "load_source": "simsiam_tf.data",
     "make_pretrain_dataset": "simsiam_tf.data",
+    # export
+    "export_saved_model": "simsiam_tf.export",
+    "export_run": "simsiam_tf.export",
+    "ServingModel": "simsiam_tf.export",
     # configs
     "PretrainConfig": "simsiam_tf.config",
     "LinearConfig": "simsiam_tf.config",
+    "ExportConfig": "simsiam_tf.config",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

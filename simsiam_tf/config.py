@@ -363,3 +363,26 @@ class VerifyConfig:
                     "own model_dir, or its checkpoints would mix with those of the run it starts from"
                 )
         return self
+
+
+EXPORT_KINDS = ("pretrain", "linear", "verify")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Export of a finished run: its SavedModel and `.keras` file.
+
+    `output_dir` None means `<model_dir>/export`; `kind` None means: read it from the
+    run's flags.cfg.
+    """
+
+    model_dir: str = "runs/demo"
+    output_dir: Optional[str] = None
+    kind: Optional[str] = None
+
+    def validate(self):
+        if not self.model_dir:
+            raise ValueError("model_dir is required: the run directory to export")
+        if self.kind is not None:
+            _choice("kind", self.kind, EXPORT_KINDS)
+        return self

@@ -131,24 +131,41 @@ def _shape_sdf(index, x, y):
 
 def _hsv_to_rgb(h, s, v):
     """Vectorised HSV -> RGB, all in [0, 1]; returns [..., 3]."""
-    k = (np.stack([5.0 + 0 * h, 3.0 + 0 * h, 1.0 + 0 * h], axis=-1) + h[..., None] * 6.0) % 6.0
+    k = (np.array([5.0, 3.0, 1.0], np.float32) + h[..., None] * 6.0) % 6.0
     return v[..., None] - (v * s)[..., None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def _random_colors(rng, n):
-    return _hsv_to_rgb(rng.random(n), rng.uniform(0.25, 1.0, n), rng.uniform(0.15, 1.0, n))
+def _color_nodes(rng, n, grid, value_low, value_high):
+    """[n, grid, grid, 3] random colours (any hue) with value in [value_low, value_high] per image."""
+    shape = (n, grid, grid)
+    value = value_low[:, None, None] + (value_high - value_low)[:, None, None] * rng.random(shape, dtype=np.float32)
+    return _hsv_to_rgb(rng.random(shape, dtype=np.float32), rng.uniform(0.3, 1.0, shape).astype(np.float32), value)
+
+
+def _upsample(nodes, size):
+    """Bilinear interpolation of [n, g, g, 3] lattices to smooth fields [n, size, size, 3]."""
+    grid = nodes.shape[1]
+    pos = (np.arange(size, dtype=np.float32) + 0.5) / size * (grid - 1)
+    lo = np.minimum(np.floor(pos).astype(int), grid - 2)
+    frac = pos - lo
+    interp = np.zeros((size, grid), np.float32)
+    interp[np.arange(size), lo] = 1.0 - frac
+    interp[np.arange(size), lo + 1] = frac
+    rows = np.matmul(interp, nodes.transpose(0, 3, 1, 2))  # [n, 3, size, grid]
+    return np.matmul(rows, interp.T).transpose(0, 2, 3, 1)
 
 
 def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
     """A deterministic labelled image set whose class is a shape, with strong nuisances.
 
     Each image shows one of `num_classes` shapes (disc, ring, square, frame, triangle,
-    plus, bar, two bars, corner, four dots), balanced over classes. Everything else
-    varies at random per image: the foreground and background colours (any hue,
-    saturation, value; kept apart so the shape is visible), a colour gradient over the
-    background, the shape's position, size, rotation and mirror image, and pixel noise.
-    Colour and brightness dominate what a random conv net sees, and here they say
-    nothing about the class; features invariant to the SimSiam augmentations do.
+    plus, bar, two bars, corner, four dots), balanced over classes. Everything else is
+    random per image: the shape's position, size, rotation and mirror image; its
+    colours and the background's, which are smooth random colour fields (any hue,
+    changing across the image, so two crops of one image differ in colour), one dark
+    and one light so the shape stays visible; and pixel noise. Colour dominates what a
+    random conv net sees and says nothing about the class; features that survive
+    SimSiam's crops and colour jitter do.
 
     Returns `(images uint8 [N, S, S, 3], labels int64 [N])`.
     """
@@ -163,20 +180,20 @@ def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
 
     # Per-image geometry: radius (pixels), centre, rotation, mirror.
-    radius = rng.uniform(0.2, 0.36, n) * size
-    margin = 0.8 * radius
-    cx = margin + rng.random(n) * (size - 2 * margin)
-    cy = margin + rng.random(n) * (size - 2 * margin)
+    radius = (rng.uniform(0.26, 0.4, n) * size).astype(np.float32)
+    margin = 0.85 * radius
+    cx = (margin + rng.random(n) * (size - 2 * margin)).astype(np.float32)
+    cy = (margin + rng.random(n) * (size - 2 * margin)).astype(np.float32)
     angle = rng.uniform(0.0, 2 * np.pi, n)
-    mirror = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    mirror = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(np.float32)
 
     grid = np.arange(size, dtype=np.float32) + 0.5
-    gx = grid[None, None, :] - cx[:, None, None].astype(np.float32)
-    gy = grid[None, :, None] - cy[:, None, None].astype(np.float32)
+    gx = grid[None, None, :] - cx[:, None, None]
+    gy = grid[None, :, None] - cy[:, None, None]
     cos = np.cos(angle).astype(np.float32)[:, None, None]
     sin = np.sin(angle).astype(np.float32)[:, None, None]
-    scale = (1.0 / radius).astype(np.float32)[:, None, None]
-    u = (cos * gx + sin * gy) * scale * mirror.astype(np.float32)[:, None, None]
+    scale = (1.0 / radius)[:, None, None]
+    u = (cos * gx + sin * gy) * scale * mirror[:, None, None]
     v = (-sin * gx + cos * gy) * scale
 
     sdf = np.empty((n, size, size), np.float32)
@@ -185,27 +202,19 @@ def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
         if members.any():
             sdf[members] = _shape_sdf(c, u[members], v[members])
     # Distance in pixels -> antialiased coverage.
-    alpha = np.clip(0.5 - sdf * radius.astype(np.float32)[:, None, None], 0.0, 1.0)[..., None]
+    alpha = np.clip(0.5 - sdf * radius[:, None, None], 0.0, 1.0)[..., None]
 
-    # Colours: foreground drawn until it differs enough from the background.
-    background = _random_colors(rng, n)
-    foreground = _random_colors(rng, n)
-    for _ in range(8):
-        close = np.linalg.norm(foreground - background, axis=-1) < 0.45
-        if not close.any():
-            break
-        foreground[close] = _random_colors(rng, int(close.sum()))
-    gradient = _random_colors(rng, n) - background
-    direction = rng.uniform(0.0, 2 * np.pi, n)
-    strength = rng.uniform(0.0, 0.6, n)
-    ramp = (np.cos(direction)[:, None, None] * (grid[None, None, :] / size - 0.5)
-            + np.sin(direction)[:, None, None] * (grid[None, :, None] / size - 0.5))
-    ramp = (ramp * strength[:, None, None]).astype(np.float32)[..., None]
-
-    bg = background.astype(np.float32)[:, None, None, :] + ramp * gradient.astype(np.float32)[:, None, None, :]
-    fg = foreground.astype(np.float32)[:, None, None, :]
+    # Smooth colour fields, one dark and one light; which one fills the shape is random.
+    dark_lo = rng.uniform(0.0, 0.2, n).astype(np.float32)
+    light_hi = rng.uniform(0.8, 1.0, n).astype(np.float32)
+    gap = rng.uniform(0.2, 0.35, n).astype(np.float32)
+    dark = _color_nodes(rng, n, 3, dark_lo, dark_lo + (1.0 - gap) / 2 - 0.1)
+    light = _color_nodes(rng, n, 3, light_hi - (1.0 - gap) / 2 + 0.1, light_hi)
+    shape_light = (rng.random(n) < 0.5)[:, None, None, None]
+    fg = _upsample(np.where(shape_light, light, dark), size)
+    bg = _upsample(np.where(shape_light, dark, light), size)
     images = bg + alpha * (fg - bg)
-    noise = rng.uniform(0.01, 0.08, n).astype(np.float32)[:, None, None, None]
+    noise = rng.uniform(0.01, 0.06, n).astype(np.float32)[:, None, None, None]
     images += noise * rng.standard_normal(images.shape, dtype=np.float32)
     images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
     return images, labels
@@ -244,17 +253,37 @@ def _to_rgb(image, label):
     return image, tf.cast(label, tf.int64)
 
 
+def _split_size(info, split):
+    """(num_examples, num_bytes) that the dataset info records for a split; zeros when unknown."""
+    try:
+        split_info = info.splits[split]
+        return int(split_info.num_examples or 0), int(split_info.num_bytes or 0)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return 0, 0
+
+
+def _read_all(dataset, decode=None):
+    """Every element of a finite dataset of pairs as two NumPy arrays."""
+    if decode is not None:
+        dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+    firsts, seconds = [], []
+    for first, second in dataset.batch(1024).as_numpy_iterator():
+        firsts.append(first)
+        seconds.append(second)
+    return np.concatenate(firsts), np.concatenate(seconds).astype(np.int64)
+
+
 def _tfds_source(name, split, data_dir, num_examples, download):
     import tensorflow_datasets as tfds
 
-    where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+    where = data_dir or "the default TFDS data_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(
             f"unknown dataset {name!r}: use 'synthetic' (the built-in set), 'folder' with data_dir pointing "
             "at an image folder, or a TensorFlow Datasets name such as 'cifar10' or 'imagenet2012' "
-            "(see https://www.tensorflow.org/datasets/catalog/overview)"
+            "(https://www.tensorflow.org/datasets/catalog/overview)"
         ) from None
     if download:
         builder.download_and_prepare()
@@ -265,16 +294,17 @@ def _tfds_source(name, split, data_dir, num_examples, download):
     feature = info.features[image_key] if isinstance(image_key, str) and image_key in info.features else None
     if not isinstance(feature, tfds.features.Image):
         raise ValueError(f"TFDS dataset {name!r} has no image input feature; it cannot be used here")
+    # Encoded images stay bytes until the pipeline decodes them: shuffling and skipping are cheap.
     encoded = feature.np_dtype == np.uint8
     decoders = {image_key: tfds.decode.SkipDecoding()} if encoded else None
     try:
         raw = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
     except AssertionError as error:
         raise ValueError(
-            f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where}: run "
-            f"`tfds build {name} --data_dir=<dir>` on a machine with network (some datasets, "
-            "e.g. imagenet2012, need their archives placed in <dir>/downloads/manual first) and pass "
-            f"that data_dir; original error: {error}"
+            f"TFDS dataset {name!r} (split {split!r}) is not prepared in {where}. Prepare it once on a "
+            f"machine with network: `tfds build {name} --data_dir=DIR` (imagenet2012 and a few others need "
+            "their archives in DIR/downloads/manual first), then pass that DIR as data_dir; or load with "
+            f"download=True. TFDS said: {error}"
         ) from None
     except ValueError as error:
         raise ValueError(f"TFDS dataset {name!r}: cannot read split {split!r} from {where}: {error}") from None
@@ -286,11 +316,9 @@ def _tfds_source(name, split, data_dir, num_examples, download):
     if num_examples is not None:
         raw = raw.take(num_examples)
     count = int(raw.cardinality())
+    split_examples, split_bytes = _split_size(info, split)
     if count < 0:
-        split_info = info.splits.get(split) if hasattr(info.splits, "get") else None
-        count = split_info.num_examples if split_info is not None else 0
-        if num_examples is not None:
-            count = min(count, num_examples)
+        count = split_examples if num_examples is None else min(split_examples, num_examples)
     if count <= 0:
         raise ValueError(f"TFDS dataset {name!r} split {split!r} in {where} is empty")
 
@@ -301,19 +329,13 @@ def _tfds_source(name, split, data_dir, num_examples, download):
     image_shape = (int(h), int(w), 3) if h and w else None
     decode = _decode_encoded if encoded else _to_rgb
 
-    split_bytes = 0
-    try:
-        split_bytes = int(info.splits[split].num_bytes or 0)
-    except (KeyError, ValueError, TypeError, AttributeError):
-        pass
-    estimate = split_bytes or (count * h * w * 3 if image_shape else math.inf)
-    if estimate <= IN_MEMORY_MAX_BYTES and encoded:
-        images, labels = [], []
-        for x, y in raw.batch(4096).as_numpy_iterator():
-            images.append(x)
-            labels.append(y)
-        records = (np.concatenate(images), np.concatenate(labels).astype(np.int64))
-        return _table_source(records, decode, num_classes, image_shape, class_names, name)
+    # Small splits are read into memory once: decoded when every image has the same
+    # size (batches are then plain gathers), else still encoded.
+    if image_shape is not None and count * h * w * 3 <= IN_MEMORY_MAX_BYTES:
+        return _table_source(_read_all(raw, decode), None, num_classes, image_shape, class_names, name)
+    encoded_bytes = split_bytes * count / max(split_examples, count) if split_bytes else math.inf
+    if encoded and encoded_bytes <= IN_MEMORY_MAX_BYTES:
+        return _table_source(_read_all(raw), decode, num_classes, image_shape, class_names, name)
     return Source(
         dataset=raw.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True),
         num_examples=count,
@@ -536,7 +558,8 @@ def _stream(
             num_parallel_calls=AUTOTUNE,
         )
     else:
-        records = source.records
+        records = source.dataset if source.records is None else source.records
+        decode = source.decode or (lambda image, label: (image, label))
         n = source.num_examples
         if input_context is not None and input_context.num_input_pipelines > 1:
             pipelines, pipeline = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -558,7 +581,7 @@ def _stream(
         stream = stream.skip((start_chunk % chunks_per_epoch) * batch)
         position = tf.data.Dataset.counter(start_chunk * batch)
         elements = tf.data.Dataset.zip((position, stream)).map(
-            lambda e, record: (e // batch, e % batch) + tuple(source.decode(*record)),
+            lambda e, record: (e // batch, e % batch) + tuple(decode(*record)),
             num_parallel_calls=AUTOTUNE,
         )
     if element_fn is not None:

@@ -1,7 +1,24 @@
-"""Distribution strategy and numeric precision, chosen by name."""
+"""Distribution strategy, numeric precision and multi-worker file rules, chosen by name.
+
+Nothing here initialises TensorFlow's devices before a strategy is made: a
+`MultiWorkerMirroredStrategy` must configure its collective ops before the runtime
+starts, so device queries use `tf.config.list_physical_devices`, which leaves it
+unstarted.
+"""
+import json
+import os
+import shutil
+import tempfile
+
 import keras
 import tensorflow as tf
 from absl import logging
+
+from simsiam_tf.config import STRATEGIES
+
+
+def _gpus():
+    return tf.config.list_physical_devices("GPU")
 
 
 def get_strategy(name="auto", tpu=None):
@@ -9,20 +26,23 @@ def get_strategy(name="auto", tpu=None):
 
     auto: MirroredStrategy when more than one GPU is visible, else the default strategy.
     default: the no-op default strategy. one_device: the first GPU, else the CPU.
-    mirrored: all local GPUs (or the CPU). multi_worker_mirrored: from the TF_CONFIG
-    environment variable. tpu: a TPU at `tpu` (an address, a name, or "local").
+    mirrored: all local GPUs (or the CPU). multi_worker_mirrored: the cluster in the
+    TF_CONFIG environment variable (one process per machine; without TF_CONFIG, this
+    machine alone). tpu: a TPU at `tpu` (an address, a name, or "local" on a TPU VM).
+
+    Create the strategy before anything else touches TensorFlow devices (tensors,
+    models, `tf.config.list_logical_devices`); multi_worker_mirrored fails otherwise.
     """
-    gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
-        name = "mirrored" if len(gpus) > 1 else "default"
+        name = "mirrored" if len(_gpus()) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if _gpus() else "/cpu:0")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     if name == "tpu":
         if not tpu:
             raise ValueError("strategy 'tpu' needs a TPU address (tpu='grpc://...', a TPU name, or 'local')")
@@ -30,9 +50,48 @@ def get_strategy(name="auto", tpu=None):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(
-        f"unknown strategy {name!r}; choose one of auto, default, one_device, mirrored, multi_worker_mirrored, tpu"
-    )
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def _multi_worker_strategy():
+    raw = os.environ.get("TF_CONFIG")
+    if raw:
+        try:
+            tf_config = json.loads(raw)
+            workers = tf_config["cluster"]["worker"]
+            task = tf_config["task"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                "TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host1:port\", \"host2:port\"]}, "
+                f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; got {raw!r} ({err})"
+            ) from None
+        logging.info("multi-worker cluster of %d worker(s); this is %s %s", len(workers), task.get("type"), task.get("index"))
+    else:
+        logging.warning("strategy multi_worker_mirrored without TF_CONFIG: training on this machine alone")
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as err:
+        if "must be configured at program startup" not in str(err):
+            raise
+        raise RuntimeError(
+            "multi_worker_mirrored must be created before TensorFlow starts its devices: call "
+            "get_strategy first, before building models or tensors"
+        ) from err
+
+
+def per_replica_batch_size(global_batch_size, strategy):
+    """The batch one replica sees: global / replicas; a ValueError when it does not divide."""
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {global_batch_size}")
+    if global_batch_size % replicas:
+        lower = global_batch_size // replicas * replicas
+        nearest = f"{lower} or {lower + replicas}" if lower else f"{replicas}"
+        raise ValueError(
+            f"batch_size {global_batch_size} (the global batch) is not divisible by the {replicas} replicas "
+            f"of strategy {type(strategy).__name__}: use a multiple of {replicas}, e.g. {nearest}"
+        )
+    return global_batch_size // replicas
 
 
 def resolve_sync_bn(setting, strategy):
@@ -47,9 +106,109 @@ def resolve_sync_bn(setting, strategy):
 
 
 def set_precision(policy):
-    """Sets the global Keras dtype policy (float32, mixed_float16 or mixed_bfloat16)."""
+    """Sets the global Keras dtype policy (float32, mixed_float16 or mixed_bfloat16).
+
+    With mixed_float16, `Model.compile` wraps the optimizer in a `LossScaleOptimizer`
+    (dynamic loss scaling); the SimSiam train step scales its loss through it.
+    """
     if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ValueError(f"precision must be float32, mixed_float16 or mixed_bfloat16; got {policy!r}")
-    if policy == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
+    if policy == "mixed_float16" and not _gpus():
         logging.warning("mixed_float16 on a CPU is slow and gains nothing; mixed_bfloat16 is the CPU/TPU choice")
     keras.mixed_precision.set_global_policy(policy)
+
+
+def is_chief(strategy):
+    """True where this process owns the run directory: always, except on non-chief multi-workers."""
+    return bool(strategy.extended.should_checkpoint)
+
+
+def write_dir_for(model_dir, strategy):
+    """Where this process writes its run files (checkpoints, logs, metrics).
+
+    The chief (and every single-process run) writes to `model_dir`. The other workers
+    of a multi-worker run must still save, as TensorFlow's multi-worker rule wants
+    every worker to take part in a save, but into a fresh temporary directory of their
+    own, removed by `remove_write_dir`. They restore from `model_dir`, which must
+    therefore be storage every worker reads (GCS, NFS).
+    """
+    if is_chief(strategy):
+        return model_dir
+    task_id = getattr(strategy.extended, "_task_id", None)
+    return tempfile.mkdtemp(prefix=f"simsiam-worker{task_id}-")
+
+
+def remove_write_dir(write_dir, model_dir):
+    """Removes a worker's temporary write directory; leaves `model_dir` alone."""
+    if os.path.abspath(write_dir) != os.path.abspath(model_dir):
+        shutil.rmtree(write_dir, ignore_errors=True)
+
+
+def check_same_on_all_workers(strategy, value, what):
+    """Raises unless every worker of a multi-worker run holds the same integer `value`.
+
+    After a restore, a worker that did not see the chief's checkpoint would silently
+    train from another step with other weights.
+    """
+    if not strategy.extended._in_multi_worker_mode():  # pylint: disable=protected-access
+        return
+    local = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.constant([int(value)], tf.int64)
+    )
+    values = [int(v) for v in strategy.gather(local, axis=0).numpy()]
+    if len(set(values)) > 1:
+        raise RuntimeError(
+            f"the workers disagree on {what}: {values} (one per replica). Every worker must read the "
+            "chief's model_dir: put it on storage all machines share (GCS, NFS)"
+        )
+
+
+def in_multi_worker_mode(strategy):
+    return bool(strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
+
+
+def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None, verbose=1):
+    """`model.fit` on an endless (possibly distributed) dataset, under any strategy.
+
+    Under multi_worker_mirrored, Keras 3's `fit` fails before its first step: it
+    averages one input batch across replicas with `strategy.reduce` on the whole
+    (x1, x2) structure, which MultiWorkerMirroredStrategy cannot reduce. There this
+    runs the loop of `fit` itself: the model's own compiled train function (same
+    train step, gradient all-reduce, XLA setting), the callbacks with the same calls in
+    the same order, and one iterator across epochs as `fit` keeps with
+    `steps_per_epoch`. Elsewhere it is `model.fit`. Returns the `History`.
+    """
+    strategy = model.distribute_strategy
+    if not in_multi_worker_mode(strategy):
+        return model.fit(
+            dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+            callbacks=callbacks, verbose=verbose,
+        )
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
+        steps=steps_per_epoch, model=model,
+    )
+    model.stop_training = False
+    model.make_train_function()
+    iterator = iter(dataset)
+    callback_list.on_train_begin()
+    epoch_logs = None
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        logs = {}
+        for step in range(steps_per_epoch):
+            callback_list.on_train_batch_begin(step)
+            logs = model.train_function(iterator)
+            callback_list.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        # The train step returns every metric's running result: the last logs are the epoch's.
+        epoch_logs = {name: float(value) for name, value in logs.items()}
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    if epochs > initial_epoch:
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    callback_list.on_train_end(logs=epoch_logs)
+    return model.history

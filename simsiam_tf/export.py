@@ -20,9 +20,11 @@ evaluation preprocessing `augment.eval_preprocess`; the backbone then normalises
 the ImageNet mean and std. Another rank or channel count fails with an
 InvalidArgumentError whose message starts "images must be [batch, height, width, 3]".
 
-`model.keras` holds the same model for Keras users: float [0, 1] images of any size in,
-the same dict of outputs. Load it with `load_keras_model` (or import `simsiam_tf.export`
-before `keras.saving.load_model`, so that the package's layers are registered).
+`model.keras` holds the same model (`ServingModel`) for Keras users: `model(images)`
+returns the dict of `embed` plus `project` or `classify`, `model.verify(images1,
+images2)` that of `verify`, with the same input rules. Load it with `keras.saving.load_model`
+once `simsiam_tf.export` is imported (it registers the package's Keras classes), or
+with `load_keras_model`.
 """
 import dataclasses
 import os
@@ -33,7 +35,9 @@ import typing
 import keras
 import tensorflow as tf
 
-from simsiam_tf import augment
+from simsiam_tf import augment, models
+# Registers PairVerifier, which a verify run's model.keras refers to.
+from simsiam_tf import verifier as verifier_lib  # noqa: F401
 from simsiam_tf import config as config_lib
 from simsiam_tf.runs import common
 
@@ -230,10 +234,7 @@ def _write_saved_model(path, model):
 
 
 def load_keras_model(path):
-    """Loads a `model.keras` written here (registering the package's Keras classes first)."""
-    import simsiam_tf.models  # noqa: F401
-    import simsiam_tf.verifier  # noqa: F401
-
+    """Loads a `model.keras` written here: a `ServingModel`."""
     return keras.saving.load_model(path)
 
 
@@ -465,6 +466,13 @@ def inspect_run(model_dir, kind=None, config=None):
         raise common.RunError(f"run directory {model_dir!r} does not exist")
     if kind is not None and kind not in KINDS:
         raise common.RunError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    try:
+        checkpoint = common.resolve_checkpoint(model_dir)
+    except common.RunError:
+        raise common.RunError(
+            f"no checkpoint in {model_dir!r} (looked in {os.path.join(model_dir, common.CHECKPOINT_SUBDIR)}): "
+            "train the run first, or give the directory of a run that saved one"
+        ) from None
     if config is None:
         flags_path = os.path.join(model_dir, FLAGS_FILE)
         if not os.path.exists(flags_path):
@@ -479,13 +487,6 @@ def inspect_run(model_dir, kind=None, config=None):
         kind = {cls: k for k, cls in CONFIGS.items()}.get(type(config))
         if kind is None:
             raise common.RunError(f"cannot export a run from a {type(config).__name__}; pass kind explicitly")
-    try:
-        checkpoint = common.resolve_checkpoint(model_dir)
-    except common.RunError:
-        raise common.RunError(
-            f"no checkpoint in {model_dir!r} (looked in {os.path.join(model_dir, common.CHECKPOINT_SUBDIR)}): "
-            "train the run first, or give the directory of a run that saved one"
-        ) from None
     image_size = int(config.data.image_size)
     return RunInfo(model_dir, kind, config, checkpoint, image_size, eval_center_crop(kind, image_size))
 
@@ -505,8 +506,6 @@ def _rebuild_pretrain(info):
 
 
 def _rebuild_linear(info):
-    from simsiam_tf import models
-
     key = "model/classifier/bias/.ATTRIBUTES/VARIABLE_VALUE"
     shapes = tf.train.load_checkpoint(info.checkpoint).get_variable_to_shape_map()
     if key not in shapes:

@@ -103,6 +103,8 @@ def main(argv):
         metrics = pretrain.run(config)
     except run_common.RunError as err:
         common.fail(str(err), err.exit_code)
+    except ValueError as err:  # bad input found while loading data or building the model
+        common.fail(str(err), 1)
     print(f"\nrun directory: {config.runtime.model_dir} (step {metrics['step']} of {metrics['total_steps']})")
     if "knn_top1" in metrics:
         print(pretrain.summary_table(metrics))

@@ -46,20 +46,26 @@ class RunCheckpoint:
     TensorFlow writes a checkpoint's files before it rewrites the small `checkpoint`
     index file (atomically), so a process killed mid-write leaves the previous
     checkpoint as the latest usable one.
+
+    `write_dir` is where this process saves (`distribute.write_dir_for`: a temporary
+    directory on the non-chief workers of a multi-worker run); every process
+    restores from `model_dir`.
     """
 
-    def __init__(self, model_dir, max_to_keep=3, **trackables):
+    def __init__(self, model_dir, max_to_keep=3, write_dir=None, **trackables):
         self.directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+        self.write_directory = os.path.join(write_dir or model_dir, CHECKPOINT_SUBDIR)
         self.checkpoint = tf.train.Checkpoint(**trackables)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=max_to_keep)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_directory, max_to_keep=max_to_keep)
 
     @property
     def latest(self):
+        """The newest checkpoint this process wrote (or found in its write directory at start)."""
         return self.manager.latest_checkpoint
 
     def restore_latest(self):
-        """Restores the newest checkpoint; returns its path, or None when the run is new."""
-        path = self.manager.latest_checkpoint
+        """Restores the newest checkpoint of `model_dir`; returns its path, or None when the run is new."""
+        path = tf.train.latest_checkpoint(self.directory)
         if path is None:
             return None
         self.checkpoint.restore(path).assert_existing_objects_matched()

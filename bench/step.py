@@ -1,0 +1,317 @@
+"""Throughput of one SimSiam pretraining step: the library's own compiled train step.
+
+The model, optimizer and step are exactly what `simsiam-pretrain` trains with: the
+model from `simsiam_tf.runs.pretrain.build_model`, `CoupledSGD` (momentum 0.9,
+coupled weight decay 1e-4) from `build_optimizer`, `model.compile(jit_compile=...)`,
+and the function `model.make_train_function()` builds, which is the one `model.fit`
+calls every step. Inputs are fixed random views (no input pipeline), as in the
+PyTorch reference step (`torch_simsiam_step.py`), whose network this matches by
+default: ResNet-18 with the CIFAR stem, 3-layer projector of width 2048, predictor
+bottleneck 512.
+
+  python bench/step.py --backbone resnet18_cifar --image_size 32 --batch 128 --precision float32
+
+The last output line is JSON: images/s (batch / median step time, one "image" being
+one pair of views, as the reference counts), the median, min and max step times over
+the timed steps after warm-up, the first step's time (tracing and, with XLA,
+compilation), peak host RSS, peak GPU memory on a GPU, and the model FLOP rate from
+an analytic count (3x the forward FLOPs of both views: forward, and backward for
+activations and weights). With `--peak_tflops` it also reports MFU.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+BACKBONES = ("resnet18_cifar", "resnet18", "resnet34_cifar", "resnet34", "resnet50_cifar", "resnet50")
+
+
+def add_model_args(parser):
+    """Flags shared by the bench scripts; defaults (precision, XLA) come from the library's RuntimeConfig."""
+    from simsiam_tf import config as config_lib
+
+    runtime = config_lib.RuntimeConfig()
+    model = config_lib.ModelConfig()
+    parser.add_argument("--backbone", default="resnet18_cifar", choices=BACKBONES)
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=128, help="images per step (each gives two views)")
+    parser.add_argument("--precision", default=runtime.precision, choices=PRECISIONS)
+    parser.add_argument(
+        "--jit_compile", default=runtime.jit_compile, action=argparse.BooleanOptionalAction,
+        help="XLA-compile the train step (default: RuntimeConfig.jit_compile)",
+    )
+    parser.add_argument("--width_multiplier", type=float, default=model.width_multiplier)
+    parser.add_argument("--dim", type=int, default=model.dim)
+    parser.add_argument("--pred_dim", type=int, default=model.pred_dim)
+    parser.add_argument("--projector_layers", type=int, default=model.projector_layers, choices=(2, 3))
+    parser.add_argument("--intra_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
+    parser.add_argument("--inter_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_args(parser)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first one traces/compiles)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps")
+    parser.add_argument(
+        "--feed", default="dataset", choices=("dataset", "tensors"),
+        help="dataset: a tf.data iterator, as fit feeds the step; tensors: views already on the compute "
+        "device, as the reference's (use on a GPU)",
+    )
+    parser.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for MFU (0: not reported)")
+    parser.add_argument("--profile_dir", default=None, help="write a TensorFlow profiler trace of the timed steps")
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be at least 1")
+    return args
+
+
+def configure_threads(intra, inter):
+    import tensorflow as tf
+
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def pretrain_config(args, batch=None):
+    """The `PretrainConfig` of the bench flags (what `simsiam-pretrain` would build from them)."""
+    from simsiam_tf import config as config_lib
+
+    return config_lib.replace(
+        config_lib.PretrainConfig(),
+        batch_size=batch or args.batch,
+        epochs=1,
+        **{
+            "runtime.precision": args.precision,
+            "runtime.jit_compile": args.jit_compile,
+            "runtime.seed": args.seed,
+            "data.image_size": args.image_size,
+            "model.backbone": args.backbone,
+            "model.width_multiplier": args.width_multiplier,
+            "model.dim": args.dim,
+            "model.pred_dim": args.pred_dim,
+            "model.projector_layers": args.projector_layers,
+        },
+    )
+
+
+def build_compiled_model(config, total_steps=1000):
+    """SimSiam model and CoupledSGD built and compiled as the pretraining job does."""
+    import tensorflow as tf
+
+    from simsiam_tf import distribute
+    from simsiam_tf.runs import pretrain
+
+    distribute.set_precision(config.runtime.precision)
+    strategy = tf.distribute.get_strategy()
+    model = pretrain.build_model(config, strategy)
+    optimizer = pretrain.build_optimizer(config, model, total_steps=total_steps, steps_per_epoch=total_steps)
+    model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile)
+    optimizer.build(model.trainable_variables)
+    return model
+
+
+def random_views(batch, image_size, seed, device=None):
+    import tensorflow as tf
+
+    def make():
+        x1 = tf.random.stateless_uniform([batch, image_size, image_size, 3], [seed, 1])
+        x2 = tf.random.stateless_uniform([batch, image_size, image_size, 3], [seed, 2])
+        return tf.identity(x1), tf.identity(x2)
+
+    if device is None:
+        return make()
+    with tf.device(device):
+        return make()
+
+
+def forward_flops_per_image(args):
+    """Analytic forward FLOPs of one view through backbone, projector and predictor (2 per MAC).
+
+    Convolutions and dense layers only; BN, ReLU, additions and pooling are left out
+    (well under 1% of the total).
+    """
+    import keras
+
+    from simsiam_tf import backbones
+
+    arch, cifar_stem = backbones.parse_backbone_name(args.backbone)
+    net = backbones.build_backbone(
+        arch, cifar_stem=cifar_stem, width_multiplier=args.width_multiplier,
+        input_shape=(args.image_size, args.image_size, 3),
+    )
+    flops = 0
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            _, h, w, cout = layer.output.shape
+            flops += 2 * kh * kw * cin * cout * h * w
+    feat = backbones.feature_dim(net)
+    widths = [feat] + [feat] * (args.projector_layers - 1) + [args.dim]
+    flops += sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
+    flops += 2 * args.dim * args.pred_dim * 2
+    keras.backend.clear_session()
+    return int(flops)
+
+
+def peak_memory_mb():
+    """(peak host RSS, peak GPU memory or None) in MiB."""
+    import tensorflow as tf
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    gpu = None
+    if tf.config.list_logical_devices("GPU"):
+        gpu = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    return round(rss, 1), None if gpu is None else round(gpu, 1)
+
+
+def environment():
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu_names = []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu)
+        gpu_names.append(details.get("device_name", gpu.name))
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "gpus": gpu_names,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "intra_op_threads": _threads("intra"),
+        "inter_op_threads": _threads("inter"),
+    }
+
+
+def _threads(kind):
+    import tensorflow as tf
+
+    if kind == "intra":
+        return tf.config.threading.get_intra_op_parallelism_threads()
+    return tf.config.threading.get_inter_op_parallelism_threads()
+
+
+def summarize(times, batch):
+    """Median, min and max of step times, and images/s at each."""
+    med = statistics.median(times)
+    return {
+        "images_per_s": round(batch / med, 2),
+        "images_per_s_min": round(batch / max(times), 2),
+        "images_per_s_max": round(batch / min(times), 2),
+        "step_s_median": round(med, 4),
+        "step_s_min": round(min(times), 4),
+        "step_s_max": round(max(times), 4),
+    }
+
+
+def run(args):
+    import tensorflow as tf
+
+    configure_threads(args.intra_op_threads, args.inter_op_threads)
+    config = pretrain_config(args)
+    config.validate()
+    flops = forward_flops_per_image(args)
+    model = build_compiled_model(config)
+    model.make_train_function()
+    step_fn = model.train_function
+
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    x1, x2 = random_views(args.batch, args.image_size, args.seed, "/GPU:0" if gpu and args.feed == "tensors" else None)
+    if args.feed == "dataset":
+        iterator = iter(tf.data.Dataset.from_tensors((x1, x2)).repeat())
+
+        def step():
+            return step_fn(iterator)
+
+    else:
+
+        def step():
+            return step_fn(iter([(x1, x2)]))
+
+    def timed():
+        start = time.perf_counter()
+        logs = step()
+        loss = float(logs["loss"])  # waits for the step to finish
+        return time.perf_counter() - start, loss
+
+    first_step_s, loss = timed()
+    for _ in range(args.warmup - 1):
+        timed()
+    if args.profile_dir:
+        tf.profiler.experimental.start(args.profile_dir)
+    times = []
+    for _ in range(args.steps):
+        elapsed, loss = timed()
+        times.append(elapsed)
+    if args.profile_dir:
+        tf.profiler.experimental.stop()
+    rss_mb, gpu_mb = peak_memory_mb()
+
+    result = {
+        "bench": "step",
+        "framework": f"tensorflow {tf.__version__}",
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "batch": args.batch,
+        "precision": args.precision,
+        "jit_compile": args.jit_compile,
+        "width_multiplier": args.width_multiplier,
+        "dim": args.dim,
+        "pred_dim": args.pred_dim,
+        "projector_layers": args.projector_layers,
+        "feed": args.feed,
+        "device": "gpu" if gpu else "cpu",
+        "warmup": args.warmup,
+        "steps": args.steps,
+    }
+    result.update(summarize(times, args.batch))
+    step_flops = 3 * 2 * args.batch * flops
+    tflops = step_flops / statistics.median(times) / 1e12
+    result.update(
+        first_step_s=round(first_step_s, 2),
+        model_gflops_per_image_forward=round(flops / 1e9, 4),
+        model_tflops_per_step=round(step_flops / 1e12, 4),
+        model_tflops_per_s=round(tflops, 4),
+        peak_host_rss_mb=rss_mb,
+        peak_gpu_mb=gpu_mb,
+        loss=round(loss, 6),
+        environment=environment(),
+    )
+    if args.peak_tflops:
+        result["mfu"] = round(tflops / args.peak_tflops, 4)
+    return result
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    args = parse_args(argv)
+    result = run(args)
+    sys.stdout.flush()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

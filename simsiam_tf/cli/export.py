@@ -1,0 +1,88 @@
+"""simsiam-export: a finished run as a SavedModel with serving signatures and a .keras file.
+
+--model_dir names a run directory of simsiam-pretrain, simsiam-linear or simsiam-verify;
+its flags.cfg says which job it was and how to rebuild the model, and its latest
+checkpoint gives the weights. Writes <output_dir>/saved_model and
+<output_dir>/model.keras (output_dir defaults to <model_dir>/export). The signatures
+are listed in the simsiam_tf.export module's documentation; `saved_model_cli show
+--all --dir <output_dir>/saved_model` prints them.
+
+The run directory is only read: its flags.cfg stays the training run's.
+
+Exit codes: 0 done, 1 export failed (message says why, e.g. no checkpoint), 2 invalid flags.
+"""
+from simsiam_tf.cli import common
+
+common.quiet_tensorflow()
+
+from absl import app, flags  # noqa: E402
+
+from simsiam_tf import config as config_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+_D = config_lib.ExportConfig()
+_AUTO = "auto"
+
+
+def define_flags():
+    common.define("string", "model_dir", _D.model_dir,
+                  "Run directory to export (written by simsiam-pretrain, simsiam-linear or simsiam-verify).")
+    common.define("string", "output_dir", _D.output_dir, "Where to write saved_model/ and model.keras; default <model_dir>/export.")
+    common.define("string", "kind", _AUTO,
+                  f"Which job wrote the run: {', '.join(config_lib.EXPORT_KINDS)}, or auto to read it from the "
+                  "run's flags.cfg.")
+    common.define_dry_run_flag()
+
+
+def config_from_flags():
+    return config_lib.ExportConfig(
+        model_dir=FLAGS.model_dir, output_dir=FLAGS.output_dir or None,
+        kind=None if FLAGS.kind == _AUTO else FLAGS.kind,
+    )
+
+
+def main(argv):
+    if len(argv) > 1:
+        common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
+    config = config_from_flags()
+    try:
+        config.validate()
+    except ValueError as err:
+        common.fail(str(err), 2)
+
+    import os
+
+    import tensorflow as tf
+
+    from simsiam_tf import export
+    from simsiam_tf.runs import common as run_common
+
+    # SavedModel writing logs a line per traced function at INFO.
+    tf.get_logger().setLevel("WARNING")
+
+    output_dir = config.output_dir or os.path.join(config.model_dir, export.EXPORT_SUBDIR)
+    try:
+        info = export.inspect_run(config.model_dir, config.kind)
+        if FLAGS.dry_run:
+            print(common.resolved_flags_text())
+            print(f"would export the {info.kind} run {config.model_dir} from {info.checkpoint} "
+                  f"(images resized to {info.image_size}, centre crop {'on' if info.center_crop else 'off'}) "
+                  f"to {output_dir}")
+            return 0
+        path = export.export_run(config.model_dir, output_dir, kind=info.kind)
+    except run_common.RunError as err:
+        common.fail(str(err), err.exit_code)
+    print(f"exported the {info.kind} run {config.model_dir} ({info.checkpoint}) to {path}: "
+          f"{export.SAVED_MODEL_NAME}/ and {export.KERAS_NAME}")
+    return 0
+
+
+define_flags()
+
+
+def run_main():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run_main()

@@ -1,0 +1,297 @@
+"""Linear evaluation: LinearProbe, the cached-feature probe's optimizers, the simsiam-linear job and CLI."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from simsiam_tf import backbones, config, models, probe
+from simsiam_tf.runs import common, linear, pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_DATA = {"data.image_size": 16, "data.num_train_examples": 64, "data.num_eval_examples": 32}
+TINY_FLAGS = [
+    "--width_multiplier=0.125", "--image_size=16", "--num_train_examples=64", "--num_eval_examples=32",
+    "--batch_size=16", "--epochs=1", "--verbose=0",
+]
+METRIC_KEYS = {"top1", "top5", "sanity_check", "init_from", "mode", "step", "total_steps"}
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "simsiam_tf.cli.linear", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny SimSiam pretraining run on the synthetic set, written by the pretraining job."""
+    model_dir = str(tmp_path_factory.mktemp("pretrain"))
+    changes = {
+        "runtime.model_dir": model_dir, "runtime.verbose": 0, "model.width_multiplier": 0.125, "model.dim": 32,
+        "model.pred_dim": 16, "batch_size": 16, "epochs": 1, "evaluate": False, "export": False, "knn_every": 0,
+    }
+    changes.update(TINY_DATA)
+    pretrain.run(config.replace(config.PretrainConfig(), **changes))
+    return model_dir
+
+
+def tiny_linear(init_from, model_dir, **changes):
+    base = {
+        "runtime.model_dir": str(model_dir), "runtime.verbose": 0, "model.width_multiplier": 0.125,
+        "batch_size": 16, "epochs": 1, "checkpoint_every_steps": 2,
+    }
+    base.update(TINY_DATA)
+    base.update(changes)
+    return config.replace(config.LinearConfig(init_from=init_from), **base)
+
+
+def tiny_encoder():
+    return backbones.build_backbone("resnet18", cifar_stem=True, width_multiplier=0.125)
+
+
+# --------------------------------------------------------------------------- LinearProbe
+
+
+def test_linear_probe_trains_only_the_classifier_and_keeps_bn_statistics():
+    keras.utils.set_random_seed(0)
+    encoder = tiny_encoder()
+    model = models.LinearProbe(encoder, num_classes=3)
+    assert not encoder.trainable
+    assert [v.path for v in model.trainable_variables] == [v.path for v in model.classifier.trainable_variables]
+    kernel = model.classifier.kernel.numpy()
+    assert abs(kernel.std() - 0.01) < 0.003 and not model.classifier.bias.numpy().any()
+
+    before = [v.numpy().copy() for v in encoder.weights]
+    model.compile(optimizer=probe.linear_optimizer("sgd", 0.5),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # Images far from the BN moving statistics (mean 0, variance 1): a BN layer in
+    # training mode would move them at once.
+    images = np.random.default_rng(0).uniform(0, 1, (8, 16, 16, 3)).astype("float32") * 5.0
+    model.fit(images, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
+    for variable, value in zip(encoder.weights, before):
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
+    assert not np.array_equal(model.classifier.kernel.numpy(), kernel)
+    assert model(images[:2]).shape == (2, 3)
+
+
+def test_linear_probe_config_round_trip():
+    model = models.LinearProbe(tiny_encoder(), num_classes=4)
+    clone = models.LinearProbe.from_config(model.get_config())
+    assert clone.num_classes == 4 and not clone.encoder.trainable
+    assert keras.saving.get_registered_object("simsiam_tf>LinearProbe") is models.LinearProbe
+
+
+# --------------------------------------------------------------------------- cached-feature probe
+
+
+def _blobs(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    centres = np.array([[4.0, 0, 0, 0], [0, 4.0, 0, 0], [0, 0, 4.0, 0]])
+    return (centres[labels] + rng.normal(size=(n, 4))).astype("float32"), labels
+
+
+@pytest.mark.parametrize("optimizer", ["lars", "sgd"])
+def test_train_linear_on_features_with_each_optimizer(optimizer):
+    train_x, train_y = _blobs(96, 0)
+    test_x, test_y = _blobs(48, 1)
+    classifier = probe.build_linear_classifier(3, feature_dim=4)
+    # LARS moves each weight matrix by ~trust * lr * |w| per step, so it needs a larger lr.
+    lr = 20.0 if optimizer == "lars" else 0.1
+    result = probe.train_linear_on_features(
+        train_x, train_y, test_x, test_y, 3, epochs=20, batch_size=32, base_lr=lr, standardize=False,
+        optimizer=optimizer, weight_decay=1e-4, classifier=classifier,
+    )
+    assert result["top1"] > 0.9 and result["top5"] == 1.0
+    logits = classifier(test_x).numpy()
+    assert probe.topk_accuracy(logits, test_y, 1) == result["top1"]
+
+
+def test_linear_optimizer_names():
+    assert isinstance(probe.linear_optimizer("lars", 0.1), keras.optimizers.Optimizer)
+    lars = probe.linear_optimizer("lars", 0.1)
+    assert lars.trust_coefficient == 0.001
+    with pytest.raises(ValueError, match="optimizer must be one of lars, sgd"):
+        probe.linear_optimizer("adam", 0.1)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"init_from": None}, "init_from is required"),
+        ({"cache_features": True, "augment": True}, "cache_features=true needs augment=false"),
+        ({"optimizer": "adam"}, "optimizer must be one of lars, sgd"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"crop_scale": (0.5, 0.1)}, "crop_scale must satisfy"),
+        ({"runtime.model_dir": "runs/demo"}, "lies in model_dir"),
+        ({"model.backbone": "vgg16"}, "unknown backbone"),
+    ],
+)
+def test_linear_config_names_the_problem(changes, message):
+    bad = config.replace(config.LinearConfig(init_from="runs/demo"), **changes)
+    with pytest.raises(ValueError, match=message):
+        bad.validate()
+
+
+def test_cache_features_defaults_to_not_augment():
+    c = config.LinearConfig(init_from="runs/demo")
+    assert not c.cached
+    assert config.replace(c, augment=False).cached
+    assert not config.replace(c, augment=False, cache_features=False).cached
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def test_both_modes_end_to_end_on_a_real_pretraining_run(pretrained, tmp_path):
+    end_to_end = linear.run(tiny_linear(pretrained, tmp_path / "e2e"))
+    cached = linear.run(tiny_linear(pretrained, tmp_path / "cached", augment=False, compare_random_init=True))
+    assert end_to_end["mode"] == "end_to_end" and cached["mode"] == "cached_features"
+    for metrics, name in ((end_to_end, "e2e"), (cached, "cached")):
+        assert metrics["sanity_check"] == "passed"
+        assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+        assert metrics["step"] == metrics["total_steps"] == 4
+        assert re.search(r"ckpt-\d+$", metrics["init_from"])
+        assert json.load(open(tmp_path / name / "metrics.json")) == metrics
+        assert os.listdir(tmp_path / name / "logs")
+        assert common.RunCheckpoint(str(tmp_path / name)).latest.endswith("ckpt-4")
+    assert set(cached) - set(end_to_end) == {"random_init_top1", "random_init_top5"}
+    assert set(end_to_end) >= METRIC_KEYS
+    assert 0.0 <= cached["random_init_top1"] <= 1.0
+
+    # A finished run resumes to the same numbers without training again.
+    again = linear.run(tiny_linear(pretrained, tmp_path / "e2e"))
+    assert (again["top1"], again["step"]) == (end_to_end["top1"], 4)
+
+
+def test_resumed_mid_epoch_matches_an_uninterrupted_run(pretrained, tmp_path):
+    import tensorflow as tf
+
+    whole = tmp_path / "whole"
+    reference = linear.run(tiny_linear(pretrained, whole, epochs=2, checkpoint_every_steps=3))
+    # The same run as if killed after step 3 (epochs of 4 steps): only its step-3 checkpoint.
+    parts = tmp_path / "parts"
+    shutil.copytree(whole / "checkpoints", parts / "checkpoints")
+    for name in os.listdir(parts / "checkpoints"):
+        if name.startswith("ckpt-") and not name.startswith("ckpt-3."):
+            os.remove(parts / "checkpoints" / name)
+    tf.train.update_checkpoint_state(str(parts / "checkpoints"), str(parts / "checkpoints" / "ckpt-3"))
+
+    resumed = linear.run(tiny_linear(pretrained, parts, epochs=2, checkpoint_every_steps=3))
+    assert resumed["step"] == 8 and resumed["top1"] == reference["top1"]
+    kernel = "model/classifier/_kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    final = [tf.train.load_checkpoint(str(d / "checkpoints" / "ckpt-8")).get_tensor(kernel) for d in (whole, parts)]
+    np.testing.assert_array_equal(final[0], final[1])
+
+
+class _StatsLeakingProbe(models.LinearProbe):
+    """A broken probe: its training step moves the encoder's BatchNorm moving mean, as BN in training mode does."""
+
+    def call(self, x, training=False):
+        logits = super().call(x, training)
+        if training:
+            bn = next(l for l in self.encoder.layers if isinstance(l, keras.layers.BatchNormalization))
+            bn.moving_mean.assign(0.9 * bn.moving_mean + 0.1 * keras.ops.ones_like(bn.moving_mean))
+        return logits
+
+
+def test_sanity_check_catches_a_probe_that_updates_bn_statistics(pretrained, tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "LinearProbe", _StatsLeakingProbe)
+    with pytest.raises(linear.EncoderChangedError, match=r"encoder variable stem_bn/moving_mean changed") as err:
+        linear.run(tiny_linear(pretrained, tmp_path / "leak"))
+    assert "sanity check failed" in str(err.value) and "1 of " in str(err.value)
+    assert err.value.exit_code != 0
+    assert not os.path.exists(tmp_path / "leak" / "metrics.json")
+
+
+def test_checkpoint_of_another_width_names_the_mismatch(pretrained, tmp_path):
+    with pytest.raises(common.RunError, match=r"does not fit this encoder \(resnet18_cifar, width_multiplier 0.25\)"
+                       ) as err:
+        linear.run(tiny_linear(pretrained, tmp_path / "wide", **{"model.width_multiplier": 0.25}))
+    assert "incompatible tensor with shape" in str(err.value)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_run_writes_flags_and_metrics(pretrained, tmp_path):
+    model_dir = tmp_path / "cli"
+    result = run_cli(f"--init_from={pretrained}", f"--model_dir={model_dir}", "--augment=false", *TINY_FLAGS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.load(open(model_dir / "metrics.json"))
+    assert metrics["mode"] == "cached_features" and metrics["sanity_check"] == "passed"
+    assert 0.0 <= metrics["top1"] <= 1.0 and 0.0 <= metrics["top5"] <= 1.0
+    flags_text = (model_dir / "flags.cfg").read_text()
+    assert f"--init_from={pretrained}\n" in flags_text and "--noaugment\n" in flags_text
+    assert "top-1" in result.stdout
+
+
+def test_cli_init_from_nothing_names_the_path(tmp_path):
+    missing = tmp_path / "no_such_run"
+    result = run_cli(f"--init_from={missing}", f"--model_dir={tmp_path / 'out'}", *TINY_FLAGS)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no checkpoint found at") and str(missing) in last
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--init_from=runs/demo", "--cache_features=true", "--augment=true"], "cache_features=true needs augment=false"),
+        ([], "init_from is required"),
+    ],
+)
+def test_cli_incompatible_flags_fail_fast(args, message, tmp_path):
+    result = run_cli(*args, f"--model_dir={tmp_path}", "--dry_run", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"error: {message}") and len(result.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _flagfile(path):
+    values = {}
+    for line in open(path):
+        match = re.match(r"^--(\w+)=(\S*)$", line.strip())
+        if match:
+            values[match.group(1)] = match.group(2)
+    return values
+
+
+def test_demo_linear_matches_the_demo_run():
+    demo = config.PretrainConfig()
+    expected = {"dataset": demo.data.dataset, "image_size": str(demo.data.image_size), "backbone": demo.model.backbone,
+                "width_multiplier": str(float(demo.model.width_multiplier)), "init_from": demo.runtime.model_dir}
+    demo_cfg = os.path.join(ROOT, "flags", "demo.cfg")
+    if os.path.exists(demo_cfg):
+        written = _flagfile(demo_cfg)
+        expected.update({k: written[k] for k in ("dataset", "image_size", "backbone") if k in written})
+        if "width_multiplier" in written:
+            expected["width_multiplier"] = str(float(written["width_multiplier"]))
+        if "model_dir" in written:
+            expected["init_from"] = written["model_dir"]
+    probe_cfg = _flagfile(os.path.join(ROOT, "flags", "demo_linear.cfg"))
+    probe_cfg["width_multiplier"] = str(float(probe_cfg["width_multiplier"]))
+    assert {k: probe_cfg.get(k) for k in expected} == expected
+    assert probe_cfg["compare_random_init"] == "true"
+
+
+@pytest.mark.parametrize("name", ["imagenet_resnet50_linear.cfg", "cifar10_resnet18_linear.cfg"])
+def test_paper_recipes_use_the_reference_protocol(name):
+    values = _flagfile(os.path.join(ROOT, "flags", name))
+    assert open(os.path.join(ROOT, "flags", name)).readline().strip() == "# tool: simsiam-linear"
+    assert {k: values[k] for k in ("optimizer", "batch_size", "base_lr", "weight_decay", "epochs", "augment")} == {
+        "optimizer": "lars", "batch_size": "4096", "base_lr": "0.1", "weight_decay": "0.0", "epochs": "90",
+        "augment": "true",
+    }
