@@ -11,6 +11,7 @@ _EXPORTS = {
     # models
     "SimSiam": "simsiam_tf.models",
     "LinearProbe": "simsiam_tf.models",
+    "PairVerifier": "simsiam_tf.verifier",
     # backbones
     "build_backbone": "simsiam_tf.backbones",
     "resnet": "simsiam_tf.backbones",
@@ -36,6 +37,7 @@ _EXPORTS = {
     "PretrainConfig": "simsiam_tf.config",
     "LinearConfig": "simsiam_tf.config",
     "ExportConfig": "simsiam_tf.config",
+    "VerifyConfig": "simsiam_tf.config",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

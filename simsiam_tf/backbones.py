@@ -6,6 +6,7 @@ the PyTorch reference. The classifier is left out: a backbone maps [0, 1] images
 to the global-average-pooled feature vector.
 """
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -46,6 +47,77 @@ class ImageNormalization(layers.Layer):
         config = super().get_config()
         config.update(mean=list(self.mean), std=list(self.std))
         return config
+
+
+@keras.saving.register_keras_serializable(package="simsiam_tf")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` computed by TensorFlow's fused kernel where it can.
+
+    Same weights, arguments and results as the Keras layer (batch statistics in
+    training, the biased batch variance in the moving average, the same epsilon), but
+    the normalisation, its statistics and its gradient each run as one fused op
+    (`FusedBatchNormV3`, oneDNN's on CPU, cuDNN's on GPU) instead of a dozen
+    elementwise ops and reductions over the feature map. Half-precision inputs are
+    normalised in float32 inside the kernel, as the Keras layer does by casting.
+
+    Falls back to the Keras computation for what the kernel does not do: synchronized
+    (cross-replica) statistics, masks, renorm, an axis other than the last, inputs of
+    rank other than 2 or 4, float64.
+    """
+
+    def _fusable(self, inputs, mask):
+        rank = len(inputs.shape)
+        axis = self.axis % rank if rank else self.axis
+        return (
+            not self.synchronized
+            and mask is None
+            and not self.renorm
+            and rank in (2, 4)
+            and axis == rank - 1
+            and inputs.dtype in (tf.float32, tf.bfloat16, tf.float16)
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        inputs = tf.convert_to_tensor(inputs)
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = inputs
+        channels = self.moving_mean.shape[0]
+        shape = tf.shape(x)
+        if len(x.shape) == 2:
+            x = tf.reshape(x, [-1, 1, 1, channels])
+        scale = tf.convert_to_tensor(self.gamma) if self.scale else tf.ones([channels], tf.float32)
+        offset = tf.convert_to_tensor(self.beta) if self.center else tf.zeros([channels], tf.float32)
+        scale = tf.cast(scale, tf.float32)
+        offset = tf.cast(offset, tf.float32)
+        moving_mean = tf.cast(tf.convert_to_tensor(self.moving_mean), tf.float32)
+        moving_variance = tf.cast(tf.convert_to_tensor(self.moving_variance), tf.float32)
+        epsilon = self.epsilon
+        if tf.config.list_logical_devices("GPU"):
+            # cuDNN rejects epsilon < 1e-5, and float32(1e-5) is just below it.
+            epsilon = max(epsilon, 1.001e-5)
+        if training and self.trainable:
+            y, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=tf.zeros([0], tf.float32),
+                variance=tf.zeros([0], tf.float32), epsilon=epsilon,
+                exponential_avg_factor=1.0, data_format="NHWC", is_training=True,
+            )
+            # The kernel returns the unbiased (n / (n - 1)) variance; the Keras layer
+            # keeps the biased one in its moving average.
+            count = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
+            variance = unbiased_variance * tf.math.divide_no_nan(count - 1.0, count)
+            mean = tf.stop_gradient(mean)
+            variance = tf.stop_gradient(variance)
+            self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=moving_mean, variance=moving_variance,
+                epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=False,
+            )
+        if len(inputs.shape) == 2:
+            y = tf.reshape(y, shape)
+        return tf.cast(y, self.compute_dtype)
 
 
 def parse_backbone_name(name):
@@ -90,7 +162,7 @@ def _conv(x, filters, kernel_size, stride, name):
 
 
 def _bn(x, name, sync_bn, zero_gamma=False):
-    return layers.BatchNormalization(
+    return FusedBatchNormalization(
         momentum=0.9,
         epsilon=1e-5,
         synchronized=sync_bn,

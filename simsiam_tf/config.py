@@ -301,6 +301,7 @@ class VerifyConfig:
     eval_fraction: float = 0.5
     val_fraction: float = 0.3
     augment: str = "crop_flip"
+    crop_fraction: float = 1.0
     batch_size: int = 64
     epochs: int = 10
     steps_per_epoch: int = 100
@@ -341,6 +342,8 @@ class VerifyConfig:
             raise ValueError(f"eval_fraction must lie strictly between 0 and 1, got {self.eval_fraction}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must lie in (0, 1], got {self.crop_fraction}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (a positive and a negative pair), got {self.batch_size}")
         if self.epochs < 1 or self.steps_per_epoch < 1:

@@ -93,7 +93,7 @@ def _box(x, y, half_w, half_h):
 
 
 def _triangle(x, y, r=0.95):
-    """Signed distance to an equilateral triangle (inradius r / 2) pointing up."""
+    """Signed distance to an equilateral triangle of side 2r centred at the origin."""
     k = math.sqrt(3.0)
     x = np.abs(x) - r
     y = y + r / k
@@ -136,9 +136,9 @@ def _hsv_to_rgb(h, s, v):
 
 
 def _color_nodes(rng, n, grid, value_low, value_high):
-    """[n, grid, grid, 3] random colours (any hue) with value in [value_low, value_high] per image."""
+    """[n, grid, grid, 3] random colours: any hue, saturation 0.3-1, HSV value in the range."""
     shape = (n, grid, grid)
-    value = value_low[:, None, None] + (value_high - value_low)[:, None, None] * rng.random(shape, dtype=np.float32)
+    value = rng.uniform(value_low, value_high, shape).astype(np.float32)
     return _hsv_to_rgb(rng.random(shape, dtype=np.float32), rng.uniform(0.3, 1.0, shape).astype(np.float32), value)
 
 
@@ -205,11 +205,8 @@ def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
     alpha = np.clip(0.5 - sdf * radius[:, None, None], 0.0, 1.0)[..., None]
 
     # Smooth colour fields, one dark and one light; which one fills the shape is random.
-    dark_lo = rng.uniform(0.0, 0.2, n).astype(np.float32)
-    light_hi = rng.uniform(0.8, 1.0, n).astype(np.float32)
-    gap = rng.uniform(0.2, 0.35, n).astype(np.float32)
-    dark = _color_nodes(rng, n, 3, dark_lo, dark_lo + (1.0 - gap) / 2 - 0.1)
-    light = _color_nodes(rng, n, 3, light_hi - (1.0 - gap) / 2 + 0.1, light_hi)
+    dark = _color_nodes(rng, n, 3, 0.0, 0.4)
+    light = _color_nodes(rng, n, 3, 0.6, 1.0)
     shape_light = (rng.random(n) < 0.5)[:, None, None, None]
     fg = _upsample(np.where(shape_light, light, dark), size)
     bg = _upsample(np.where(shape_light, dark, light), size)

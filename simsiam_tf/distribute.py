@@ -170,13 +170,15 @@ def in_multi_worker_mode(strategy):
 def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None, verbose=1):
     """`model.fit` on an endless (possibly distributed) dataset, under any strategy.
 
-    Under multi_worker_mirrored, Keras 3's `fit` fails before its first step: it
-    averages one input batch across replicas with `strategy.reduce` on the whole
-    (x1, x2) structure, which MultiWorkerMirroredStrategy cannot reduce. There this
-    runs the loop of `fit` itself: the model's own compiled train function (same
-    train step, gradient all-reduce, XLA setting), the callbacks with the same calls in
-    the same order, and one iterator across epochs as `fit` keeps with
-    `steps_per_epoch`. Elsewhere it is `model.fit`. Returns the `History`.
+    Keras 3's `fit` does not run under multi_worker_mirrored (seen with Keras 3.15,
+    TF 2.21): before the first step it averages an input batch across replicas with
+    `strategy.reduce` on the whole (x1, x2) structure, which that strategy cannot
+    reduce, and its compiled step averages the scalar metrics with
+    `strategy.reduce(..., axis=0)`, which fails on scalars. Under that strategy this
+    runs fit's loop itself: the model's `train_step` through `strategy.run` in one
+    `tf.function` (with the model's `jit_compile`), metrics averaged over all replicas,
+    the callbacks called as `fit` calls them, and one iterator across epochs as `fit`
+    keeps with `steps_per_epoch`. Elsewhere it is `model.fit`. Returns the `History`.
     """
     strategy = model.distribute_strategy
     if not in_multi_worker_mode(strategy):
@@ -184,12 +186,14 @@ def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None
             dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
             callbacks=callbacks, verbose=verbose,
         )
+    if model.steps_per_execution != 1:
+        raise ValueError("under multi_worker_mirrored, compile the model with steps_per_execution=1")
     callback_list = keras.callbacks.CallbackList(
         callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
         steps=steps_per_epoch, model=model,
     )
+    train_function = _multi_worker_train_function(model, strategy)
     model.stop_training = False
-    model.make_train_function()
     iterator = iter(dataset)
     callback_list.on_train_begin()
     epoch_logs = None
@@ -199,7 +203,7 @@ def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None
         logs = {}
         for step in range(steps_per_epoch):
             callback_list.on_train_batch_begin(step)
-            logs = model.train_function(iterator)
+            logs = train_function(iterator)
             callback_list.on_train_batch_end(step, logs)
             if model.stop_training:
                 break
@@ -212,3 +216,14 @@ def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None
         model.optimizer.finalize_variable_values(model.trainable_weights)
     callback_list.on_train_end(logs=epoch_logs)
     return model.history
+
+
+def _multi_worker_train_function(model, strategy):
+    def one_step(data):
+        outputs = strategy.run(model.train_step, args=(data,))
+        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in outputs.items()}
+
+    if model.run_eagerly:
+        return lambda iterator: one_step(next(iterator))
+    one_step = tf.function(one_step, jit_compile=bool(model.jit_compile), reduce_retracing=True)
+    return tf.function(lambda iterator: one_step(next(iterator)))

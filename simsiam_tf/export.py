@@ -1,7 +1,10 @@
 """SavedModel and `.keras` export of trained models, with the preprocessing in the graph.
 
 A SavedModel written here needs nothing but TensorFlow to serve (`tf.saved_model.load`,
-TF Serving): callers send raw images and get named outputs back.
+TF Serving): callers send raw images and get named outputs back, e.g.
+
+  loaded = tf.saved_model.load("<run>/export/saved_model")
+  features = loaded.signatures["embed"](images=uint8_batch)["embedding"]
 
 Signatures. Each takes uint8 images in [0, 255]; its `_float` twin (`embed_float`,
 `project_float`, ...) takes float32 images in [0, 1]:
@@ -36,9 +39,9 @@ import keras
 import tensorflow as tf
 
 from simsiam_tf import augment, models
+from simsiam_tf import config as config_lib
 # Registers PairVerifier, which a verify run's model.keras refers to.
 from simsiam_tf import verifier as verifier_lib  # noqa: F401
-from simsiam_tf import config as config_lib
 from simsiam_tf.runs import common
 
 EXPORT_SUBDIR = "export"
@@ -216,8 +219,6 @@ class ServingModel(keras.Model):
 
 
 def _write_saved_model(path, model):
-    archive = keras.export.ExportArchive()
-    archive.track(model)
     endpoints = [("embed", model.embed, ["images"])]
     if model.projector is not None:
         endpoints.append(("project", model.project, ["images"]))
@@ -225,12 +226,17 @@ def _write_saved_model(path, model):
         endpoints.append(("classify", model.classify, ["images"]))
     if model.verifier is not None:
         endpoints.append(("verify", model.verify, ["images1", "images2"]))
-    # The first endpoint, uint8 `embed`, also becomes serving_default.
+    signatures = {}
     for name, fn, args in endpoints:
         for suffix, dtype in (("", tf.uint8), ("_float", tf.float32)):
             specs = [tf.TensorSpec(shape=None, dtype=dtype, name=a) for a in args]
-            archive.add_endpoint(name + suffix, fn, input_signature=specs)
-    archive.write_out(path, verbose=False)
+            signatures[name + suffix] = tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
+    signatures["serving_default"] = signatures["embed"]
+    # Only the variables and the signatures are saved: no Keras object (the server needs
+    # TensorFlow alone), and no tf.function attribute, which saving would trace again.
+    root = tf.Module()
+    root.model_variables = list(model.variables)
+    tf.saved_model.save(root, path, signatures=signatures)
 
 
 def load_keras_model(path):

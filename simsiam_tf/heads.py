@@ -4,6 +4,8 @@ import math
 import keras
 from keras import layers
 
+from simsiam_tf import backbones
+
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
 class FanInUniform(keras.initializers.RandomUniform):
@@ -44,7 +46,7 @@ def _dense(units, fan_in, use_bias, name):
 
 
 def _bn(name, sync_bn, center=True, scale=True):
-    return layers.BatchNormalization(
+    return backbones.FusedBatchNormalization(
         momentum=0.9,
         epsilon=1e-5,
         center=center,

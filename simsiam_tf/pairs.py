@@ -100,13 +100,19 @@ def _decode_png(encoded, label):
     return image, label
 
 
-def prepare_image(image, image_size, seed=None, augment="none"):
+def prepare_image(image, image_size, seed=None, augment="none", crop_fraction=1.0):
     """One uint8 image of any size -> float32 `[image_size, image_size, 3]` in [0, 1].
 
+    crop_fraction: first keep the central crop_fraction of each side (for images whose
+    subject fills only the middle, as LFW's faces).
     augment: "none" (plain resize: pair datasets are aligned, so the whole image is
     kept), "crop" (random resized crop of `TRAIN_CROP_SCALE`) or "crop_flip" (and a
     random horizontal flip); the random ones need `seed`.
     """
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction must lie in (0, 1], got {crop_fraction}")
+    if crop_fraction < 1.0:
+        image = tf.image.central_crop(image, crop_fraction)
     if augment == "none":
         return augment_lib.eval_preprocess(image, image_size, center_crop=False)
     if augment not in AUGMENTS:
@@ -203,8 +209,11 @@ def _split_images(pool_indices, labels, fraction, rng):
         k = int(len(members) * fraction)
         second.append(members[:k])
         first.append(members[k:])
-    join = lambda parts: np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros([0], np.int64)  # noqa: E731
-    return join(first), join(second)
+    return _join(first), _join(second)
+
+
+def _join(parts):
+    return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros([0], np.int64)
 
 
 def _unify_labels(train, evaluation):
@@ -487,7 +496,7 @@ def _check_stream_args(batch_size, start_step, augment, minimum):
         raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {augment!r}")
 
 
-def _stream(pool, batch_size, image_size, seed, start_step, augment, stream, sample, num_images):
+def _stream(pool, batch_size, image_size, seed, start_step, augment, crop_fraction, stream, sample, num_images):
     """Shared pipeline: per step, `sample(seed) -> (indices..., labels...)`; images loaded and prepared one by one."""
     index = _ClassIndex(pool)
     table = pool.table
@@ -502,7 +511,8 @@ def _stream(pool, batch_size, image_size, seed, start_step, augment, stream, sam
         element_seed = _fold_in(_fold_in(image_base, step), k)
         seeds = tf.unstack(tf.random.experimental.stateless_split(element_seed, num_images))
         images = tuple(
-            prepare_image(table.load(i), image_size, seeds[n], augment) for n, i in enumerate(fields[:num_images])
+            prepare_image(table.load(i), image_size, seeds[n], augment, crop_fraction)
+            for n, i in enumerate(fields[:num_images])
         )
         return images + tuple(fields[num_images:])
 
@@ -511,20 +521,21 @@ def _stream(pool, batch_size, image_size, seed, start_step, augment, stream, sam
     return elements.batch(batch_size, drop_remainder=True)
 
 
-def make_pair_dataset(pool, batch_size, image_size, seed=0, start_step=0, augment="crop_flip"):
+def make_pair_dataset(pool, batch_size, image_size, seed=0, start_step=0, augment="crop_flip", crop_fraction=1.0):
     """Infinite stream of balanced pair batches `((x1, x2), labels)` from a pool.
 
     x1, x2: float32 `[B, S, S, 3]` in [0, 1]; labels int64 `[B]`, the first B // 2
     pairs positive (same class, two distinct images), the rest negative (two distinct
     classes). Deterministic in (seed, step): starting at `start_step` gives batches
-    `start_step, ...` of a stream started at 0.
+    `start_step, ...` of a stream started at 0. `augment`, `crop_fraction`: as
+    `prepare_image`.
     """
     _check_stream_args(batch_size, start_step, augment, 2)
-    stream = _stream(pool, batch_size, image_size, seed, start_step, augment, 11, _sample_pairs, 2)
+    stream = _stream(pool, batch_size, image_size, seed, start_step, augment, crop_fraction, 11, _sample_pairs, 2)
     return stream.map(lambda x1, x2, y: ((x1, x2), y)).prefetch(AUTOTUNE)
 
 
-def make_triplet_dataset(pool, batch_size, image_size, seed=0, start_step=0, augment="crop_flip"):
+def make_triplet_dataset(pool, batch_size, image_size, seed=0, start_step=0, augment="crop_flip", crop_fraction=1.0):
     """Infinite stream of triplet batches `((anchor, positive, negative), (anchor_class, negative_class))`.
 
     Each triplet: two distinct images of one class and an image of another class. The
@@ -532,22 +543,24 @@ def make_triplet_dataset(pool, batch_size, image_size, seed=0, start_step=0, aug
     anchors and positives carry `anchor_class`). Deterministic in (seed, step).
     """
     _check_stream_args(batch_size, start_step, augment, 1)
-    stream = _stream(pool, batch_size, image_size, seed, start_step, augment, 13, _sample_triplets, 3)
+    stream = _stream(pool, batch_size, image_size, seed, start_step, augment, crop_fraction, 13, _sample_triplets, 3)
     return stream.map(lambda a, p, n, ya, yn: ((a, p, n), (ya, yn))).prefetch(AUTOTUNE)
 
 
-def make_image_dataset(table, indices, image_size, batch_size=256):
-    """Finite, ordered batches of the images at `indices` (float32 `[b, S, S, 3]`, plain resize)."""
+def make_image_dataset(table, indices, image_size, batch_size=256, crop_fraction=1.0):
+    """Finite, ordered batches of the images at `indices` (float32 `[b, S, S, 3]`, no augmentation)."""
     indices = tf.constant(np.asarray(indices, np.int64))
     dataset = tf.data.Dataset.from_tensor_slices(indices).map(
-        lambda i: prepare_image(table.load(i), image_size), num_parallel_calls=AUTOTUNE, deterministic=True
+        lambda i: prepare_image(table.load(i), image_size, crop_fraction=crop_fraction),
+        num_parallel_calls=AUTOTUNE, deterministic=True,
     )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def load_images(table, indices, image_size):
-    """The images at `indices` as one float32 NumPy array `[n, S, S, 3]`."""
-    batches = list(make_image_dataset(table, indices, image_size, batch_size=max(1, len(indices))).as_numpy_iterator())
+def load_images(table, indices, image_size, crop_fraction=1.0):
+    """The images at `indices` as one float32 NumPy array `[n, S, S, 3]`, as evaluation sees them."""
+    dataset = make_image_dataset(table, indices, image_size, max(1, len(indices)), crop_fraction)
+    batches = list(dataset.as_numpy_iterator())
     return batches[0] if batches else np.zeros([0, image_size, image_size, 3], np.float32)
 
 

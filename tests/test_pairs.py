@@ -129,6 +129,7 @@ def test_pair_stream_images_and_resume(pools):
     np.testing.assert_array_equal(r2.numpy(), batches[2][0][1])
     # Without augmentation a pair's images are the table's images, resized.
     (p1, _), _ = next(iter(pairs.make_pair_dataset(pools.train, 6, SIZE, seed=3, augment="none")))
+    assert not np.array_equal(p1.numpy(), batches[0][0][0])
     first, _, _ = pairs.pair_batch_indices(pools.train, 6, seed=3, step=0)
     np.testing.assert_allclose(p1.numpy(), pairs.load_images(pools.train.table, first, SIZE), atol=1e-6)
 
@@ -193,6 +194,15 @@ def test_mixed_size_images_are_resized():
     assert a.shape == (4, SIZE, SIZE, 3)
     loaded = pairs.load_images(pools.evaluation.table, pools.evaluation.indices, SIZE)
     assert loaded.shape == (pools.evaluation.num_images, SIZE, SIZE, 3)
+
+
+def test_crop_fraction_keeps_the_middle():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[10:30, 10:30] = 200  # the middle half of each side
+    middle = pairs.prepare_image(image, SIZE, crop_fraction=0.5).numpy()
+    np.testing.assert_allclose(middle, 200 / 255, atol=1e-6)
+    whole = pairs.prepare_image(image, SIZE).numpy()
+    assert whole.min() == 0.0 and whole.shape == (SIZE, SIZE, 3)
 
 
 def test_eval_classes_matched_by_name_across_splits():

@@ -64,6 +64,9 @@ def define_flags():
                    "Share of each evaluation class's images used for the validation pairs that set the threshold.")
     common.define("enum", "augment", _D.augment, list(config_lib.VERIFY_AUGMENTS),
                    "Training-pair augmentation: none, random resized crop, or crop and horizontal flip.")
+    common.define("float", "crop_fraction", _D.crop_fraction,
+                   "Keep the central fraction of each image side before resizing (training and evaluation), "
+                   "for subjects that fill only the middle (LFW faces).")
     common.define("integer", "num_val_pairs", _D.num_val_pairs, "Validation pairs (half positive) for the threshold.")
     common.define("integer", "num_eval_pairs", _D.num_eval_pairs, "Evaluation pairs (half positive).")
     common.define("integer", "num_trials", _D.num_trials, "N-way one-shot trials for each of N = 5 and 20.")
@@ -125,6 +128,7 @@ def config_from_flags():
         distance=FLAGS.distance, freeze_encoder=FLAGS.freeze_encoder, init_from=FLAGS.init_from or None,
         compare_random_init=FLAGS.compare_random_init, closed_set=FLAGS.closed_set,
         eval_fraction=FLAGS.eval_fraction, val_fraction=FLAGS.val_fraction, augment=FLAGS.augment,
+        crop_fraction=FLAGS.crop_fraction,
         batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
         learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay, num_val_pairs=FLAGS.num_val_pairs,
         num_eval_pairs=FLAGS.num_eval_pairs, num_trials=FLAGS.num_trials, eval_batch_size=FLAGS.eval_batch_size,

@@ -108,17 +108,18 @@ def make_train_dataset(config, pool, start_step=0):
     make = pairs.make_triplet_dataset if config.head == "triplet" else pairs.make_pair_dataset
     return make(
         pool, config.batch_size, config.data.image_size, seed=config.runtime.seed, start_step=start_step,
-        augment=config.augment,
+        augment=config.augment, crop_fraction=config.crop_fraction,
     )
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
-def embed_images(verifier, table, indices, image_size, batch_size=256):
+def embed_images(verifier, table, indices, image_size, batch_size=256, crop_fraction=1.0):
     """Embeddings float32 `[len(indices), D]` of the table's images at `indices`, in that order."""
     embed = tf.function(lambda x: verifier.embed(x, training=False), reduce_retracing=True)
-    chunks = [embed(x).numpy() for x in pairs.make_image_dataset(table, indices, image_size, batch_size)]
+    images = pairs.make_image_dataset(table, indices, image_size, batch_size, crop_fraction)
+    chunks = [embed(x).numpy() for x in images]
     if not chunks:
         return np.zeros([0, verifier.embedding_dim], np.float32)
     return np.concatenate(chunks)
@@ -134,15 +135,18 @@ def score_index_pairs(verifier, embeddings, rows_first, rows_second, chunk=8192)
     return np.concatenate(out) if out else np.zeros([0], np.float32)
 
 
-def score_plan(verifier, table, plan, image_size, batch_size=256):
+def score_plan(verifier, table, plan, image_size, batch_size=256, crop_fraction=1.0):
     """Scores of the plan's validation pairs, evaluation pairs and trials; every image embedded once."""
     groups = [plan.validation.first, plan.validation.second, plan.evaluation.first, plan.evaluation.second]
     for trial in plan.trials.values():
         if trial is not None:
             groups += [trial[0], trial[1].ravel()]
     unique = np.unique(np.concatenate(groups))
-    embeddings = embed_images(verifier, table, unique, image_size, batch_size)
-    row = lambda idx: np.searchsorted(unique, idx)  # noqa: E731
+    embeddings = embed_images(verifier, table, unique, image_size, batch_size, crop_fraction)
+
+    def row(indices):
+        return np.searchsorted(unique, indices)
+
     out = {
         "val_scores": score_index_pairs(verifier, embeddings, row(plan.validation.first), row(plan.validation.second)),
         "eval_scores": score_index_pairs(verifier, embeddings, row(plan.evaluation.first), row(plan.evaluation.second)),
@@ -197,7 +201,9 @@ def verification_metrics(val_labels, val_scores, eval_labels, eval_scores, trial
 
 def evaluate(verifier, pools, plan, config):
     """(metrics, scores): figures of a verifier on the plan, with its threshold chosen on validation pairs."""
-    scores = score_plan(verifier, pools.evaluation.table, plan, config.data.image_size, config.eval_batch_size)
+    scores = score_plan(
+        verifier, pools.evaluation.table, plan, config.data.image_size, config.eval_batch_size, config.crop_fraction
+    )
     trial_scores = {n: scores.get(f"one_shot_{n}way_scores") for n in N_WAYS}
     metrics = verification_metrics(
         plan.validation.labels, scores["val_scores"], plan.evaluation.labels, scores["eval_scores"], trial_scores
@@ -249,17 +255,24 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
         verifier.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
         optimizer.build(verifier.trainable_variables)
     checkpoint = common.RunCheckpoint(model_dir, model=verifier, optimizer=optimizer)
-    restored = checkpoint.restore_latest()
+    try:
+        restored = checkpoint.restore_latest()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as err:
+        raise common.RunError(
+            f"{model_dir} holds a checkpoint of another verifier (a different head, backbone or width?) "
+            f"that cannot resume this run: {str(err).strip().splitlines()[0][:300]}. Use a new --model_dir"
+        ) from None
     if restored:
         logging.info("%s: resuming from %s", label, restored)
     elif init_from:
         try:
-            prefix = common.load_weights(init_from, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
+            common.resolve_checkpoint(init_from)
         except common.RunError as err:
             raise common.RunError(
                 f"{err}. --init_from names the simsiam-pretrain run whose encoder starts the verifier "
                 "(run `simsiam-pretrain` first: the demo writes runs/demo), or set --init_from= for a random-init encoder"
             ) from None
+        prefix = common.load_weights(init_from, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
         logging.info("%s: encoder initialised from %s", label, prefix)
     start_step = int(optimizer.iterations.numpy())
 
@@ -339,7 +352,7 @@ def summary_table(metrics):
     """Figures of the run (and of the random-init baseline when there is one) as a small text table."""
     columns = [("", "")] + [(k, k) for k in FIGURE_KEYS if k != "threshold"]
     rows = [[name for name, _ in columns]]
-    encoders = [("", metrics.get("encoder", ""))]
+    encoders = [("", "SimSiam init" if metrics.get("encoder") != "random init" else "random init")]
     if "random_init_roc_auc" in metrics:
         encoders.append(("random_init_", "random init"))
     for prefix, name in encoders:

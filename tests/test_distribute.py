@@ -1,0 +1,289 @@
+"""Strategies, SyncBN, multi-worker training and checkpoints, and surviving SIGKILL.
+
+The tests that need their own TensorFlow device setup (two logical CPUs, a TF_CONFIG
+cluster) or a process to kill run tests/dist_worker.py or the CLI in subprocesses.
+"""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from simsiam_tf import distribute
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+ENV.pop("TF_CONFIG", None)
+
+
+def _replicas(n):
+    return types.SimpleNamespace(num_replicas_in_sync=n)
+
+
+def _worker(*args, env=ENV, **kwargs):
+    return subprocess.Popen([sys.executable, WORKER, *map(str, args)], cwd=ROOT, env=env, text=True, **kwargs)
+
+
+def _finish(process, timeout=300):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, (err or "")[-3000:]
+    return out
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def test_strategy_names():
+    assert distribute.get_strategy("default") is tf.distribute.get_strategy()
+    # No GPU here: auto is the default strategy, one_device the CPU.
+    assert distribute.get_strategy("auto") is tf.distribute.get_strategy()
+    one = distribute.get_strategy("one_device")
+    assert isinstance(one, tf.distribute.OneDeviceStrategy) and one.num_replicas_in_sync == 1
+    assert "CPU" in one.extended.worker_devices[0].upper()
+
+
+def test_unknown_strategy_and_tpu_without_address_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown strategy 'horovod'; choose one of auto, default, one_device, "
+                                         "mirrored, multi_worker_mirrored, tpu"):
+        distribute.get_strategy("horovod")
+    for missing in (None, ""):
+        with pytest.raises(ValueError, match="strategy 'tpu' needs a TPU address"):
+            distribute.get_strategy("tpu", tpu=missing)
+
+
+def test_multi_worker_errors_name_the_cause(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{cluster: nope")
+    with pytest.raises(ValueError, match="TF_CONFIG must be JSON like"):
+        distribute.get_strategy("multi_worker_mirrored")
+    # A one-worker cluster, but TensorFlow has started its devices already.
+    tf.constant(0.0) + 1.0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(RuntimeError, match="must be created before TensorFlow starts its devices"):
+        distribute.get_strategy("multi_worker_mirrored")
+
+
+def test_per_replica_batch_size():
+    assert distribute.per_replica_batch_size(512, tf.distribute.get_strategy()) == 512
+    assert distribute.per_replica_batch_size(512, _replicas(8)) == 64
+    with pytest.raises(ValueError, match=r"batch_size 100 \(the global batch\) is not divisible by the 8 "
+                                         r"replicas .* use a multiple of 8, e\.g\. 96 or 104"):
+        distribute.per_replica_batch_size(100, _replicas(8))
+    with pytest.raises(ValueError, match="use a multiple of 8, e.g. 8$"):
+        distribute.per_replica_batch_size(4, _replicas(8))
+
+
+def test_sync_bn_auto_follows_the_replica_count():
+    assert distribute.resolve_sync_bn("auto", _replicas(1)) is False
+    assert distribute.resolve_sync_bn("auto", _replicas(2)) is True
+    assert distribute.resolve_sync_bn("true", _replicas(1)) is True
+    assert distribute.resolve_sync_bn("false", _replicas(8)) is False
+    with pytest.raises(ValueError, match="sync_bn must be auto, true or false"):
+        distribute.resolve_sync_bn("yes", _replicas(2))
+
+
+def test_single_process_writes_to_model_dir(tmp_path):
+    strategy = tf.distribute.get_strategy()
+    assert distribute.is_chief(strategy)
+    assert distribute.write_dir_for(str(tmp_path), strategy) == str(tmp_path)
+    distribute.remove_write_dir(str(tmp_path), str(tmp_path))
+    assert tmp_path.is_dir()
+    distribute.check_same_on_all_workers(strategy, 7, "the step")
+
+
+def test_precision_names():
+    with pytest.raises(ValueError, match="precision must be float32, mixed_float16 or mixed_bfloat16"):
+        distribute.set_precision("float16")
+    distribute.set_precision("mixed_bfloat16")
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+@pytest.mark.slow
+def test_mirrored_two_replicas_with_sync_bn_match_one_device(tmp_path):
+    """Global batch 8 on one device == 2 x 4 under MirroredStrategy with SyncBN, step by step."""
+    out = tmp_path / "mirrored.npz"
+    _finish(_worker("mirrored", out, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    result = np.load(out)
+    assert int(result["replicas"]) == 2
+    assert len(result["synchronized"]) == 23 and result["synchronized"].all()
+    assert list(result["iterations"]) == [3, 3, 3]
+    np.testing.assert_allclose(result["synced_losses"], result["single_losses"], atol=1e-4)
+
+    count = len([k for k in result.files if k.startswith("initial_")])
+    single = [result[f"single_{i}"] for i in range(count)]
+    synced = [result[f"synced_{i}"] for i in range(count)]
+    unsynced = [result[f"unsynced_{i}"] for i in range(count)]
+    initial = [result[f"initial_{i}"] for i in range(count)]
+    for a, b in zip(single, synced):
+        np.testing.assert_allclose(b, a, atol=1e-4)
+    assert max(np.abs(a - b).max() for a, b in zip(single, initial)) > 0.05
+    # Without SyncBN each replica normalises with its half batch's statistics: another run.
+    assert max(np.abs(a - b).max() for a, b in zip(single, unsynced)) > 1e-2
+    assert np.abs(result["unsynced_losses"] - result["single_losses"]).max() > 1e-3
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _run_cluster(out, model_dir, steps):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(_worker("multi_worker", out, model_dir, steps, env=dict(ENV, TF_CONFIG=json.dumps(tf_config)),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        for process in processes:
+            _finish(process)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    results = [np.load(out / f"worker{i}.npz") for i in range(2)]
+    count = len([k for k in results[0].files if k.startswith("var_")])
+    return results, [[r[f"var_{i}"] for i in range(count)] for r in results]
+
+
+@pytest.mark.slow
+def test_two_multi_worker_processes_train_and_checkpoint_together(tmp_path):
+    """Two local workers (TF_CONFIG on loopback): same weights, chief-only checkpoints, resume."""
+    model_dir = tmp_path / "run"
+    out = tmp_path / "out"
+    out.mkdir()
+    (chief, worker), (chief_vars, worker_vars) = _run_cluster(out, model_dir, 3)
+    assert bool(chief["chief"]) and not bool(worker["chief"])
+    for r in (chief, worker):
+        assert int(r["replicas"]) == 2 and int(r["per_replica"]) == 4 and bool(r["sync_bn"])
+        assert int(r["iterations"]) == 3 and str(r["restored"]) == "None"
+    np.testing.assert_array_equal(chief["losses"], worker["losses"])
+    for a, b in zip(chief_vars, worker_vars):
+        np.testing.assert_array_equal(a, b)
+    # The chief wrote the run's checkpoints; the other worker's went to a temporary
+    # directory, now gone, and nothing of it is left in the run directory.
+    assert str(chief["write_dir"]) == str(model_dir)
+    assert not os.path.exists(str(worker["write_dir"]))
+    assert os.listdir(model_dir) == ["checkpoints"]
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-3")
+
+    # Both restore the chief's checkpoint and go on in step.
+    (chief, worker), (chief_vars, worker_vars) = _run_cluster(out, model_dir, 2)
+    for r in (chief, worker):
+        assert str(r["restored"]).endswith("ckpt-3") and int(r["start"]) == 3 and int(r["iterations"]) == 5
+    for a, b in zip(chief_vars, worker_vars):
+        np.testing.assert_array_equal(a, b)
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-5")
+
+
+# --------------------------------------------------------------------------- fault tolerance
+
+
+@pytest.mark.slow
+def test_checkpoints_survive_sigkill_at_random_times(tmp_path):
+    """Killed at random moments, often mid-save, a run always restarts from an intact checkpoint."""
+    model_dir = tmp_path / "run"
+    rng = random.Random(0)
+    last_saved = 0
+    for _ in range(5):
+        process = _worker("checkpoint_loop", model_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            first = process.stdout.readline().split()
+            assert first[:1] == ["restored"], process.stderr.read()[-3000:]
+            # Every save that returned is on disk: the restart may only be ahead of it.
+            assert int(first[1]) >= last_saved
+            time.sleep(rng.uniform(0.05, 0.6))
+        finally:
+            process.send_signal(signal.SIGKILL)
+            out, _ = process.communicate(timeout=60)
+        saved = [int(line.split()[1]) for line in out.splitlines() if line.startswith("saved")]
+        assert saved, "the loop saved nothing before the kill"
+        last_saved = max(saved)
+    process = _worker("checkpoint_loop", model_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = process.stdout.readline().split()
+        assert first[:1] == ["restored"] and int(first[1]) >= last_saved
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
+
+
+TINY_FLAGS = [
+    "--backbone=resnet18_cifar", "--width_multiplier=0.125", "--dim=32", "--pred_dim=8", "--projector_layers=2",
+    "--image_size=16", "--num_train_examples=48", "--batch_size=16", "--epochs=3", "--checkpoint_every_steps=1",
+    "--knn_every=0", "--evaluate=false", "--export=false", "--verbose=0", "--seed=3",
+]
+
+
+def _pretrain(model_dir, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "simsiam_tf.cli.pretrain", f"--model_dir={model_dir}", *TINY_FLAGS],
+        cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
+    )
+
+
+def _checkpoint_values(model_dir):
+    reader = tf.train.load_checkpoint(str(model_dir / "checkpoints"))
+    names = [n for n in reader.get_variable_to_shape_map() if n.startswith(("model/", "optimizer/"))]
+    return {n: reader.get_tensor(n) for n in names}
+
+
+@pytest.mark.slow
+def test_pretraining_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
+    straight = _pretrain(tmp_path / "straight")
+    killed_dir = tmp_path / "killed"
+    killed = _pretrain(killed_dir)
+    try:
+        # 3 steps per epoch: kill once a mid-epoch checkpoint (step 4 or later) exists.
+        while killed.poll() is None:
+            latest = tf.train.latest_checkpoint(str(killed_dir / "checkpoints"))
+            if latest and int(latest.rsplit("-", 1)[1]) >= 4:
+                killed.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        _, err = killed.communicate(timeout=300)
+        assert killed.returncode == -signal.SIGKILL, f"the run ended before the kill: {err[-3000:]}"
+        assert not (killed_dir / "metrics.json").exists()
+
+        resumed = _pretrain(killed_dir)
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err[-3000:]
+        _, err = straight.communicate(timeout=300)
+        assert straight.returncode == 0, err[-3000:]
+    finally:
+        for process in (straight, killed):
+            if process.poll() is None:
+                process.kill()
+
+    for run in ("straight", "killed"):
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
+        assert metrics["step"] == metrics["total_steps"] == 9
+    expected = _checkpoint_values(tmp_path / "straight")
+    got = _checkpoint_values(killed_dir)
+    assert sorted(got) == sorted(expected)
+    assert int(got["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 9
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, atol=1e-6, err_msg=name)
