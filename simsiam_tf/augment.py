@@ -11,6 +11,7 @@ RandomGrayscale, Gaussian blur, horizontal flip. Views are float32 in [0, 1];
 normalisation belongs to the model.
 """
 import dataclasses
+import functools
 import math
 from typing import Tuple
 
@@ -49,6 +50,7 @@ def _bernoulli(batch, seed, prob):
 def _batched(fn):
     """Lets a batch op take a single image `[H, W, 3]` too."""
 
+    @functools.wraps(fn)
     def wrapper(images, *args, **kwargs):
         images = tf.convert_to_tensor(images)
         if images.shape.rank == 3:
@@ -57,8 +59,6 @@ def _batched(fn):
             raise ValueError(f"expected images of shape [B, H, W, 3] or [H, W, 3], got {images.shape}")
         return fn(images, *args, **kwargs)
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 

@@ -10,6 +10,9 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrore
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 COLLAPSE_ACTIONS = ("stop", "warn", "ignore")
 METHODS = ("simsiam", "simtriplet")
+NEIGHBOURHOODS = ("4", "8", "group")
+TILE_PATTERN = r"(?P<group>.+)_x(?P<col>\d+)_y(?P<row>\d+)\.(png|jpe?g)"
+TILE_DATASETS = ("synthetic_tiles", "folder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +140,10 @@ class PretrainConfig:
     evaluate: bool = False
     probe_epochs: int = 30
     export: bool = False
+    tile_pattern: str = TILE_PATTERN
+    neighbourhood: str = "4"
+    tile_on_mismatch: str = "error"
+    tiles_per_side: int = 4
 
     def validate(self):
         self.runtime.validate()
@@ -144,6 +151,17 @@ class PretrainConfig:
         self.model.validate()
         self.augment.validate()
         _choice("method", self.method, METHODS)
+        _choice("neighbourhood", self.neighbourhood, NEIGHBOURHOODS)
+        _choice("tile_on_mismatch", self.tile_on_mismatch, ("error", "skip"))
+        if self.tiles_per_side < 1:
+            raise ValueError(f"tiles_per_side must be positive, got {self.tiles_per_side}")
+        if self.method == "simtriplet":
+            if self.data.dataset not in TILE_DATASETS:
+                raise ValueError(
+                    f"method=simtriplet needs tiles with neighbours: dataset synthetic_tiles, or folder with file "
+                    f"names matching tile_pattern; got dataset={self.data.dataset!r}"
+                )
+            _check_tile_pattern(self.tile_pattern, self.neighbourhood)
         _choice("on_collapse", self.on_collapse, COLLAPSE_ACTIONS)
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs a batch), got {self.batch_size}")
@@ -166,6 +184,22 @@ class PretrainConfig:
         if self.fix_pred_lr and not self.model.use_predictor:
             raise ValueError("fix_pred_lr needs a predictor: drop use_predictor=False")
         return self
+
+
+def _check_tile_pattern(pattern, neighbourhood):
+    import re
+
+    try:
+        groups = re.compile(pattern).groupindex
+    except re.error as err:
+        raise ValueError(f"tile_pattern {pattern!r} is not a valid regular expression: {err}") from None
+    needed = ("group",) if neighbourhood == "group" else ("group", "col", "row")
+    missing = [name for name in needed if name not in groups]
+    if missing:
+        raise ValueError(
+            f"tile_pattern {pattern!r} lacks the named group(s) {', '.join(missing)}: write them as "
+            "(?P<group>...), (?P<col>\\d+), (?P<row>\\d+) (neighbourhood=group needs only (?P<group>...))"
+        )
 
 
 def _choice(name, value, choices):

@@ -184,7 +184,7 @@ def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
     margin = 0.85 * radius
     cx = (margin + rng.random(n) * (size - 2 * margin)).astype(np.float32)
     cy = (margin + rng.random(n) * (size - 2 * margin)).astype(np.float32)
-    angle = rng.uniform(0.0, 2 * np.pi, n)
+    angle = rng.uniform(-np.pi / 6, np.pi / 6, n)
     mirror = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(np.float32)
 
     grid = np.arange(size, dtype=np.float32) + 0.5

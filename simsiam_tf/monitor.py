@@ -320,12 +320,17 @@ class CollapseMonitor(keras.callbacks.Callback):
     In every mode `collapsed`, `collapsed_at_step` (the optimizer's iteration count) and
     `message` record the first collapse seen; `hint` is appended to the message.
     State persists across `fit` calls with the same instance.
+
+    `running_mean=True` says that the batch logs hold means since the start of the epoch
+    (what Keras metric trackers such as SimSiam's report); a step check then reads the
+    mean over the steps since the previous check of the epoch, recovered from two
+    running means, so that a collapse late in a long epoch is not averaged away.
     """
 
     ACTIONS = ("stop", "warn", "ignore")
 
     def __init__(self, threshold=0.1, patience=3, action="stop", metric="z_std", hint="",
-                 check_every=None):
+                 check_every=None, running_mean=False):
         super().__init__()
         if action not in self.ACTIONS:
             raise ValueError(f"action must be one of {self.ACTIONS}, got {action!r}")
@@ -339,6 +344,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         self.metric = metric
         self.hint = hint
         self.check_every = check_every
+        self.running_mean = bool(running_mean)
         self.collapsed = False
         self.collapsed_at_step = None
         self.message = ""
@@ -347,6 +353,12 @@ class CollapseMonitor(keras.callbacks.Callback):
         self._epoch_start_steps = 0
         self._last_check_steps = 0
         self._warned_missing = False
+        self._window_start = (0, 0.0)  # (steps into the epoch, running mean there)
+
+    @property
+    def suspect(self):
+        """True while the latest check read a collapsed value (the alarm may not have fired yet)."""
+        return self.consecutive > 0
 
     def _global_step(self):
         optimizer = getattr(self.model, "optimizer", None)
@@ -356,6 +368,7 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start_steps = self._steps_seen
+        self._window_start = (0, 0.0)
 
     def on_train_batch_end(self, batch, logs=None):
         # `batch` is the index of the last step run (it jumps with steps_per_execution).
@@ -364,11 +377,25 @@ class CollapseMonitor(keras.callbacks.Callback):
             return
         if self._steps_seen - self._last_check_steps >= self.check_every:
             self._last_check_steps = self._steps_seen
+            if self.running_mean:
+                logs = self._window_logs(batch + 1, logs)
             self._check(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.check_every is None:
             self._check(logs)
+
+    def _window_logs(self, steps_into_epoch, logs):
+        value = (logs or {}).get(self.metric)
+        if value is None:
+            return logs
+        start, start_mean = self._window_start
+        mean = float(value)
+        self._window_start = (steps_into_epoch, mean)
+        if steps_into_epoch <= start:
+            return logs
+        window = (steps_into_epoch * mean - start * start_mean) / (steps_into_epoch - start)
+        return dict(logs, **{self.metric: window})
 
     def _check(self, logs):
         value = (logs or {}).get(self.metric)

@@ -144,12 +144,15 @@ def env(tmp_path_factory):
         "u8": rng.integers(0, 256, (3, 20, 24, 3), dtype=np.uint8),  # not the training size
         "f32": rng.random((2, 16, 16, 3), dtype=np.float32),
         "gray": rng.integers(0, 256, (2, 30, 18, 1), dtype=np.uint8),
+        "one": rng.integers(0, 256, (1, PRE_SIZE, PRE_SIZE, 3), dtype=np.uint8),  # the training size
         "big": rng.integers(0, 256, (2, 90, 80, 3), dtype=np.uint8),
         "rank3": rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),
         "two_channels": rng.integers(0, 256, (2, 20, 24, 2), dtype=np.uint8),
         "a": rng.integers(0, 256, (6, 20, 20, 3), dtype=np.uint8),
         "b": rng.integers(0, 256, (6, 24, 18, 3), dtype=np.uint8),
     }
+    for name in ("big", "a", "b"):
+        images[name + "_f32"] = images[name].astype(np.float32) / 255.0
     # The calibrated threshold: the median score, so that both decisions occur.
     scores = pair_verifier.score(_reference(images["a"], VER_SIZE, False), _reference(images["b"], VER_SIZE, False))
     pair_verifier.set_threshold(float(np.median(scores.numpy())))
@@ -157,15 +160,21 @@ def env(tmp_path_factory):
 
     # simsiam-export on the pretrain run, and the CLI's error and dry-run paths, in the
     # background while the other two runs export here.
-    cli_export = _tool("export", f"--model_dir={pre}")
-    cli_empty = _tool("export", f"--model_dir={empty}")
     dry_dir = str(base / "dry")
-    cli_dry = _tool("export", f"--model_dir={lin}", f"--output_dir={dry_dir}", "--dry_run")
-    lin_out = export.export_run(lin)
-    ver_out = export.export_run(ver)
-    code, out, err = _finish(cli_export)
-    assert code == 0, err[-3000:]
-    cli = {"export": (code, out, err), "empty": _finish(cli_empty), "dry": _finish(cli_dry)}
+    procs = {
+        "export": _tool("export", f"--model_dir={pre}"),
+        "empty": _tool("export", f"--model_dir={empty}"),
+        "dry": _tool("export", f"--model_dir={lin}", f"--output_dir={dry_dir}", "--dry_run"),
+    }
+    try:
+        lin_out = export.export_run(lin)
+        ver_out = export.export_run(ver)
+        cli = {name: _finish(proc) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    assert cli["export"][0] == 0, cli["export"][2][-3000:]
     pre_out = os.path.join(pre, "export")
 
     paths = {}
@@ -179,6 +188,7 @@ def env(tmp_path_factory):
             ("pre/default_u8", "serving_default", {"images": paths["u8"]}),
             ("pre/embed_f32", "embed_float", {"images": paths["f32"]}),
             ("pre/embed_gray", "embed", {"images": paths["gray"]}),
+            ("pre/embed_one", "embed", {"images": paths["one"]}),
             ("pre/project_u8", "project", {"images": paths["u8"]}),
             ("pre/project_f32", "project_float", {"images": paths["f32"]}),
             ("pre/rank3", "embed", {"images": paths["rank3"]}),
@@ -187,10 +197,12 @@ def env(tmp_path_factory):
         saved(lin_out): [
             ("lin/classify_big", "classify", {"images": paths["big"]}),
             ("lin/classify_u8", "classify", {"images": paths["u8"]}),
+            ("lin/classify_big_f32", "classify_float", {"images": paths["big_f32"]}),
             ("lin/embed_big", "embed", {"images": paths["big"]}),
         ],
         saved(ver_out): [
             ("ver/verify", "verify", {"images1": paths["a"], "images2": paths["b"]}),
+            ("ver/verify_f32", "verify_float", {"images1": paths["a_f32"], "images2": paths["b_f32"]}),
             ("ver/mismatch", "verify", {"images1": paths["a"], "images2": paths["u8"]}),
             ("ver/bad_second", "verify", {"images1": paths["a"], "images2": paths["two_channels"]}),
         ],
@@ -248,11 +260,11 @@ def test_served_by_tensorflow_alone(env):
 
 def test_embed_and_project_equal_keras_outputs(env):
     served, images, simsiam = env["served"], env["images"], env["simsiam"]
-    for key, name in (("u8", "u8"), ("f32", "f32"), ("gray", "gray")):
+    for key, name in (("u8", "u8"), ("f32", "f32"), ("gray", "gray"), ("one", "one")):
         x = _reference(images[name], PRE_SIZE, False)
         features = simsiam.backbone(x, training=False).numpy()
         np.testing.assert_allclose(served[f"pre/embed_{key}/embedding"], features, atol=1e-5, rtol=1e-5)
-        if key != "gray":
+        if key in ("u8", "f32"):
             projection = simsiam.projector(features, training=False).numpy()
             np.testing.assert_allclose(served[f"pre/project_{key}/projection"], projection, atol=1e-5, rtol=1e-5)
     np.testing.assert_array_equal(served["pre/default_u8/embedding"], served["pre/embed_u8/embedding"])
@@ -261,7 +273,7 @@ def test_embed_and_project_equal_keras_outputs(env):
 
 def test_classify_equals_the_linear_probe(env):
     served, images, probe = env["served"], env["images"], env["probe"]
-    for name in ("big", "u8"):
+    for name in ("big", "u8", "big_f32"):
         logits = probe(_reference(images[name], LIN_SIZE, True)).numpy()
         np.testing.assert_allclose(served[f"lin/classify_{name}/logits"], logits, atol=1e-5, rtol=1e-5)
         probabilities = served[f"lin/classify_{name}/probabilities"]
@@ -279,6 +291,8 @@ def test_verify_uses_the_calibrated_threshold(env):
     same = served["ver/verify/same"]
     np.testing.assert_array_equal(same, served["ver/verify/score"] >= threshold)
     assert 0 < same.sum() < len(same)
+    np.testing.assert_allclose(served["ver/verify_f32/score"], served["ver/verify/score"], atol=1e-5)
+    np.testing.assert_array_equal(served["ver/verify_f32/same"], same)
 
 
 def test_bad_inputs_fail_with_a_clear_message(env):

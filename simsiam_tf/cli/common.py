@@ -16,12 +16,12 @@ FLAGS = flags.FLAGS
 DEFINED = []
 
 
-def define(kind, name, default, help_text, **kwargs):
+def define(kind, name, default, *args, **kwargs):
     if name in FLAGS:
         if name not in DEFINED:
             DEFINED.append(name)
         return
-    getattr(flags, "DEFINE_" + kind)(name, default, help_text, **kwargs)
+    getattr(flags, "DEFINE_" + kind)(name, default, *args, **kwargs)
     DEFINED.append(name)
 
 

@@ -90,6 +90,8 @@ def main(argv):
     except run_common.RunError as err:
         _silence_tensorflow_warnings()
         common.fail(str(err), err.exit_code)
+    except ValueError as err:  # bad input found while loading data or building the model
+        common.fail(str(err), 1)
     print(f"\nrun directory: {config.runtime.model_dir}")
     print(linear.summary(metrics))
     return 0

@@ -3,7 +3,9 @@
 With no flags it runs the embedded demo (flags/demo.cfg written out): pretraining on
 the synthetic set, kNN and linear-probe evaluation against the same encoder at random
 init, and a short summary table. Recipes: --flagfile=flags/cifar10_resnet18.cfg,
---flagfile=flags/imagenet_resnet50.cfg.
+--flagfile=flags/imagenet_resnet50.cfg; the paper's ablations: flags/ablation_*.cfg;
+SimTriplet on tiles: --method=simtriplet --dataset=synthetic_tiles (or --dataset=folder
+with tile file names, see --tile_pattern).
 
 Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags, 3 the
 representation collapsed and --on_collapse=stop ended the run.
@@ -60,6 +62,16 @@ def define_flags():
                    "At the end: kNN and linear-probe accuracy of the encoder and of the same encoder at random init.")
     common.define("integer", "probe_epochs", _D.probe_epochs, "Epochs of the quick cached-feature linear probe.")
     common.define("bool", "export", _D.export, "Export a SavedModel and a .keras file at the end.")
+    # simtriplet: tiles and their neighbours
+    common.define("string", "tile_pattern", _D.tile_pattern,
+                   "Regular expression for tile file names (--dataset=folder): named groups group (the whole "
+                   "image), col and row; e.g. slide7_x3_y12.png.")
+    common.define("enum", "neighbourhood", _D.neighbourhood, list(config_lib.NEIGHBOURHOODS),
+                   "Neighbours for --method=simtriplet: 4 or 8 adjacent tiles, or group (any tile of the same image).")
+    common.define("enum", "tile_on_mismatch", _D.tile_on_mismatch, ["error", "skip"],
+                   "File names that do not match --tile_pattern: stop with an error, or use them without neighbours.")
+    common.define("integer", "tiles_per_side", _D.tiles_per_side,
+                   "--dataset=synthetic_tiles: each whole synthetic image is a grid of N x N tiles.")
     common.define_dry_run_flag()
 
 
@@ -79,7 +91,9 @@ def config_from_flags():
         knn_every=FLAGS.knn_every, knn_k=FLAGS.knn_k, knn_temperature=FLAGS.knn_temperature,
         on_collapse=FLAGS.on_collapse, collapse_threshold=FLAGS.collapse_threshold,
         collapse_patience=FLAGS.collapse_patience, init_from=FLAGS.init_from, evaluate=FLAGS.evaluate,
-        probe_epochs=FLAGS.probe_epochs, export=FLAGS.export,
+        probe_epochs=FLAGS.probe_epochs, export=FLAGS.export, tile_pattern=FLAGS.tile_pattern,
+        neighbourhood=FLAGS.neighbourhood, tile_on_mismatch=FLAGS.tile_on_mismatch,
+        tiles_per_side=FLAGS.tiles_per_side,
     )
 
 

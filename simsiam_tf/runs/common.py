@@ -118,17 +118,26 @@ def _first_line(err):
 
 
 class StepCheckpointer(keras.callbacks.Callback):
-    """Saves the run's checkpoint every N optimizer steps."""
+    """Saves the run's checkpoint every N optimizer steps.
 
-    def __init__(self, run_checkpoint, every_n_steps):
+    No checkpoint is written once training is stopping, nor while `hold()` (if given)
+    is true: e.g. while the collapse monitor reads a collapsed representation, so that
+    the newest checkpoint stays the last one from before the collapse.
+    """
+
+    def __init__(self, run_checkpoint, every_n_steps, hold=None):
         super().__init__()
         self.run_checkpoint = run_checkpoint
         self.every_n_steps = every_n_steps
+        self.hold = hold
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        if step % self.every_n_steps == 0 and not self.model.stop_training:
-            self.run_checkpoint.save(step)
+        if step % self.every_n_steps or self.model.stop_training:
+            return
+        if self.hold is not None and self.hold():
+            return
+        self.run_checkpoint.save(step)
 
 
 class ScalarLogger(keras.callbacks.Callback):

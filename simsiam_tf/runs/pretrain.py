@@ -7,7 +7,7 @@ import numpy as np
 from absl import logging
 
 from simsiam_tf import augment as augment_lib
-from simsiam_tf import backbones, data, distribute, models, monitor, optim, probe
+from simsiam_tf import backbones, data, distribute, models, monitor, optim, probe, simtriplet, tiles
 from simsiam_tf.runs import common
 
 SUMMARY_KEYS = ("knn_top1", "probe_top1")
@@ -31,9 +31,10 @@ def build_encoder(model_config, strategy, seed):
 
 
 def build_model(config, strategy):
-    """The SimSiam model of a config (call inside `strategy.scope()`)."""
+    """The SimSiam (or SimTriplet) model of a config (call inside `strategy.scope()`)."""
     m = config.model
-    return models.SimSiam(
+    model_class = simtriplet.SimTriplet if config.method == "simtriplet" else models.SimSiam
+    return model_class(
         build_encoder(m, strategy, config.runtime.seed),
         dim=m.dim,
         pred_dim=m.pred_dim,
@@ -78,8 +79,20 @@ def make_augment(config):
     )
 
 
+def load_tile_set(config, split, num_examples=None):
+    """The tiles of a split with their neighbours (method simtriplet, dataset synthetic_tiles)."""
+    d = config.data
+    return tiles.load_tile_set(
+        d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed,
+        num_examples=num_examples, pattern=config.tile_pattern, neighbourhood=config.neighbourhood,
+        on_mismatch=config.tile_on_mismatch, tiles_per_side=config.tiles_per_side, on_corrupt=d.on_corrupt,
+    )
+
+
 def load_train_source(config):
     d = config.data
+    if d.dataset == tiles.SYNTHETIC_TILES:
+        return load_tile_set(config, d.train_split, d.num_train_examples).source
     return data.load_source(
         d.dataset, split=d.train_split, data_dir=d.data_dir, image_size=d.image_size,
         seed=config.runtime.seed, num_examples=d.num_train_examples, on_corrupt=d.on_corrupt,
@@ -88,6 +101,8 @@ def load_train_source(config):
 
 def load_eval_source(config):
     d = config.data
+    if d.dataset == tiles.SYNTHETIC_TILES:
+        return load_tile_set(config, d.eval_split, d.num_eval_examples).source
     return data.load_source(
         d.dataset, split=d.eval_split, data_dir=d.data_dir, image_size=d.image_size,
         seed=config.runtime.seed, num_examples=d.num_eval_examples, on_corrupt=d.on_corrupt,
@@ -142,7 +157,12 @@ def run(config):
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
 
-    source = load_train_source(config)
+    tile_set = None
+    if config.method == "simtriplet":
+        tile_set = load_tile_set(config, config.data.train_split, config.data.num_train_examples)
+        source = tile_set.source
+    else:
+        source = load_train_source(config)
     if source.num_examples < config.batch_size:
         raise common.RunError(
             f"batch_size {config.batch_size} is larger than the training set ({source.num_examples} images): "
@@ -167,6 +187,10 @@ def run(config):
 
     def make_dataset(step):
         def dataset_fn(input_context=None):
+            if tile_set is not None:
+                return tiles.make_triplet_dataset(
+                    tile_set, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context
+                )
             return data.make_pretrain_dataset(
                 source, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context
             )
@@ -183,6 +207,9 @@ def run(config):
         action=config.on_collapse,
         hint="see flags/ablation_no_stop_gradient.cfg for the paper's collapse ablation; "
         "check --stop_gradient, --use_predictor and the learning rate",
+        # Epoch-end checks come too late for short runs and long epochs.
+        check_every=min(config.log_every_steps, steps_per_epoch),
+        running_mean=True,
     )
     callbacks = [nan_guard, collapse]
     eval_sets = None
@@ -197,7 +224,10 @@ def run(config):
             )
         )
     callbacks += [
-        common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+        common.StepCheckpointer(
+            checkpoint, config.checkpoint_every_steps,
+            hold=(lambda: collapse.suspect) if config.on_collapse == "stop" else None,
+        ),
         common.ScalarLogger(log_dir, config.log_every_steps),
         common.EpochHistory(os.path.join(model_dir, "history.json")),
     ]
@@ -214,8 +244,10 @@ def run(config):
         os.path.join(model_dir, "history.json")) else []
     if history:
         metrics.update({k: v for k, v in history[-1].items() if k not in ("epoch", "step")})
+    if collapse.collapsed:
+        metrics.update(collapsed_at_step=collapse.collapsed_at_step, collapse_message=collapse.message)
     if collapse.collapsed and config.on_collapse == "stop":
-        metrics.update(collapsed=True, collapse_message=collapse.message)
+        metrics.update(collapsed=True)
         common.write_json_atomic(os.path.join(model_dir, "metrics.json"), metrics)
         raise common.CollapseError(collapse.message)
     metrics["collapsed"] = bool(collapse.collapsed)
