@@ -120,7 +120,8 @@ def env(tmp_path_factory):
 
     pre_flags = _write_flags(pre, "pretrain", *TINY, f"--image_size={PRE_SIZE}", "--dim=16", "--pred_dim=8",
                              "--projector_layers=2", "--nouse_predictor")
-    lin_flags = _write_flags(lin, "linear", *TINY, f"--image_size={LIN_SIZE}", f"--init_from={pre}", "--nocache_features")
+    lin_flags = _write_flags(lin, "linear", *TINY, f"--image_size={LIN_SIZE}", f"--init_from={pre}",
+                             "--nocache_features")
     ver_flags = _write_flags(ver, "verify", *TINY, f"--image_size={VER_SIZE}", "--head=classifier",
                              "--embedding_dim=8", "--hidden_dim=16")
 
@@ -137,7 +138,8 @@ def env(tmp_path_factory):
     common.RunCheckpoint(lin, model=probe).save(3)
 
     ver_config = export.config_from_flags(config_lib.VerifyConfig, ver_flags)
-    pair_verifier = verify_run.build_verifier(ver_config, pretrain.build_encoder(ver_config.model, strategy, 13), strategy)
+    encoder = pretrain.build_encoder(ver_config.model, strategy, 13)
+    pair_verifier = verify_run.build_verifier(ver_config, encoder, strategy)
     _scramble(pair_verifier, rng)
 
     images = {
@@ -228,7 +230,8 @@ def env(tmp_path_factory):
     show_code, show_out, show_err = _finish(show)
     assert show_code == 0, show_err[-2000:]
     return dict(
-        pre=pre, lin=lin, ver=ver, empty=empty, dry_dir=dry_dir, outputs={"pre": pre_out, "lin": lin_out, "ver": ver_out},
+        pre=pre, lin=lin, ver=ver, empty=empty, dry_dir=dry_dir,
+        outputs={"pre": pre_out, "lin": lin_out, "ver": ver_out},
         simsiam=simsiam, probe=probe, verifier=pair_verifier, images=images, served=served, report=report,
         cli=cli, show=show_out,
     )
@@ -243,7 +246,10 @@ def test_saved_model_cli_lists_the_signatures(env):
 
 
 def test_each_export_has_its_signatures(env):
-    signatures = {os.path.basename(os.path.dirname(os.path.dirname(k))): set(v) for k, v in env["report"]["signatures"].items()}
+    signatures = {
+        os.path.basename(os.path.dirname(os.path.dirname(path))): set(names)
+        for path, names in env["report"]["signatures"].items()
+    }
     base = {"serving_default", "embed", "embed_float"}
     assert signatures == {
         "pre": base | {"project", "project_float"},

@@ -221,10 +221,12 @@ def test_sanity_check_catches_a_probe_that_updates_bn_statistics(pretrained, tmp
     assert not os.path.exists(tmp_path / "leak" / "metrics.json")
 
 
-def test_checkpoint_of_another_width_names_the_mismatch(pretrained, tmp_path):
-    with pytest.raises(common.RunError, match=r"does not fit this encoder \(resnet18_cifar, width_multiplier 0.25\)"
+@pytest.mark.parametrize("backbone, width", [("resnet18_cifar", 0.25), ("resnet34_cifar", 0.125)])
+def test_checkpoint_of_another_architecture_names_the_mismatch(pretrained, tmp_path, backbone, width):
+    changes = {"model.backbone": backbone, "model.width_multiplier": width}
+    with pytest.raises(common.RunError, match=rf"does not fit this encoder \({backbone}, width_multiplier {width}\)"
                        ) as err:
-        linear.run(tiny_linear(pretrained, tmp_path / "wide", **{"model.width_multiplier": 0.25}))
+        linear.run(tiny_linear(pretrained, tmp_path / "other", **changes))
     assert "incompatible tensor with shape" in str(err.value)
 
 

@@ -27,7 +27,8 @@ _AUTO = "auto"
 def define_flags():
     common.define("string", "model_dir", _D.model_dir,
                   "Run directory to export (written by simsiam-pretrain, simsiam-linear or simsiam-verify).")
-    common.define("string", "output_dir", _D.output_dir, "Where to write saved_model/ and model.keras; default <model_dir>/export.")
+    common.define("string", "output_dir", _D.output_dir,
+                  "Where to write saved_model/ and model.keras; default <model_dir>/export.")
     common.define("string", "kind", _AUTO,
                   f"Which job wrote the run: {', '.join(config_lib.EXPORT_KINDS)}, or auto to read it from the "
                   "run's flags.cfg.")

@@ -84,12 +84,13 @@ def _encoder_description(model_config):
     return f"encoder ({model_config.backbone}, width_multiplier {model_config.width_multiplier:g})"
 
 
-def load_encoder(config, strategy):
-    """The encoder of the pretraining run `config.init_from`; returns (encoder, checkpoint prefix)."""
+def load_encoder(config, strategy, checkpoint=None):
+    """The encoder of the pretraining run `config.init_from` (or of `checkpoint`); returns (encoder, checkpoint prefix)."""
     with strategy.scope():
         encoder = pretrain.build_encoder(config.model, strategy, config.runtime.seed)
     prefix = common.load_weights(
-        config.init_from, what=_encoder_description(config.model), model=tf.train.Checkpoint(backbone=encoder)
+        checkpoint or config.init_from, what=_encoder_description(config.model),
+        model=tf.train.Checkpoint(backbone=encoder),
     )
     return encoder, prefix
 
@@ -210,12 +211,13 @@ def run(config):
     """
     config.validate()
     rt = config.runtime
+    checkpoint = common.resolve_checkpoint(config.init_from)
     os.makedirs(rt.model_dir, exist_ok=True)
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
     train_source, eval_source = _load_sources(config)
 
-    encoder, prefix = load_encoder(config, strategy)
+    encoder, prefix = load_encoder(config, strategy, checkpoint)
     logging.info("probing the encoder of %s", prefix)
     loaded = snapshot(encoder)
     result = probe_encoder(config, strategy, encoder, train_source, eval_source, rt.model_dir)

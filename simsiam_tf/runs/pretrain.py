@@ -256,6 +256,13 @@ def run(config):
 
     if config.evaluate:
         metrics.update(_compare_with_random_init(config, model, strategy, source, eval_sets))
+    if config.export:
+        from simsiam_tf import export
+
+        size = config.data.image_size
+        metrics["export_dir"] = export.export_after_run(
+            model_dir, "pretrain", model.backbone, size, eval_center_crop(size), projector=model.projector
+        )
     common.write_json_atomic(os.path.join(model_dir, "metrics.json"), metrics)
     return metrics
 
