@@ -251,20 +251,21 @@ def run(args):
             return step_fn(iter([(x1, x2)]))
 
     def timed():
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         logs = step()
         loss = float(logs["loss"])  # waits for the step to finish
-        return time.perf_counter() - start, loss
+        return time.perf_counter() - start, time.process_time() - cpu_start, loss
 
-    first_step_s, loss = timed()
+    first_step_s, _, loss = timed()
     for _ in range(args.warmup - 1):
         timed()
     if args.profile_dir:
         tf.profiler.experimental.start(args.profile_dir)
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        elapsed, loss = timed()
+        elapsed, cpu, loss = timed()
         times.append(elapsed)
+        cpu_times.append(cpu)
     if args.profile_dir:
         tf.profiler.experimental.stop()
     rss_mb, gpu_mb = peak_memory_mb()
@@ -290,6 +291,8 @@ def run(args):
     step_flops = 3 * 2 * args.batch * flops
     tflops = step_flops / statistics.median(times) / 1e12
     result.update(
+        cpu_s_per_step_median=round(statistics.median(cpu_times), 4),
+        load_average=[round(x, 2) for x in os.getloadavg()],
         first_step_s=round(first_step_s, 2),
         model_gflops_per_image_forward=round(flops / 1e9, 4),
         model_tflops_per_step=round(step_flops / 1e12, 4),

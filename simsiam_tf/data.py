@@ -155,17 +155,18 @@ def _upsample(nodes, size):
     return np.matmul(rows, interp.T).transpose(0, 2, 3, 1)
 
 
-def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
+def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0, shapes_per_image=4):
     """A deterministic labelled image set whose class is a shape, with strong nuisances.
 
-    Each image shows one of `num_classes` shapes (disc, ring, square, frame, triangle,
-    plus, bar, two bars, corner, four dots), balanced over classes. Everything else is
-    random per image: the shape's position, size, rotation and mirror image; its
-    colours and the background's, which are smooth random colour fields (any hue,
-    changing across the image, so two crops of one image differ in colour), one dark
-    and one light so the shape stays visible; and pixel noise. Colour dominates what a
-    random conv net sees and says nothing about the class; features that survive
-    SimSiam's crops and colour jitter do.
+    Each image is scattered with `shapes_per_image` copies of one of `num_classes`
+    shapes (disc, ring, square, frame, triangle, plus, bar, two bars, corner, four
+    dots); classes are balanced. Everything else is random: every copy's position,
+    size, rotation and mirror image; the colours of the shapes and of the background,
+    which are smooth random colour fields (any hue, changing across the image), one
+    dark and one light so the shapes stay visible; and pixel noise. Colour dominates
+    what a random conv net sees and says nothing about the class. Because the copies
+    spread over the image, two random crops of it nearly always both show the class,
+    which is what SimSiam's invariance objective can pick up.
 
     Returns `(images uint8 [N, S, S, 3], labels int64 [N])`.
     """
@@ -175,42 +176,44 @@ def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
         raise ValueError(f"num_examples must be non-negative, got {num_examples}")
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+    if shapes_per_image < 1:
+        raise ValueError(f"shapes_per_image must be positive, got {shapes_per_image}")
     rng = np.random.default_rng(seed)
-    n, size = int(num_examples), int(image_size)
+    n, size, k = int(num_examples), int(image_size), int(shapes_per_image)
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
 
-    # Per-image geometry: radius (pixels), centre, rotation, mirror.
-    radius = (rng.uniform(0.26, 0.4, n) * size).astype(np.float32)
-    margin = 0.85 * radius
-    cx = (margin + rng.random(n) * (size - 2 * margin)).astype(np.float32)
-    cy = (margin + rng.random(n) * (size - 2 * margin)).astype(np.float32)
-    angle = rng.uniform(-np.pi / 6, np.pi / 6, n)
-    mirror = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(np.float32)
+    # Per copy: radius (pixels), centre, rotation, mirror.
+    radius = (rng.uniform(0.12, 0.2, (k, n)) * size).astype(np.float32)
+    cx = (rng.random((k, n)) * size).astype(np.float32)
+    cy = (rng.random((k, n)) * size).astype(np.float32)
+    angle = rng.uniform(0.0, 2 * np.pi, (k, n))
+    mirror = np.where(rng.random((k, n)) < 0.5, -1.0, 1.0).astype(np.float32)
+    cos = np.cos(angle).astype(np.float32)
+    sin = np.sin(angle).astype(np.float32)
 
     grid = np.arange(size, dtype=np.float32) + 0.5
-    gx = grid[None, None, :] - cx[:, None, None]
-    gy = grid[None, :, None] - cy[:, None, None]
-    cos = np.cos(angle).astype(np.float32)[:, None, None]
-    sin = np.sin(angle).astype(np.float32)[:, None, None]
-    scale = (1.0 / radius)[:, None, None]
-    u = (cos * gx + sin * gy) * scale * mirror[:, None, None]
-    v = (-sin * gx + cos * gy) * scale
-
-    sdf = np.empty((n, size, size), np.float32)
+    coverage = np.zeros((n, size, size), np.float32)
     for c in range(num_classes):
-        members = labels == c
-        if members.any():
-            sdf[members] = _shape_sdf(c, u[members], v[members])
-    # Distance in pixels -> antialiased coverage.
-    alpha = np.clip(0.5 - sdf * radius[:, None, None], 0.0, 1.0)[..., None]
+        members = np.flatnonzero(labels == c)
+        for j in range(k):
+            gx = grid[None, None, :] - cx[j, members, None, None]
+            gy = grid[None, :, None] - cy[j, members, None, None]
+            r = radius[j, members, None, None]
+            co, si = cos[j, members, None, None], sin[j, members, None, None]
+            u = (co * gx + si * gy) / r * mirror[j, members, None, None]
+            v = (-si * gx + co * gy) / r
+            # Signed distance in pixels -> antialiased coverage; copies may overlap.
+            alpha = np.clip(0.5 - _shape_sdf(c, u, v) * r, 0.0, 1.0)
+            coverage[members] = np.maximum(coverage[members], alpha)
+    coverage = coverage[..., None]
 
-    # Smooth colour fields, one dark and one light; which one fills the shape is random.
+    # Smooth colour fields, one dark and one light; which one fills the shapes is random.
     dark = _color_nodes(rng, n, 3, 0.0, 0.4)
     light = _color_nodes(rng, n, 3, 0.6, 1.0)
     shape_light = (rng.random(n) < 0.5)[:, None, None, None]
     fg = _upsample(np.where(shape_light, light, dark), size)
     bg = _upsample(np.where(shape_light, dark, light), size)
-    images = bg + alpha * (fg - bg)
+    images = bg + coverage * (fg - bg)
     noise = rng.uniform(0.01, 0.06, n).astype(np.float32)[:, None, None, None]
     images += noise * rng.standard_normal(images.shape, dtype=np.float32)
     images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)

@@ -9,8 +9,9 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from simsiam_tf import backbones, config, models, probe
+from simsiam_tf import backbones, config, models, optim, probe
 from simsiam_tf.runs import common, linear, pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,9 +116,9 @@ def test_train_linear_on_features_with_each_optimizer(optimizer):
 
 
 def test_linear_optimizer_names():
-    assert isinstance(probe.linear_optimizer("lars", 0.1), keras.optimizers.Optimizer)
-    lars = probe.linear_optimizer("lars", 0.1)
-    assert lars.trust_coefficient == 0.001
+    lars = probe.linear_optimizer("lars", 0.1, weight_decay=1e-4)
+    assert isinstance(lars, optim.LARS) and lars.trust_coefficient == 0.001 and lars.coupled_weight_decay == 1e-4
+    assert isinstance(probe.linear_optimizer("sgd", 0.1), optim.CoupledSGD)
     with pytest.raises(ValueError, match="optimizer must be one of lars, sgd"):
         probe.linear_optimizer("adam", 0.1)
 
@@ -182,8 +183,6 @@ def test_both_modes_end_to_end_on_a_real_pretraining_run(pretrained, end_to_end,
 
 
 def test_resumed_mid_epoch_matches_an_uninterrupted_run(pretrained, end_to_end, tmp_path):
-    import tensorflow as tf
-
     whole, reference = end_to_end
     # The same run as if killed after step 3 of its 4: only the step-3 checkpoint is there.
     parts = tmp_path / "parts"

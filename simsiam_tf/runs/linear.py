@@ -144,6 +144,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
     history = common.EpochHistory(os.path.join(run_dir, "history.json"))
     eval_ds = data.make_eval_dataset(eval_source, config.eval_batch_size, image_size, center_crop=center_crop)
     test = None
+    nan_guard = common.NaNGuard()
     started = time.time()
     if cached:
         if 0 < start_step < total_steps:
@@ -159,7 +160,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
                 train_x, train_y, *test, num_classes, epochs=config.epochs, batch_size=config.batch_size,
                 standardize=False, seed=rt.seed, verbose=rt.verbose, optimizer=optimizer,
                 classifier=linear_probe.classifier,
-                callbacks=[common.ScalarLogger(log_dir, config.log_every_steps), history],
+                callbacks=[nan_guard, common.ScalarLogger(log_dir, config.log_every_steps), history],
             )
     else:
         def make_dataset(step):
@@ -177,7 +178,6 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="train_top1")],
                 jit_compile=rt.jit_compile,
             )
-        nan_guard = common.NaNGuard()
         callbacks = [
             nan_guard,
             common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
@@ -186,7 +186,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
         ]
         common.fit_from_step(linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks,
                              rt.verbose)
-        nan_guard.raise_if_tripped()
+    nan_guard.raise_if_tripped()
     train_seconds = time.time() - started
     final_step = int(optimizer.iterations.numpy())
     if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
