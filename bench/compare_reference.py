@@ -127,15 +127,17 @@ def our_step(args):
     return step
 
 
-def _timed(fn):
-    start = time.perf_counter()
+def _timed(fn, cpu_times=None):
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
+    if cpu_times is not None:
+        cpu_times.append(time.process_time() - cpu_start)
     return time.perf_counter() - start
 
 
-def _pair_stats(ours, ref, batch):
+def _pair_stats(ours, ref, batch, ours_cpu=None, ref_cpu=None):
     ratios = [r / o for o, r in zip(ours, ref)]  # (batch / o) / (batch / r)
-    return {
+    result = {
         "ours": step_bench.summarize(ours, batch),
         "reference": step_bench.summarize(ref, batch),
         "ratio": round(statistics.median(ref) / statistics.median(ours), 3),
@@ -143,6 +145,13 @@ def _pair_stats(ours, ref, batch):
         "pair_ratio_min": round(min(ratios), 3),
         "pair_ratio_max": round(max(ratios), 3),
     }
+    if ours_cpu and ref_cpu:
+        # CPU seconds the process spent per step (all threads): less sensitive than
+        # wall time to other processes on a shared machine.
+        result["ours"]["cpu_s_per_step_median"] = round(statistics.median(ours_cpu), 4)
+        result["reference"]["cpu_s_per_step_median"] = round(statistics.median(ref_cpu), 4)
+        result["cpu_ratio"] = round(statistics.median(ref_cpu) / statistics.median(ours_cpu), 3)
+    return result
 
 
 def run_inprocess(args):
@@ -153,15 +162,17 @@ def run_inprocess(args):
     for _ in range(args.warmup - 1):
         ref_step()
         ours()
-    ours_times, ref_times = [], []
+    ours_times, ref_times, ours_cpu, ref_cpu = [], [], [], []
+    load_before = os.getloadavg()[0]
     for i in range(args.rounds):
         if i % 2 == 0:
-            ref_times.append(_timed(ref_step))
-            ours_times.append(_timed(ours))
+            ref_times.append(_timed(ref_step, ref_cpu))
+            ours_times.append(_timed(ours, ours_cpu))
         else:
-            ours_times.append(_timed(ours))
-            ref_times.append(_timed(ref_step))
-    result = _pair_stats(ours_times, ref_times, args.batch)
+            ours_times.append(_timed(ours, ours_cpu))
+            ref_times.append(_timed(ref_step, ref_cpu))
+    result = _pair_stats(ours_times, ref_times, args.batch, ours_cpu, ref_cpu)
+    result["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result["first_step_s"] = {k: round(v, 2) for k, v in first.items()}
     result["reference_framework"] = torch_version
     return result

@@ -31,24 +31,34 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 BACKBONES = ("resnet18_cifar", "resnet18", "resnet34_cifar", "resnet34", "resnet50_cifar", "resnet50")
 
 
+# The reference step's network and optimizer (torch_simsiam_step.py defaults), whatever
+# the demo defaults of the library's configs are.
+REFERENCE_MODEL = {"width_multiplier": 1.0, "dim": 2048, "pred_dim": 512, "projector_layers": 3}
+REFERENCE_SGD = {"base_lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
+
+
 def add_model_args(parser):
-    """Flags shared by the bench scripts; defaults (precision, XLA) come from the library's RuntimeConfig."""
+    """Flags shared by the bench scripts.
+
+    The network defaults to the reference step's; precision and XLA default to the
+    library's `RuntimeConfig`, which is what `simsiam-pretrain` runs with.
+    """
     from simsiam_tf import config as config_lib
 
     runtime = config_lib.RuntimeConfig()
-    model = config_lib.ModelConfig()
     parser.add_argument("--backbone", default="resnet18_cifar", choices=BACKBONES)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=128, help="images per step (each gives two views)")
-    parser.add_argument("--precision", default=runtime.precision, choices=PRECISIONS)
+    parser.add_argument("--precision", default=runtime.precision, choices=PRECISIONS,
+                        help="default: RuntimeConfig.precision")
     parser.add_argument(
         "--jit_compile", default=runtime.jit_compile, action=argparse.BooleanOptionalAction,
         help="XLA-compile the train step (default: RuntimeConfig.jit_compile)",
     )
-    parser.add_argument("--width_multiplier", type=float, default=model.width_multiplier)
-    parser.add_argument("--dim", type=int, default=model.dim)
-    parser.add_argument("--pred_dim", type=int, default=model.pred_dim)
-    parser.add_argument("--projector_layers", type=int, default=model.projector_layers, choices=(2, 3))
+    parser.add_argument("--width_multiplier", type=float, default=REFERENCE_MODEL["width_multiplier"])
+    parser.add_argument("--dim", type=int, default=REFERENCE_MODEL["dim"])
+    parser.add_argument("--pred_dim", type=int, default=REFERENCE_MODEL["pred_dim"])
+    parser.add_argument("--projector_layers", type=int, default=REFERENCE_MODEL["projector_layers"], choices=(2, 3))
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
     parser.add_argument("--seed", type=int, default=0)
@@ -89,6 +99,7 @@ def pretrain_config(args, batch=None):
         config_lib.PretrainConfig(),
         batch_size=batch or args.batch,
         epochs=1,
+        **REFERENCE_SGD,
         **{
             "runtime.precision": args.precision,
             "runtime.jit_compile": args.jit_compile,

@@ -66,10 +66,10 @@ class ModelConfig:
     """Encoder and SimSiam heads."""
 
     backbone: str = "resnet18_cifar"
-    width_multiplier: float = 1.0
-    dim: int = 2048
-    pred_dim: int = 512
-    projector_layers: int = 3
+    width_multiplier: float = 0.25
+    dim: int = 512
+    pred_dim: int = 128
+    projector_layers: int = 2
     stop_gradient: bool = True
     use_predictor: bool = True
     heads_bn: bool = True
@@ -98,7 +98,7 @@ class AugmentConfig:
     jitter_strength: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
     jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
-    blur_prob: float = 0.5
+    blur_prob: float = 0.0
     flip_prob: float = 0.5
 
     def validate(self):
@@ -113,23 +113,25 @@ class AugmentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """A SimSiam (or SimTriplet) pretraining run."""
+    """A SimSiam (or SimTriplet) pretraining run. The defaults are the embedded demo
+    (flags/demo.cfg); the paper's recipes are in flags/cifar10_resnet18.cfg and
+    flags/imagenet_resnet50.cfg."""
 
     runtime: RuntimeConfig = RuntimeConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     augment: AugmentConfig = AugmentConfig()
     method: str = "simsiam"
-    batch_size: int = 512
-    epochs: int = 800
-    base_lr: float = 0.05
-    weight_decay: float = 1e-4
+    batch_size: int = 256
+    epochs: int = 20
+    base_lr: float = 0.06
+    weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: float = 0.0
     fix_pred_lr: bool = False
     fixed_random_predictor: bool = False
-    checkpoint_every_steps: int = 500
-    log_every_steps: int = 50
+    checkpoint_every_steps: int = 100
+    log_every_steps: int = 10
     knn_every: int = 0
     knn_k: int = 200
     knn_temperature: float = 0.1
@@ -137,9 +139,9 @@ class PretrainConfig:
     collapse_threshold: float = 0.1
     collapse_patience: int = 3
     init_from: Optional[str] = None
-    evaluate: bool = False
+    evaluate: bool = True
     probe_epochs: int = 30
-    export: bool = False
+    export: bool = True
     tile_pattern: str = TILE_PATTERN
     neighbourhood: str = "4"
     tile_on_mismatch: str = "error"

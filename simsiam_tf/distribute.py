@@ -167,7 +167,7 @@ def in_multi_worker_mode(strategy):
     return bool(strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
 
 
-def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None, verbose=1):
+def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None, verbose=1, shuffle=False):
     """`model.fit` on an endless (possibly distributed) dataset, under any strategy.
 
     Keras 3's `fit` does not run under multi_worker_mirrored (seen with Keras 3.15,
@@ -178,13 +178,14 @@ def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None
     runs fit's loop itself: the model's `train_step` through `strategy.run` in one
     `tf.function` (with the model's `jit_compile`), metrics averaged over all replicas,
     the callbacks called as `fit` calls them, and one iterator across epochs as `fit`
-    keeps with `steps_per_epoch`. Elsewhere it is `model.fit`. Returns the `History`.
+    keeps with `steps_per_epoch`. Elsewhere it is `model.fit` (`shuffle` goes to it).
+    Returns the `History`.
     """
     strategy = model.distribute_strategy
     if not in_multi_worker_mode(strategy):
         return model.fit(
             dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
-            callbacks=callbacks, verbose=verbose,
+            callbacks=callbacks, verbose=verbose, shuffle=shuffle,
         )
     if model.steps_per_execution != 1:
         raise ValueError("under multi_worker_mirrored, compile the model with steps_per_execution=1")

@@ -4,7 +4,7 @@ Each mode sets up TensorFlow's devices or cluster before anything else touches
 TensorFlow, which a pytest process (TF long started) cannot do.
 
   mirrored OUT                      one device against MirroredStrategy on 2 logical CPUs
-  multi_worker OUT MODEL_DIR STEPS  one worker of the cluster in TF_CONFIG
+  multi_worker OUT MODEL_DIR STEPS  one worker of the cluster in TF_CONFIG: train, checkpoint, restore
   checkpoint_loop MODEL_DIR         restore the latest checkpoint, then save forever
 """
 import os
@@ -82,11 +82,13 @@ def mirrored(out):
 
 
 def multi_worker(out, model_dir, steps):
-    """Trains `steps` steps of the tiny pretraining setup as one worker of the TF_CONFIG cluster."""
-    from simsiam_tf import config as config_lib
-    from simsiam_tf import data, distribute
+    """One worker of the TF_CONFIG cluster: the tiny pretraining setup for `steps` steps,
+    checkpointing every step; then a fresh model restores the run's latest checkpoint."""
+    from simsiam_tf import distribute
 
     strategy = distribute.get_strategy("multi_worker_mirrored")
+    from simsiam_tf import config as config_lib
+    from simsiam_tf import data
     from simsiam_tf.runs import common, pretrain
 
     config = config_lib.replace(
@@ -98,17 +100,21 @@ def multi_worker(out, model_dir, steps):
     source = pretrain.load_train_source(config)
     augment = pretrain.make_augment(config)
     steps_per_epoch = source.num_examples // config.batch_size
-    with strategy.scope():
-        model = pretrain.build_model(config, strategy)
-        optimizer = pretrain.build_optimizer(config, model, steps_per_epoch * config.epochs, steps_per_epoch)
-        model.compile(optimizer=optimizer)
-        optimizer.build(model.trainable_variables)
-    write_dir = distribute.write_dir_for(model_dir, strategy)
-    checkpoint = common.RunCheckpoint(model_dir, write_dir=write_dir, model=model, optimizer=optimizer)
-    restored = checkpoint.restore_latest()
-    start = int(optimizer.iterations.numpy())
-    distribute.check_same_on_all_workers(strategy, start, "the restored step")
 
+    def build():
+        with strategy.scope():
+            model = pretrain.build_model(config, strategy)
+            optimizer = pretrain.build_optimizer(config, model, steps_per_epoch * config.epochs, steps_per_epoch)
+            model.compile(optimizer=optimizer)
+            optimizer.build(model.trainable_variables)
+        write_dir = distribute.write_dir_for(model_dir, strategy)
+        checkpoint = common.RunCheckpoint(model_dir, write_dir=write_dir, model=model, optimizer=optimizer)
+        restored = checkpoint.restore_latest()
+        start = int(optimizer.iterations.numpy())
+        distribute.check_same_on_all_workers(strategy, start, "the restored step")
+        return model, checkpoint, write_dir, restored, start
+
+    model, checkpoint, write_dir, restored, start = build()
     dataset = strategy.distribute_datasets_from_function(
         lambda context: data.make_pretrain_dataset(
             source, config.batch_size, augment, seed=0, start_step=start, input_context=context
@@ -118,13 +124,20 @@ def multi_worker(out, model_dir, steps):
     distribute.fit(model, dataset, epochs=1, steps_per_epoch=steps, callbacks=[
         recorder, common.StepCheckpointer(checkpoint, 1)], verbose=0)
     distribute.remove_write_dir(write_dir, model_dir)
-    task = strategy.cluster_resolver.task_id
+    iterations = int(model.optimizer.iterations.numpy())
+    # A collective: no worker reads the run directory before the chief's last save is done.
+    distribute.check_same_on_all_workers(strategy, iterations, "the final step")
+
+    again, _, again_write_dir, again_restored, again_start = build()
+    distribute.remove_write_dir(again_write_dir, model_dir)
     np.savez(
-        os.path.join(out, f"worker{task}.npz"),
+        os.path.join(out, f"worker{strategy.cluster_resolver.task_id}.npz"),
         chief=distribute.is_chief(strategy), replicas=strategy.num_replicas_in_sync, per_replica=per_replica,
         sync_bn=model.sync_bn, restored=str(restored), start=start, write_dir=write_dir,
-        iterations=int(optimizer.iterations.numpy()), losses=recorder.losses,
+        write_dirs_left=[os.path.exists(d) and d != model_dir for d in (write_dir, again_write_dir)],
+        iterations=iterations, losses=recorder.losses, again_restored=str(again_restored), again_start=again_start,
         **{f"var_{i}": v.numpy() for i, v in enumerate(model.weights)},
+        **{f"again_{i}": v.numpy() for i, v in enumerate(again.weights)},
     )
 
 

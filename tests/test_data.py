@@ -49,12 +49,13 @@ def test_synthetic_source_splits_and_errors():
     assert train.class_names == data.SYNTHETIC_SHAPES and train.name == "synthetic"
     image, label = next(iter(train.dataset))
     assert image.dtype == tf.uint8 and image.shape == (16, 16, 3) and label.dtype == tf.int64
-    first = lambda source: next(iter(source.dataset))[0].numpy()  # noqa: E731
-    assert not np.array_equal(first(train), first(test))
+    assert not np.array_equal(next(iter(train.dataset))[0].numpy(), next(iter(test.dataset))[0].numpy())
     with pytest.raises(ValueError, match="split"):
         data.load_source("synthetic", "validation")
     with pytest.raises(ValueError, match="num_classes"):
         data.make_synthetic(10, num_classes=11)
+    with pytest.raises(ValueError, match="shapes_per_image"):
+        data.make_synthetic(10, shapes_per_image=0)
 
 
 # --------------------------------------------------------------------------- pretrain pipeline
@@ -106,6 +107,18 @@ def test_input_context_shards_replicas_of_the_global_batch():
     np.testing.assert_array_equal(np.concatenate([one_pipeline[0][0], one_pipeline[1][0]]), whole[0][0])
     with pytest.raises(ValueError, match="divisible"):
         data.make_pretrain_dataset(source, 7, AUG, input_context=context)
+
+
+def test_a_source_built_from_any_dataset_streams():
+    images, labels = data.make_synthetic(12, image_size=8)
+    source = data.Source(
+        dataset=tf.data.Dataset.from_tensor_slices((images, labels)),
+        num_examples=12, num_classes=10, image_shape=(8, 8, 3), class_names=(), name="mine",
+    )
+    batches = _take(data.make_pretrain_dataset(source, 4, _identity_views, seed=0), 4)
+    seen = {image.tobytes() for batch in batches[:3] for image in batch[0]}
+    assert seen == {(image / 255.0).astype(np.float32).tobytes() for image in images}
+    assert batches[3][0].shape == (4, 8, 8, 3)
 
 
 def test_pretrain_rejects_batches_larger_than_the_data():

@@ -29,14 +29,20 @@ def _replicas(n):
     return types.SimpleNamespace(num_replicas_in_sync=n)
 
 
-def _worker(*args, env=ENV, **kwargs):
-    return subprocess.Popen([sys.executable, WORKER, *map(str, args)], cwd=ROOT, env=env, text=True, **kwargs)
+def _start(command, log, env=ENV, **kwargs):
+    """Starts a process whose stderr (and stdout, unless piped) go to the file `log`."""
+    with open(log, "w") as f:
+        kwargs.setdefault("stdout", f)
+        return subprocess.Popen(command, cwd=ROOT, env=env, text=True, stderr=f, **kwargs)
 
 
-def _finish(process, timeout=300):
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, (err or "")[-3000:]
-    return out
+def _worker(log, *args, **kwargs):
+    return _start([sys.executable, WORKER, *map(str, args)], log, **kwargs)
+
+
+def _wait(process, log, returncode=0, timeout=300):
+    process.wait(timeout=timeout)
+    assert process.returncode == returncode, open(log).read()[-3000:]
 
 
 # --------------------------------------------------------------------------- factory
@@ -118,8 +124,8 @@ def test_precision_names():
 @pytest.mark.slow
 def test_mirrored_two_replicas_with_sync_bn_match_one_device(tmp_path):
     """Global batch 8 on one device == 2 x 4 under MirroredStrategy with SyncBN, step by step."""
-    out = tmp_path / "mirrored.npz"
-    _finish(_worker("mirrored", out, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    out, log = tmp_path / "mirrored.npz", tmp_path / "mirrored.log"
+    _wait(_worker(log, "mirrored", out), log)
     result = np.load(out)
     assert int(result["replicas"]) == 2
     assert len(result["synchronized"]) == 23 and result["synchronized"].all()
@@ -150,53 +156,44 @@ def _free_ports(n):
             s.close()
 
 
-def _run_cluster(out, model_dir, steps):
+@pytest.mark.slow
+def test_two_multi_worker_processes_train_and_checkpoint_together(tmp_path):
+    """Two local workers (TF_CONFIG on loopback): same weights, chief-only checkpoints, restore."""
+    model_dir = tmp_path / "run"
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    processes = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(_worker("multi_worker", out, model_dir, steps, env=dict(ENV, TF_CONFIG=json.dumps(tf_config)),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    processes, logs = [], [tmp_path / f"worker{i}.log" for i in range(2)]
     try:
-        for process in processes:
-            _finish(process)
+        for index in range(2):
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            processes.append(_worker(logs[index], "multi_worker", tmp_path, model_dir, 3,
+                                     env=dict(ENV, TF_CONFIG=json.dumps(tf_config))))
+        for process, log in zip(processes, logs):
+            _wait(process, log)
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    results = [np.load(out / f"worker{i}.npz") for i in range(2)]
-    count = len([k for k in results[0].files if k.startswith("var_")])
-    return results, [[r[f"var_{i}"] for i in range(count)] for r in results]
+    chief, worker = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
+    count = len([k for k in chief.files if k.startswith("var_")])
 
-
-@pytest.mark.slow
-def test_two_multi_worker_processes_train_and_checkpoint_together(tmp_path):
-    """Two local workers (TF_CONFIG on loopback): same weights, chief-only checkpoints, resume."""
-    model_dir = tmp_path / "run"
-    out = tmp_path / "out"
-    out.mkdir()
-    (chief, worker), (chief_vars, worker_vars) = _run_cluster(out, model_dir, 3)
     assert bool(chief["chief"]) and not bool(worker["chief"])
     for r in (chief, worker):
         assert int(r["replicas"]) == 2 and int(r["per_replica"]) == 4 and bool(r["sync_bn"])
-        assert int(r["iterations"]) == 3 and str(r["restored"]) == "None"
+        assert str(r["restored"]) == "None" and int(r["start"]) == 0 and int(r["iterations"]) == 3
     np.testing.assert_array_equal(chief["losses"], worker["losses"])
-    for a, b in zip(chief_vars, worker_vars):
-        np.testing.assert_array_equal(a, b)
-    # The chief wrote the run's checkpoints; the other worker's went to a temporary
-    # directory, now gone, and nothing of it is left in the run directory.
+    for i in range(count):
+        np.testing.assert_array_equal(chief[f"var_{i}"], worker[f"var_{i}"])
+    # The chief wrote the run's checkpoints; the other worker's went to temporary
+    # directories, now gone, and nothing of them is in the run directory.
     assert str(chief["write_dir"]) == str(model_dir)
-    assert not os.path.exists(str(worker["write_dir"]))
+    assert not worker["write_dirs_left"].any()
     assert os.listdir(model_dir) == ["checkpoints"]
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-3")
-
-    # Both restore the chief's checkpoint and go on in step.
-    (chief, worker), (chief_vars, worker_vars) = _run_cluster(out, model_dir, 2)
+    # Every worker restores the chief's checkpoint.
     for r in (chief, worker):
-        assert str(r["restored"]).endswith("ckpt-3") and int(r["start"]) == 3 and int(r["iterations"]) == 5
-    for a, b in zip(chief_vars, worker_vars):
-        np.testing.assert_array_equal(a, b)
-    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-5")
+        assert str(r["again_restored"]).endswith("ckpt-3") and int(r["again_start"]) == 3
+        for i in range(count):
+            np.testing.assert_array_equal(r[f"again_{i}"], chief[f"var_{i}"])
 
 
 # --------------------------------------------------------------------------- fault tolerance
@@ -205,14 +202,14 @@ def test_two_multi_worker_processes_train_and_checkpoint_together(tmp_path):
 @pytest.mark.slow
 def test_checkpoints_survive_sigkill_at_random_times(tmp_path):
     """Killed at random moments, often mid-save, a run always restarts from an intact checkpoint."""
-    model_dir = tmp_path / "run"
+    model_dir, log = tmp_path / "run", tmp_path / "loop.log"
     rng = random.Random(0)
     last_saved = 0
     for _ in range(5):
-        process = _worker("checkpoint_loop", model_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = _worker(log, "checkpoint_loop", model_dir, stdout=subprocess.PIPE)
         try:
             first = process.stdout.readline().split()
-            assert first[:1] == ["restored"], process.stderr.read()[-3000:]
+            assert first[:1] == ["restored"], open(log).read()[-3000:]
             # Every save that returned is on disk: the restart may only be ahead of it.
             assert int(first[1]) >= last_saved
             assert process.stdout.readline().startswith("saved")
@@ -222,10 +219,10 @@ def test_checkpoints_survive_sigkill_at_random_times(tmp_path):
             out, _ = process.communicate(timeout=60)
         saved = [int(line.split()[1]) for line in out.splitlines() if line.startswith("saved")]
         last_saved = max(saved + [int(first[1]) + 1])
-    process = _worker("checkpoint_loop", model_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = _worker(log, "checkpoint_loop", model_dir, stdout=subprocess.PIPE)
     try:
         first = process.stdout.readline().split()
-        assert first[:1] == ["restored"] and int(first[1]) >= last_saved
+        assert first[:1] == ["restored"] and int(first[1]) >= last_saved, open(log).read()[-3000:]
     finally:
         process.kill()
         process.communicate(timeout=60)
@@ -238,11 +235,8 @@ TINY_FLAGS = [
 ]
 
 
-def _pretrain(model_dir, **kwargs):
-    return subprocess.Popen(
-        [sys.executable, "-m", "simsiam_tf.cli.pretrain", f"--model_dir={model_dir}", *TINY_FLAGS],
-        cwd=ROOT, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
-    )
+def _pretrain(model_dir, log):
+    return _start([sys.executable, "-m", "simsiam_tf.cli.pretrain", f"--model_dir={model_dir}", *TINY_FLAGS], log)
 
 
 def _checkpoint_values(model_dir):
@@ -253,9 +247,10 @@ def _checkpoint_values(model_dir):
 
 @pytest.mark.slow
 def test_pretraining_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
-    straight = _pretrain(tmp_path / "straight")
+    logs = {name: tmp_path / f"{name}.log" for name in ("straight", "killed", "resumed")}
+    straight = _pretrain(tmp_path / "straight", logs["straight"])
     killed_dir = tmp_path / "killed"
-    killed = _pretrain(killed_dir)
+    killed = _pretrain(killed_dir, logs["killed"])
     try:
         # 3 steps per epoch: kill once a mid-epoch checkpoint (step 4 or later) exists.
         while killed.poll() is None:
@@ -264,15 +259,10 @@ def test_pretraining_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path
                 killed.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.01)
-        _, err = killed.communicate(timeout=300)
-        assert killed.returncode == -signal.SIGKILL, f"the run ended before the kill: {err[-3000:]}"
+        _wait(killed, logs["killed"], returncode=-signal.SIGKILL)
         assert not (killed_dir / "metrics.json").exists()
-
-        resumed = _pretrain(killed_dir)
-        _, err = resumed.communicate(timeout=300)
-        assert resumed.returncode == 0, err[-3000:]
-        _, err = straight.communicate(timeout=300)
-        assert straight.returncode == 0, err[-3000:]
+        _wait(_pretrain(killed_dir, logs["resumed"]), logs["resumed"])
+        _wait(straight, logs["straight"])
     finally:
         for process in (straight, killed):
             if process.poll() is None:

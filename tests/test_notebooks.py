@@ -1,0 +1,159 @@
+"""The Colab notebooks: their layout, and each one run top to bottom in its fast setting.
+
+The runs execute every notebook in memory with nbclient (kernel python3, working
+directory colab/, SIMSIAM_NOTEBOOK_FAST=1) and fail on any error. The notebooks' run
+directories go to one temporary folder (SIMSIAM_NOTEBOOK_RUNS), shared by the three in
+the order a user runs them: the later ones reuse the pretraining run of the first, as
+RUNS_DIR lets users share runs on Colab.
+"""
+import os
+import pathlib
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+COLAB = pathlib.Path(__file__).resolve().parents[1] / "colab"
+NOTEBOOKS = ("pretrain_and_probe.ipynb", "pair_verification.ipynb", "export_and_serve.ipynb")
+BADGE = "https://colab.research.google.com/github/simsiam-tf/simsiam-tf/blob/main/colab/{}"
+REPO_URL = 'REPO_URL = "https://github.com/simsiam-tf/simsiam-tf"'
+CELL_TIMEOUT = 600
+# Figures each notebook draws, and text its outputs must show.
+MIN_IMAGES = {"pretrain_and_probe.ipynb": 4, "pair_verification.ipynb": 5, "export_and_serve.ipynb": 2}
+EXPECTED_TEXT = {
+    "pretrain_and_probe.ipynb": ("kNN top-1", "linear probe top-1"),
+    "pair_verification.ipynb": ("roc_auc", "threshold (chosen on validation pairs)"),
+    "export_and_serve.ipynb": ("'verify'", "precision@1"),
+}
+
+
+def _read(name):
+    return nbformat.read(COLAB / name, as_version=4)
+
+
+def _code(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _parameters_cell(nb):
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    assert cells[0].cell_type == "code"
+    return cells[0]
+
+
+def _parameters(nb, monkeypatch, fast, runs_dir=None, dataset=None):
+    """The variables the parameters cell sets in a given environment."""
+    if fast:
+        monkeypatch.setenv("SIMSIAM_NOTEBOOK_FAST", "1")
+    else:
+        monkeypatch.delenv("SIMSIAM_NOTEBOOK_FAST", raising=False)
+    if runs_dir is None:
+        monkeypatch.delenv("SIMSIAM_NOTEBOOK_RUNS", raising=False)
+    else:
+        monkeypatch.setenv("SIMSIAM_NOTEBOOK_RUNS", str(runs_dir))
+    source = _parameters_cell(nb).source
+    if dataset is not None:
+        switch = 'DATASET = "synthetic"  # or "cifar10"'
+        assert switch in source
+        source = source.replace(switch, f'DATASET = "{dataset}"')
+    namespace = {}
+    exec(compile(source, "parameters", "exec"), namespace)
+    return namespace
+
+
+def test_the_notebooks_are_these():
+    assert sorted(p.name for p in COLAB.glob("*.ipynb")) == sorted(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_committed_without_outputs(name):
+    nbformat.validate(_read(name))
+    for cell in _code(_read(name)):
+        assert cell.outputs == [] and cell.execution_count is None, cell.source[:80]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_opens_with_badge_and_runtime_note(name):
+    first = _read(name).cells[0]
+    assert first.cell_type == "markdown"
+    assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({BADGE.format(name)})" in first.source
+    for words in ("Runtime > Change runtime type", "GPU", "TPU", "STRATEGY", "PRECISION"):
+        assert words in first.source
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_installs_on_colab_only(name):
+    install = _code(_read(name))[0].source
+    assert REPO_URL in install
+    assert 'if "google.colab" in sys.modules:' in install
+    assert '!pip install -q "git+{REPO_URL}"' in install
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_uses_the_api_not_flags(name):
+    nb = _read(name)
+    code = "\n".join(c.source for c in _code(nb))
+    assert "absl" not in code and "FLAGS" not in code
+    assert "from simsiam_tf" in code
+    # The package is imported, not pasted: no notebook defines a class.
+    assert "\nclass " not in "\n" + code
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_picks_fast_or_full(name, monkeypatch, tmp_path):
+    nb = _read(name)
+    fast = _parameters(nb, monkeypatch, fast=True, runs_dir=tmp_path)
+    assert fast["FAST"] is True and fast["RUNS_DIR"] == str(tmp_path)
+    assert fast["DATASET"] == "synthetic"
+    small = fast["PRETRAIN"]
+    assert small["data.image_size"] <= 16 and small["model.width_multiplier"] <= 0.125
+    assert small["data.num_train_examples"] <= 200 and small["epochs"] <= 3 and small["model.dim"] <= 32
+
+    full = _parameters(nb, monkeypatch, fast=False)
+    assert full["FAST"] is False and full["RUNS_DIR"] == "runs/notebooks"
+    assert full["PRETRAIN"] != small
+
+    cifar = _parameters(nb, monkeypatch, fast=False, dataset="cifar10")
+    assert cifar["PRETRAIN"]["model.width_multiplier"] == 1.0 and cifar["PRETRAIN"]["base_lr"] == 0.03
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_build_valid_configs(name, monkeypatch, tmp_path):
+    """Every setting's pretraining overrides name real fields and make a valid config."""
+    from simsiam_tf import config as config_lib
+
+    nb = _read(name)
+    for fast, dataset in ((True, None), (False, None), (False, "cifar10")):
+        params = _parameters(nb, monkeypatch, fast=fast, runs_dir=tmp_path, dataset=dataset)
+        changes = dict(params["PRETRAIN"], **params.get("EVALUATE", {}))
+        config = config_lib.replace(config_lib.PretrainConfig(), **{"data.dataset": params["DATASET"], **changes})
+        config.validate()
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("notebook_runs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_in_fast_setting(name, runs_dir, monkeypatch):
+    monkeypatch.setenv("SIMSIAM_NOTEBOOK_FAST", "1")
+    monkeypatch.setenv("SIMSIAM_NOTEBOOK_RUNS", str(runs_dir))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline figures
+    before = sorted(os.listdir(COLAB))
+    nb = _read(name)
+
+    NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(COLAB)}}
+    ).execute()
+
+    outputs = [o for cell in _code(nb) for o in cell.outputs]
+    images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+    assert len(images) >= MIN_IMAGES[name]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    for expected in EXPECTED_TEXT[name]:
+        assert expected in text
+    assert sorted(os.listdir(COLAB)) == before, "the notebook wrote next to itself"
+    assert (runs_dir / "pretrain_synthetic" / "metrics.json").is_file()
