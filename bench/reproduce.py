@@ -82,7 +82,7 @@ def with_budget(config, args, model_dir, **changes):
         "runtime.model_dir": model_dir, "runtime.seed": args.seed, "runtime.verbose": 0,
         "epochs": args.epochs, "data.num_train_examples": args.num_train_examples,
         "data.num_eval_examples": args.num_eval_examples, "knn_every": 1, "on_collapse": "warn",
-        "export": False,
+        "evaluate": False, "export": False,
     }
     if args.batch_size:
         budget["batch_size"] = args.batch_size

@@ -28,6 +28,13 @@ DEFAULT_SHUFFLE_BUFFER = 10_000
 _fold_in = tf.random.experimental.stateless_fold_in
 
 
+def _map(dataset, fn, parallel=True):
+    """`dataset.map` without AutoGraph (the functions have no tensor-dependent Python
+    control flow, and converting the augmentation graph is slow), order kept."""
+    fn = tf.autograph.experimental.do_not_convert(fn)
+    return dataset.map(fn, num_parallel_calls=AUTOTUNE if parallel else None, deterministic=True)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Source:
     """A set of images and labels, and what the pipelines need to know about it.
@@ -68,7 +75,7 @@ def _table_source(records, decode, num_classes, image_shape, class_names, name):
     records = tuple(tf.convert_to_tensor(r) for r in records)
     dataset = tf.data.Dataset.from_tensor_slices(records)
     if decode is not None:
-        dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+        dataset = _map(dataset, decode)
     return Source(
         dataset=dataset,
         num_examples=int(records[0].shape[0]),
@@ -265,7 +272,7 @@ def _split_size(info, split):
 def _read_all(dataset, decode=None):
     """Every element of a finite dataset of pairs as two NumPy arrays."""
     if decode is not None:
-        dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+        dataset = _map(dataset, decode)
     firsts, seconds = [], []
     for first, second in dataset.batch(1024).as_numpy_iterator():
         firsts.append(first)
@@ -310,9 +317,9 @@ def _tfds_source(name, split, data_dir, num_examples, download):
         raise ValueError(f"TFDS dataset {name!r}: cannot read split {split!r} from {where}: {error}") from None
 
     if label_key is not None:
-        raw = raw.map(lambda ex: (ex[image_key], ex[label_key]))
+        raw = _map(raw, lambda ex: (ex[image_key], ex[label_key]), parallel=False)
     else:
-        raw = raw.map(lambda ex: (ex[image_key], tf.constant(-1, tf.int64)))
+        raw = _map(raw, lambda ex: (ex[image_key], tf.constant(-1, tf.int64)), parallel=False)
     if num_examples is not None:
         raw = raw.take(num_examples)
     count = int(raw.cardinality())
@@ -337,7 +344,7 @@ def _tfds_source(name, split, data_dir, num_examples, download):
     if encoded and encoded_bytes <= IN_MEMORY_MAX_BYTES:
         return _table_source(_read_all(raw), decode, num_classes, image_shape, class_names, name)
     return Source(
-        dataset=raw.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True),
+        dataset=_map(raw, decode),
         num_examples=count,
         num_classes=num_classes,
         image_shape=image_shape,
@@ -375,7 +382,7 @@ def _read_image(path):
 def _find_corrupt(paths):
     """Decodes every file once, in parallel; returns (indices that fail, shapes of the others)."""
     scan = tf.data.Dataset.from_tensor_slices((paths, tf.range(len(paths))))
-    scan = scan.map(lambda p, i: (i, tf.shape(_read_image(p))), num_parallel_calls=AUTOTUNE, deterministic=True)
+    scan = _map(scan, lambda p, i: (i, tf.shape(_read_image(p))))
     scan = scan.ignore_errors()
     good, shapes = [], []
     for index, shape in scan.as_numpy_iterator():
@@ -463,14 +470,21 @@ def load_source(
 ):
     """A `Source` for "synthetic", "folder" (with `data_dir`) or any TFDS image dataset.
 
-    image_size: size of synthetic images; folder images of differing sizes are resized
-        to it at load (same-size folders keep their size).
-    seed: generation seed of the synthetic set; picks the subset when `num_examples`
-        limits a folder.
-    num_examples: use only this many examples (default: all; synthetic: 5000 train,
+    name: "synthetic" (built in, splits "train" and "test"); "folder": `data_dir` holds
+        one sub-folder of .jpg/.jpeg/.png images per class (label = index of the sorted
+        sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
+        `split` (e.g. data_dir/train) is used when there is one. Anything else is a
+        TFDS name (`split` and `data_dir` as `tfds.load`'s); grayscale becomes RGB.
+    image_size: side of the synthetic images; folder images of differing sizes are
+        resized to it at load (folders whose images share one size keep it).
+    seed: generation seed of the synthetic set (its test split uses another stream);
+        picks the subset when `num_examples` limits a folder.
+    num_examples: use only this many examples (default all; synthetic: 5000 train,
         1000 test).
-    on_corrupt: for folders, "error" (raise, naming the files) or "skip" (warn and drop).
-    download: let TFDS download and prepare a dataset that is not there yet.
+    on_corrupt: folders only: "error" raises naming the files that do not decode,
+        "skip" leaves them out with a logged warning.
+    download: let TFDS download and prepare a dataset that is not there yet (needs
+        network); by default a missing dataset is an error saying how to get it.
     """
     if on_corrupt not in ("error", "skip"):
         raise ValueError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
@@ -543,19 +557,15 @@ def _stream(
     start_chunk = start_step * replicas_here
     if source.random_access:
         indices = _chunk_indices(source, global_batch_size, batch, replicas_here, first_replica, seed)
-        chunks = tf.data.Dataset.counter(start_chunk).map(indices)
+        chunks = _map(tf.data.Dataset.counter(start_chunk), indices, parallel=False)
         if source.decode is None and element_fn is None:
             images, labels = source.records
-            return chunks.map(
-                lambda chunk, index: (chunk, tf.gather(images, index), tf.gather(labels, index)),
-                num_parallel_calls=AUTOTUNE,
-            )
-        elements = chunks.map(lambda chunk, index: (tf.fill([batch], chunk), tf.range(batch), index)).unbatch()
+            return _map(chunks, lambda chunk, index: (chunk, tf.gather(images, index), tf.gather(labels, index)))
+        elements = _map(chunks, lambda chunk, index: (tf.fill([batch], chunk), tf.range(batch), index), False).unbatch()
         records = source.records
         decode = source.decode or (lambda image, label: (image, label))
-        elements = elements.map(
-            lambda chunk, k, index: (chunk, k) + tuple(decode(*[tf.gather(r, index) for r in records])),
-            num_parallel_calls=AUTOTUNE,
+        elements = _map(
+            elements, lambda chunk, k, index: (chunk, k) + tuple(decode(*[tf.gather(r, index) for r in records]))
         )
     else:
         records = source.dataset if source.records is None else source.records
@@ -580,17 +590,14 @@ def _stream(
         stream = tf.data.Dataset.counter(start_chunk // chunks_per_epoch).flat_map(epoch_records)
         stream = stream.skip((start_chunk % chunks_per_epoch) * batch)
         position = tf.data.Dataset.counter(start_chunk * batch)
-        elements = tf.data.Dataset.zip((position, stream)).map(
-            lambda e, record: (e // batch, e % batch) + tuple(decode(*record)),
-            num_parallel_calls=AUTOTUNE,
+        elements = _map(
+            tf.data.Dataset.zip((position, stream)), lambda e, record: (e // batch, e % batch) + tuple(decode(*record))
         )
     if element_fn is not None:
-        elements = elements.map(
-            lambda chunk, k, image, label: (chunk, element_fn(chunk, k, image), label), num_parallel_calls=AUTOTUNE
-        )
+        elements = _map(elements, lambda chunk, k, image, label: (chunk, element_fn(chunk, k, image), label))
     else:
-        elements = elements.map(lambda chunk, k, image, label: (chunk, image, label))
-    return elements.batch(batch, drop_remainder=True).map(lambda chunk, x, labels: (chunk[0], x, labels))
+        elements = _map(elements, lambda chunk, k, image, label: (chunk, image, label), parallel=False)
+    return _map(elements.batch(batch, drop_remainder=True), lambda chunk, x, labels: (chunk[0], x, labels), False)
 
 
 def _chunk_seed(base, replicas_here, first_replica):
@@ -653,7 +660,7 @@ def make_pretrain_dataset(
         source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn,
         buffer,
     )
-    return stream.map(views, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return _map(stream, views).prefetch(AUTOTUNE)
 
 
 def make_eval_dataset(source, batch_size, image_size, center_crop=False):
@@ -662,16 +669,13 @@ def make_eval_dataset(source, batch_size, image_size, center_crop=False):
     `center_crop=True`: resize + centre crop (ImageNet protocol); False: plain resize
     (CIFAR-size protocol). The last batch may be smaller.
     """
+    def preprocess(images, labels):
+        return augment_lib.eval_preprocess(images, image_size, center_crop), labels
+
     if source.image_shape is None:
-        dataset = source.dataset.map(
-            lambda image, label: (augment_lib.eval_preprocess(image, image_size, center_crop), label),
-            num_parallel_calls=AUTOTUNE,
-        ).batch(batch_size)
+        dataset = _map(source.dataset, preprocess).batch(batch_size)
     else:
-        dataset = source.dataset.batch(batch_size).map(
-            lambda images, labels: (augment_lib.eval_preprocess(images, image_size, center_crop), labels),
-            num_parallel_calls=AUTOTUNE,
-        )
+        dataset = _map(source.dataset.batch(batch_size), preprocess)
     return dataset.prefetch(AUTOTUNE)
 
 
@@ -707,4 +711,4 @@ def make_probe_train_dataset(
             return transform(images, seed_of(chunk)), labels
 
     stream = _stream(source, batch_size, batch_size, 1, 0, seed, 0, None, element_fn, DEFAULT_SHUFFLE_BUFFER)
-    return stream.map(batch_fn, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return _map(stream, batch_fn).prefetch(AUTOTUNE)

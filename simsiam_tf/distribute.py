@@ -118,6 +118,11 @@ def set_precision(policy):
     keras.mixed_precision.set_global_policy(policy)
 
 
+def in_multi_worker_mode(strategy):
+    """True for a strategy spanning several worker processes (a multi-worker TF_CONFIG)."""
+    return bool(strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
+
+
 def is_chief(strategy):
     """True where this process owns the run directory: always, except on non-chief multi-workers."""
     return bool(strategy.extended.should_checkpoint)
@@ -134,7 +139,7 @@ def write_dir_for(model_dir, strategy):
     """
     if is_chief(strategy):
         return model_dir
-    task_id = getattr(strategy.extended, "_task_id", None)
+    task_id = strategy.cluster_resolver.task_id
     return tempfile.mkdtemp(prefix=f"simsiam-worker{task_id}-")
 
 
@@ -150,7 +155,7 @@ def check_same_on_all_workers(strategy, value, what):
     After a restore, a worker that did not see the chief's checkpoint would silently
     train from another step with other weights.
     """
-    if not strategy.extended._in_multi_worker_mode():  # pylint: disable=protected-access
+    if not in_multi_worker_mode(strategy):
         return
     local = strategy.experimental_distribute_values_from_function(
         lambda _: tf.constant([int(value)], tf.int64)
@@ -161,10 +166,6 @@ def check_same_on_all_workers(strategy, value, what):
             f"the workers disagree on {what}: {values} (one per replica). Every worker must read the "
             "chief's model_dir: put it on storage all machines share (GCS, NFS)"
         )
-
-
-def in_multi_worker_mode(strategy):
-    return bool(strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
 
 
 def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None, verbose=1, shuffle=False):
@@ -179,7 +180,7 @@ def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None
     `tf.function` (with the model's `jit_compile`), metrics averaged over all replicas,
     the callbacks called as `fit` calls them, and one iterator across epochs as `fit`
     keeps with `steps_per_epoch`. Elsewhere it is `model.fit` (`shuffle` goes to it).
-    Returns the `History`.
+    Returns the `History` (None when no epoch ran).
     """
     strategy = model.distribute_strategy
     if not in_multi_worker_mode(strategy):
@@ -216,7 +217,7 @@ def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None
     if epochs > initial_epoch:
         model.optimizer.finalize_variable_values(model.trainable_weights)
     callback_list.on_train_end(logs=epoch_logs)
-    return model.history
+    return getattr(model, "history", None)
 
 
 def _multi_worker_train_function(model, strategy):

@@ -130,12 +130,19 @@ def multi_worker(out, model_dir, steps):
 
     again, _, again_write_dir, again_restored, again_start = build()
     distribute.remove_write_dir(again_write_dir, model_dir)
+    task = strategy.cluster_resolver.task_id
+    try:
+        distribute.check_same_on_all_workers(strategy, 10 + task, "the step to resume from")
+        disagreement = ""
+    except RuntimeError as err:
+        disagreement = str(err)
     np.savez(
-        os.path.join(out, f"worker{strategy.cluster_resolver.task_id}.npz"),
+        os.path.join(out, f"worker{task}.npz"),
         chief=distribute.is_chief(strategy), replicas=strategy.num_replicas_in_sync, per_replica=per_replica,
         sync_bn=model.sync_bn, restored=str(restored), start=start, write_dir=write_dir,
         write_dirs_left=[os.path.exists(d) and d != model_dir for d in (write_dir, again_write_dir)],
         iterations=iterations, losses=recorder.losses, again_restored=str(again_restored), again_start=again_start,
+        disagreement=disagreement,
         **{f"var_{i}": v.numpy() for i, v in enumerate(model.weights)},
         **{f"again_{i}": v.numpy() for i, v in enumerate(again.weights)},
     )

@@ -13,6 +13,7 @@ import sys
 import time
 import types
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,8 +41,12 @@ def _worker(log, *args, **kwargs):
     return _start([sys.executable, WORKER, *map(str, args)], log, **kwargs)
 
 
-def _wait(process, log, returncode=0, timeout=300):
-    process.wait(timeout=timeout)
+def _wait(process, log, returncode=0, timeout=480):
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
     assert process.returncode == returncode, open(log).read()[-3000:]
 
 
@@ -113,8 +118,6 @@ def test_precision_names():
     with pytest.raises(ValueError, match="precision must be float32, mixed_float16 or mixed_bfloat16"):
         distribute.set_precision("float16")
     distribute.set_precision("mixed_bfloat16")
-    import keras
-
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
 
 
@@ -194,6 +197,8 @@ def test_two_multi_worker_processes_train_and_checkpoint_together(tmp_path):
         assert str(r["again_restored"]).endswith("ckpt-3") and int(r["again_start"]) == 3
         for i in range(count):
             np.testing.assert_array_equal(r[f"again_{i}"], chief[f"var_{i}"])
+        # Workers that disagree (one did not see the chief's checkpoint) all stop, saying why.
+        assert str(r["disagreement"]).startswith("the workers disagree on the step to resume from: [10, 11]")
 
 
 # --------------------------------------------------------------------------- fault tolerance
