@@ -156,6 +156,7 @@ def plot(records, path, title, num_classes):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels = (("loss", "training loss"), ("z_std", "std of l2-normalised z, x sqrt(d)"), ("knn_top1", "kNN top-1"))
@@ -165,6 +166,7 @@ def plot(records, path, title, num_classes):
             if points:
                 ax.plot(*zip(*points), marker="o", markersize=3, label=record["label"])
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[0].axhline(-1.0, color="grey", linestyle=":", linewidth=1)

@@ -105,7 +105,8 @@ def main(argv=None):
         "augmented views of a tile; SimTriplet (Liu et al., MICCAI 2021) also a view of an adjacent tile of the "
         f"same image ({settings['neighbourhood']}-neighbourhood). Same seed, data, model and budget; kNN "
         f"(k={settings['knn_k']}) and linear probe ({settings['probe_epochs']} epochs on frozen features) on the "
-        "test tiles; the random-init columns are the same encoder before training.",
+        "test tiles; the random-init columns are the same encoder before training. SimTriplet's loss has four "
+        "halved terms, so it lies in [-2, 2] where SimSiam's lies in [-1, 1].",
         "",
         f"Settings: {reproduce.json.dumps(settings)}.",
         "",

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # models
     "SimSiam": "simsiam_tf.models",
+    "SimTriplet": "simsiam_tf.simtriplet",
     "LinearProbe": "simsiam_tf.models",
     "PairVerifier": "simsiam_tf.verifier",
     # backbones
@@ -29,6 +30,8 @@ _EXPORTS = {
     "TwoViewAugment": "simsiam_tf.augment",
     "load_source": "simsiam_tf.data",
     "make_pretrain_dataset": "simsiam_tf.data",
+    "load_tile_set": "simsiam_tf.tiles",
+    "make_triplet_dataset": "simsiam_tf.tiles",
     # export
     "export_saved_model": "simsiam_tf.export",
     "export_run": "simsiam_tf.export",

@@ -120,50 +120,6 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
-@keras.saving.register_keras_serializable(package="simsiam_tf")
-class SymmetricPaddingConv2D(layers.Conv2D):
-    """2D convolution zero-padded by `pad` pixels on every side, as PyTorch's `padding=pad`.
-
-    One convolution op with explicit padding, instead of a padded copy of the input
-    (`ZeroPadding2D`) followed by a "valid" convolution: the same result, without the
-    copy in the forward pass or the slice of the padded gradient in the backward pass.
-    Keras' "same" padding differs for strided convolutions (it pads more at the
-    bottom/right). Channels-last only.
-    """
-
-    def __init__(self, filters, kernel_size, pad=0, **kwargs):
-        padding = kwargs.pop("padding", "valid")
-        if padding != "valid":
-            raise ValueError(f"SymmetricPaddingConv2D pads by `pad`; padding must stay 'valid', got {padding!r}")
-        if kwargs.get("data_format", "channels_last") not in (None, "channels_last"):
-            raise ValueError("SymmetricPaddingConv2D supports channels_last only")
-        super().__init__(filters, kernel_size, padding="valid", **kwargs)
-        self.pad = int(pad)
-        if self.pad < 0:
-            raise ValueError(f"pad must be >= 0, got {pad}")
-
-    def convolution_op(self, inputs, kernel):
-        if not self.pad:
-            return super().convolution_op(inputs, kernel)
-        p = self.pad
-        return tf.nn.conv2d(
-            inputs, kernel, strides=list(self.strides), padding=[[0, 0], [p, p], [p, p], [0, 0]],
-            dilations=list(self.dilation_rate),
-        )
-
-    def compute_output_shape(self, input_shape):
-        padded = list(input_shape)
-        for axis in (1, 2):
-            if padded[axis] is not None:
-                padded[axis] += 2 * self.pad
-        return super().compute_output_shape(tuple(padded))
-
-    def get_config(self):
-        config = super().get_config()
-        config["pad"] = self.pad
-        return config
-
-
 def parse_backbone_name(name):
     """'resnet50' -> ('resnet50', False); 'resnet18_cifar' -> ('resnet18', True)."""
     if name in BACKBONE_NAMES:
@@ -190,14 +146,17 @@ def _conv(x, filters, kernel_size, stride, name):
     if stride > 1 and pad > 0:
         # Keras "same" pads stride-2 convs asymmetrically (more at the bottom/right);
         # PyTorch pads both sides equally.
-        return SymmetricPaddingConv2D(
-            filters, kernel_size, pad=pad, strides=stride, use_bias=False, kernel_initializer=_conv_init(), name=name
-        )(x)
+        # (A ZeroPadding2D copy + "valid" conv: oneDNN runs convolutions with explicit
+        # padding several times slower, backward passes especially.)
+        x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        padding = "valid"
+    else:
+        padding = "same" if pad > 0 else "valid"
     return layers.Conv2D(
         filters,
         kernel_size,
         strides=stride,
-        padding="same" if pad > 0 else "valid",
+        padding=padding,
         use_bias=False,
         kernel_initializer=_conv_init(),
         name=name,

@@ -24,7 +24,7 @@ COLLAPSING = {
     "width_multiplier": 0.125, "dim": 32, "pred_dim": 16, "projector_layers": 2, "image_size": 16,
     "num_train_examples": 64, "batch_size": 16, "base_lr": 0.5, "checkpoint_every_steps": 1,
     "log_every_steps": 1, "stop_gradient": False, "heads_bn": False, "collapse_threshold": 0.2,
-    "collapse_patience": 3,
+    "collapse_patience": 3, "evaluate": False, "export": False, "knn_every": 0,
 }
 SECTIONS = {"width_multiplier": "model", "dim": "model", "pred_dim": "model", "projector_layers": "model",
             "stop_gradient": "model", "heads_bn": "model", "image_size": "data", "num_train_examples": "data"}

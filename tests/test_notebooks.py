@@ -42,7 +42,7 @@ def _parameters_cell(nb):
     return cells[0]
 
 
-def _parameters(nb, monkeypatch, fast, runs_dir=None, dataset=None):
+def _parameters(nb, monkeypatch, fast, runs_dir=None):
     """The variables the parameters cell sets in a given environment."""
     if fast:
         monkeypatch.setenv("SIMSIAM_NOTEBOOK_FAST", "1")
@@ -52,13 +52,8 @@ def _parameters(nb, monkeypatch, fast, runs_dir=None, dataset=None):
         monkeypatch.delenv("SIMSIAM_NOTEBOOK_RUNS", raising=False)
     else:
         monkeypatch.setenv("SIMSIAM_NOTEBOOK_RUNS", str(runs_dir))
-    source = _parameters_cell(nb).source
-    if dataset is not None:
-        switch = 'DATASET = "synthetic"  # or "cifar10"'
-        assert switch in source
-        source = source.replace(switch, f'DATASET = "{dataset}"')
     namespace = {}
-    exec(compile(source, "parameters", "exec"), namespace)
+    exec(compile(_parameters_cell(nb).source, "parameters", "exec"), namespace)
     return namespace
 
 
@@ -101,34 +96,43 @@ def test_notebook_uses_the_api_not_flags(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_parameters_cell_picks_fast_or_full(name, monkeypatch, tmp_path):
+def test_parameters_cell_holds_both_settings(name, monkeypatch, tmp_path):
     nb = _read(name)
+    assert 'DATASET = "synthetic"  # or "cifar10"\n' in _parameters_cell(nb).source
     fast = _parameters(nb, monkeypatch, fast=True, runs_dir=tmp_path)
-    assert fast["FAST"] is True and fast["RUNS_DIR"] == str(tmp_path)
-    assert fast["DATASET"] == "synthetic"
-    small = fast["PRETRAIN"]
-    assert small["data.image_size"] <= 16 and small["model.width_multiplier"] <= 0.125
-    assert small["data.num_train_examples"] <= 200 and small["epochs"] <= 3 and small["model.dim"] <= 32
-
+    assert fast["FAST"] is True and fast["RUNS_DIR"] == str(tmp_path) and fast["DATASET"] == "synthetic"
     full = _parameters(nb, monkeypatch, fast=False)
-    assert full["FAST"] is False and full["RUNS_DIR"] == "runs/notebooks"
-    assert full["PRETRAIN"] != small
+    assert full["FAST"] is False and full["RUNS_DIR"] is None
 
-    cifar = _parameters(nb, monkeypatch, fast=False, dataset="cifar10")
-    assert cifar["PRETRAIN"]["model.width_multiplier"] == 1.0 and cifar["PRETRAIN"]["base_lr"] == 0.03
+    small = fast["FAST_PRETRAIN"]
+    assert small["data.image_size"] <= 16 and small["model.width_multiplier"] <= 0.125 and small["model.dim"] <= 32
+    assert small["data.num_train_examples"] <= 200 and small["epochs"] <= 3
+    assert set(fast["FULL_PRETRAIN"]) == {"synthetic", "cifar10"}
+    assert fast["FULL_PRETRAIN"]["cifar10"]["model.width_multiplier"] == 1.0
+
+
+def test_notebooks_pretrain_alike(monkeypatch):
+    """Same pretraining settings everywhere, so that the notebooks can share one run."""
+    settings = []
+    for name in NOTEBOOKS:
+        params = _parameters(_read(name), monkeypatch, fast=True)
+        settings.append((params["FAST_PRETRAIN"], params["FULL_PRETRAIN"]))
+    assert all(s == settings[0] for s in settings)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_parameters_build_valid_configs(name, monkeypatch, tmp_path):
-    """Every setting's pretraining overrides name real fields and make a valid config."""
+def test_settings_make_valid_configs(name, monkeypatch, tmp_path):
+    """Every setting names real config fields and gives a config that validates."""
     from simsiam_tf import config as config_lib
 
-    nb = _read(name)
-    for fast, dataset in ((True, None), (False, None), (False, "cifar10")):
-        params = _parameters(nb, monkeypatch, fast=fast, runs_dir=tmp_path, dataset=dataset)
-        changes = dict(params["PRETRAIN"], **params.get("EVALUATE", {}))
-        config = config_lib.replace(config_lib.PretrainConfig(), **{"data.dataset": params["DATASET"], **changes})
-        config.validate()
+    params = _parameters(_read(name), monkeypatch, fast=True, runs_dir=tmp_path)
+    pretrain = [("synthetic", params["FAST_PRETRAIN"])] + list(params["FULL_PRETRAIN"].items())
+    for dataset, changes in pretrain:
+        config_lib.replace(config_lib.PretrainConfig(), **{"data.dataset": dataset, **changes}).validate()
+    for key in ("FAST_VERIFY", "FULL_VERIFY"):
+        if key in params:
+            changes = {"init_from": str(tmp_path / "pretrain"), "runtime.model_dir": str(tmp_path / "verify")}
+            config_lib.replace(config_lib.VerifyConfig(), **changes, **params[key]).validate()
 
 
 @pytest.fixture(scope="module")

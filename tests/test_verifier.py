@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import losses, pair_metrics, verifier
+from simsiam_tf import data, losses, pair_metrics, pairs, verifier
 from simsiam_tf.verifier import PairVerifier
 
 SIZE = 16
@@ -84,6 +84,22 @@ def test_head_trains_and_learns_the_score_direction(head):
     assert pair_metrics.roc_auc(y, scores) > 0.8
     if head == "classifier":
         assert np.all((scores > 0) & (scores < 1))
+
+
+@pytest.fixture(scope="module")
+def synthetic_pool():
+    source = data.load_source("synthetic", split="train", image_size=SIZE, num_examples=100)
+    return pairs.make_pools(source, None, seed=0).train
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_head_trains_on_the_synthetic_pairs(head, synthetic_pool):
+    model = _model(head)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    make = pairs.make_triplet_dataset if head == "triplet" else pairs.make_pair_dataset
+    history = model.fit(make(synthetic_pool, 4, SIZE, seed=0), steps_per_epoch=2, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and np.isfinite(history["score_gap"][0])
+    assert int(model.optimizer.iterations.numpy()) == 2
 
 
 @pytest.mark.parametrize("head", ["contrastive", "triplet"])

@@ -115,7 +115,10 @@ def resolved_flags_text():
         flag = FLAGS[name]
         if flag.value is None or name == "dry_run":
             continue
-        lines.append(flag.serialize())
+        if isinstance(flag.value, bool):
+            lines.append(f"--{name}={'true' if flag.value else 'false'}")
+        else:
+            lines.append(flag.serialize())
     return "\n".join(lines) + "\n"
 
 
