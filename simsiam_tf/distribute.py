@@ -120,7 +120,10 @@ def set_precision(policy):
 
 def in_multi_worker_mode(strategy):
     """True for a strategy spanning several worker processes (a multi-worker TF_CONFIG)."""
-    return bool(strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
+    try:
+        return bool(strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
+    except NotImplementedError:
+        return False
 
 
 def is_chief(strategy):

@@ -252,6 +252,7 @@ class PairVerifier(keras.Model):
         )
         return loss, gap
 
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         inputs, targets = self._batch(data)
         with tf.GradientTape() as tape:
@@ -267,6 +268,7 @@ class PairVerifier(keras.Model):
         self.optimizer.apply(grads, variables)
         return self._update_metrics(loss, gap)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         inputs, targets = self._batch(data)
         loss, gap = self._loss_and_gap(inputs, targets, training=False)

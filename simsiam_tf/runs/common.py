@@ -8,6 +8,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from simsiam_tf import distribute
+
 CHECKPOINT_SUBDIR = "checkpoints"
 LOG_SUBDIR = "logs"
 
@@ -216,14 +218,14 @@ def fit_from_step(model, make_dataset, start_step, steps_per_epoch, epochs, call
         return
     if done_in_epoch:
         logging.info("resuming inside epoch %d at step %d", epoch + 1, start_step)
-        model.fit(
-            make_dataset(start_step), initial_epoch=epoch, epochs=epoch + 1,
+        distribute.fit(
+            model, make_dataset(start_step), initial_epoch=epoch, epochs=epoch + 1,
             steps_per_epoch=steps_per_epoch - done_in_epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
         )
         epoch += 1
         if model.stop_training or epoch >= epochs:
             return
-    model.fit(
-        make_dataset(epoch * steps_per_epoch), initial_epoch=epoch, epochs=epochs,
+    distribute.fit(
+        model, make_dataset(epoch * steps_per_epoch), initial_epoch=epoch, epochs=epochs,
         steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
     )

@@ -152,10 +152,24 @@ def run(config):
     """
     config.validate()
     rt = config.runtime
-    model_dir = rt.model_dir
-    os.makedirs(model_dir, exist_ok=True)
-    distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
+    distribute.set_precision(rt.precision)
+    try:
+        distribute.per_replica_batch_size(config.batch_size, strategy)
+    except ValueError as err:
+        raise common.RunError(str(err)) from None
+    # Only the chief writes the run directory; other workers of a multi-worker run write a temporary one.
+    write_dir = distribute.write_dir_for(rt.model_dir, strategy)
+    try:
+        return _run(config, strategy, write_dir)
+    finally:
+        distribute.remove_write_dir(write_dir, rt.model_dir)
+
+
+def _run(config, strategy, write_dir):
+    rt = config.runtime
+    model_dir = rt.model_dir
+    os.makedirs(write_dir, exist_ok=True)
 
     tile_set = None
     if config.method == "simtriplet":
@@ -177,13 +191,14 @@ def run(config):
         optimizer = build_optimizer(config, model, total_steps, steps_per_epoch)
         model.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
         optimizer.build(model.trainable_variables)
-    checkpoint = common.RunCheckpoint(model_dir, model=model, optimizer=optimizer)
+    checkpoint = common.RunCheckpoint(model_dir, write_dir=write_dir, model=model, optimizer=optimizer)
     restored = checkpoint.restore_latest()
     if restored:
         logging.info("resuming from %s", restored)
     elif config.init_from:
         logging.info("initialising weights from %s", common.load_weights(config.init_from, what="SimSiam model", model=model))
     start_step = int(optimizer.iterations.numpy())
+    distribute.check_same_on_all_workers(strategy, start_step, "the step to resume from")
 
     def make_dataset(step):
         def dataset_fn(input_context=None):
@@ -199,7 +214,7 @@ def run(config):
             return strategy.distribute_datasets_from_function(dataset_fn)
         return dataset_fn()
 
-    log_dir = os.path.join(model_dir, common.LOG_SUBDIR)
+    log_dir = os.path.join(write_dir, common.LOG_SUBDIR)
     nan_guard = common.NaNGuard()
     collapse = monitor.CollapseMonitor(
         threshold=config.collapse_threshold,
@@ -229,7 +244,7 @@ def run(config):
             hold=(lambda: collapse.suspect) if config.on_collapse == "stop" else None,
         ),
         common.ScalarLogger(log_dir, config.log_every_steps),
-        common.EpochHistory(os.path.join(model_dir, "history.json")),
+        common.EpochHistory(os.path.join(write_dir, "history.json")),
     ]
 
     started = time.time()
@@ -240,15 +255,15 @@ def run(config):
 
     metrics = {"step": final_step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                "train_seconds": round(train_seconds, 1)}
-    history = common.read_json(os.path.join(model_dir, "history.json")) if os.path.exists(
-        os.path.join(model_dir, "history.json")) else []
+    history = common.read_json(os.path.join(write_dir, "history.json")) if os.path.exists(
+        os.path.join(write_dir, "history.json")) else []
     if history:
         metrics.update({k: v for k, v in history[-1].items() if k not in ("epoch", "step")})
     if collapse.collapsed:
         metrics.update(collapsed_at_step=collapse.collapsed_at_step, collapse_message=collapse.message)
     if collapse.collapsed and config.on_collapse == "stop":
         metrics.update(collapsed=True)
-        common.write_json_atomic(os.path.join(model_dir, "metrics.json"), metrics)
+        common.write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
         raise common.CollapseError(collapse.message)
     metrics["collapsed"] = bool(collapse.collapsed)
     if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
@@ -261,9 +276,9 @@ def run(config):
 
         size = config.data.image_size
         metrics["export_dir"] = export.export_after_run(
-            model_dir, "pretrain", model.backbone, size, eval_center_crop(size), projector=model.projector
+            write_dir, "pretrain", model.backbone, size, eval_center_crop(size), projector=model.projector
         )
-    common.write_json_atomic(os.path.join(model_dir, "metrics.json"), metrics)
+    common.write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
     return metrics
 
 
