@@ -34,7 +34,9 @@ def _map(dataset, fn, parallel=True):
     """`dataset.map` without AutoGraph (the functions have no tensor-dependent Python
     control flow, and converting the augmentation graph is slow), order kept."""
     fn = tf.autograph.experimental.do_not_convert(fn)
-    return dataset.map(fn, num_parallel_calls=AUTOTUNE if parallel else None, deterministic=True)
+    if parallel:
+        return dataset.map(fn, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset.map(fn)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -328,6 +328,14 @@ def _layout(global_batch_size, input_context):
     )
 
 
+def _map(dataset, fn, parallel=True):
+    # Without AutoGraph: nothing here branches on tensors, and converting the augmentation is slow.
+    fn = tf.autograph.experimental.do_not_convert(fn)
+    if parallel:
+        return dataset.map(fn, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset.map(fn)
+
+
 def make_triplet_dataset(tile_set, global_batch_size, augment, seed=0, start_step=0, input_context=None):
     """Infinite stream of SimTriplet batches `(view1, view2, view3)`, each float32 `[b, S, S, 3]`.
 
@@ -372,13 +380,11 @@ def make_triplet_dataset(tile_set, global_batch_size, augment, seed=0, start_ste
         neighbour = tf.gather(index, tf.gather(start, anchors) + offset)
         return view_seed, anchors, neighbour
 
-    chunks = tf.data.Dataset.counter(start_step * replicas_here).map(indices)
+    chunks = _map(tf.data.Dataset.counter(start_step * replicas_here), indices, parallel=False)
     records = source.records
     if source.decode is None:
         images = records[0]
-        batches = chunks.map(
-            lambda s, a, b: (s, tf.gather(images, a), tf.gather(images, b)), num_parallel_calls=AUTOTUNE
-        )
+        batches = _map(chunks, lambda s, a, b: (s, tf.gather(images, a), tf.gather(images, b)))
     else:
         decode = source.decode
 
@@ -389,14 +395,12 @@ def make_triplet_dataset(tile_set, global_batch_size, augment, seed=0, start_ste
         elements = chunks.flat_map(
             lambda s, a, b: tf.data.Dataset.from_tensor_slices((tf.tile(s[None], [2 * batch, 1]), tf.concat([a, b], 0)))
         )
-        elements = elements.map(lambda s, i: (s, read(i)), num_parallel_calls=AUTOTUNE)
-        batches = elements.batch(2 * batch, drop_remainder=True).map(
-            lambda s, x: (s[0], x[:batch], x[batch:]), num_parallel_calls=AUTOTUNE
-        )
+        elements = _map(elements, lambda s, i: (s, read(i)))
+        batches = _map(elements.batch(2 * batch, drop_remainder=True), lambda s, x: (s[0], x[:batch], x[batch:]))
 
     def views(view_seed, anchors, neighbours_):
         pair_seed, third_seed = tf.unstack(tf.random.experimental.stateless_split(view_seed, 2))
         view1, view2 = augment(anchors, pair_seed)
         return view1, view2, augment.view(neighbours_, third_seed)
 
-    return batches.map(views, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return _map(batches, views).prefetch(AUTOTUNE)

@@ -252,7 +252,6 @@ class PairVerifier(keras.Model):
         )
         return loss, gap
 
-    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         inputs, targets = self._batch(data)
         with tf.GradientTape() as tape:
@@ -268,7 +267,6 @@ class PairVerifier(keras.Model):
         self.optimizer.apply(grads, variables)
         return self._update_metrics(loss, gap)
 
-    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         inputs, targets = self._batch(data)
         loss, gap = self._loss_and_gap(inputs, targets, training=False)

@@ -120,7 +120,7 @@ def main(argv):
     except ValueError as err:  # bad input found while loading data or building the model
         common.fail(str(err), 1)
     print(f"\nrun directory: {config.runtime.model_dir} (step {metrics['step']} of {metrics['total_steps']})")
-    if "knn_top1" in metrics:
+    if "random_init_knn_top1" in metrics:  # evaluate=true; knn_every alone puts knn_top1 there too
         print(pretrain.summary_table(metrics))
     return 0
 
