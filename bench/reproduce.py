@@ -59,6 +59,7 @@ def parse_args(argv=None, description=__doc__):
     parser.add_argument("--batch_size", type=int, default=None, help="default: the recipe's (the demo's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all", action="store_true", help="also the predictor-lr-decay and no-BN ablations")
+    parser.add_argument("--runs", default=None, help="comma-separated subset of the runs (baseline first)")
     parser.add_argument("--runs_dir", default="runs/reproduce")
     parser.add_argument("--out", default="runs/reproduce", help="where the figure, JSON and table go")
     parser.add_argument("--resume", action="store_true", help="keep existing run directories (resume/re-report)")
@@ -206,6 +207,11 @@ def main(argv=None):
     args = parse_args(argv)
     os.chdir(ROOT)
     names = RUNS + (MORE_RUNS if args.all else ())
+    if args.runs:
+        names = tuple(args.runs.split(","))
+        unknown = set(names) - set(RUNS + MORE_RUNS)
+        if unknown or names[0] != "baseline":
+            raise SystemExit(f"--runs: baseline first, then any of {', '.join(RUNS[1:] + MORE_RUNS)}")
     configs = {n: with_budget(recipe_config(n), args, os.path.join(args.runs_dir, n)) for n in names}
     for config in configs.values():
         config.validate()

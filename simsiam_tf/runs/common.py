@@ -70,7 +70,14 @@ class RunCheckpoint:
         path = tf.train.latest_checkpoint(self.directory)
         if path is None:
             return None
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as err:
+            raise RunError(
+                f"cannot resume from {path!r}: {_first_line(err)}. The run directory holds checkpoints of "
+                "another model (other --backbone/--width_multiplier/--dim/--pred_dim, or an older version of "
+                "the package): use the flags of that run (its flags.cfg) or a new --model_dir"
+            ) from err
         return path
 
     def save(self, step):
