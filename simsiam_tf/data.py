@@ -24,8 +24,6 @@ SYNTHETIC_SPLITS = {"train": (0, 5000), "test": (1, 1000)}
 # which gives them exact per-epoch shuffling; larger ones stream from their files.
 IN_MEMORY_MAX_BYTES = 1 << 30
 DEFAULT_SHUFFLE_BUFFER = 10_000
-_COLOR_GRID = 3
-_NOISE_STD = (0.01, 0.06)
 
 _fold_in = tf.random.experimental.stateless_fold_in
 
@@ -219,13 +217,13 @@ def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0, shapes_p
     coverage = coverage[..., None]
 
     # Smooth colour fields, one dark and one light; which one fills the shapes is random.
-    dark = _color_nodes(rng, n, _COLOR_GRID, 0.0, 0.4)
-    light = _color_nodes(rng, n, _COLOR_GRID, 0.6, 1.0)
+    dark = _color_nodes(rng, n, 3, 0.0, 0.4)
+    light = _color_nodes(rng, n, 3, 0.6, 1.0)
     shape_light = (rng.random(n) < 0.5)[:, None, None, None]
     fg = _upsample(np.where(shape_light, light, dark), size)
     bg = _upsample(np.where(shape_light, dark, light), size)
     images = bg + coverage * (fg - bg)
-    noise = rng.uniform(*_NOISE_STD, n).astype(np.float32)[:, None, None, None]
+    noise = rng.uniform(0.01, 0.06, n).astype(np.float32)[:, None, None, None]
     images += noise * rng.standard_normal(images.shape, dtype=np.float32)
     images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
     return images, labels

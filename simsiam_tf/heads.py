@@ -4,8 +4,6 @@ import math
 import keras
 from keras import layers
 
-from simsiam_tf import backbones
-
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
 class FanInUniform(keras.initializers.RandomUniform):
@@ -46,7 +44,7 @@ def _dense(units, fan_in, use_bias, name):
 
 
 def _bn(name, sync_bn, center=True, scale=True):
-    return backbones.FusedBatchNormalization(
+    return layers.BatchNormalization(
         momentum=0.9,
         epsilon=1e-5,
         center=center,

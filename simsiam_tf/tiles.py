@@ -219,6 +219,9 @@ def make_synthetic_tiles(num_images, tiles_per_side=4, tile_size=32, num_classes
         per_class * num_classes, image_size=tile_size, num_classes=num_classes, seed=rng.integers(2**31)
     )
     by_class = [np.flatnonzero(pool_labels == c) for c in range(num_classes)]
+    needed = np.bincount(image_labels, minlength=num_classes) * per_image
+    if any(len(members) < need for members, need in zip(by_class, needed)):
+        raise RuntimeError("data.make_synthetic did not balance its classes; synthetic tiles rely on it")
     used = np.zeros(num_classes, np.int64)
     order = np.empty(num_images * per_image, np.int64)
     for k, c in enumerate(image_labels):

@@ -1,0 +1,75 @@
+"""Smoke tests of the bench scripts: each runs with tiny settings and ends on a JSON line.
+
+The scripts run in this process (their `main(argv)`), which spares a TensorFlow start
+per script; their command lines are the ones bench/README.md documents.
+"""
+import json
+import os
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+TINY_MODEL = [
+    "--batch", "4", "--image_size", "16", "--width_multiplier", "0.125",
+    "--dim", "32", "--pred_dim", "8", "--projector_layers", "2",
+]
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    sys.path.insert(0, BENCH)
+    try:
+        import pipeline
+        import step
+        import train
+
+        yield step, pipeline, train
+    finally:
+        sys.path.remove(BENCH)
+
+
+def _last_json(capsys):
+    lines = [line for line in capsys.readouterr().out.strip().splitlines() if line.strip()]
+    assert lines, "no output"
+    return json.loads(lines[-1])
+
+
+def test_step_bench(bench_modules, capsys):
+    step, _, _ = bench_modules
+    step.main(TINY_MODEL + ["--steps", "1", "--warmup", "1", "--no-jit_compile"])
+    result = _last_json(capsys)
+    assert result["images_per_s"] > 0
+    assert result["images_per_s_min"] <= result["images_per_s"] <= result["images_per_s_max"]
+    assert result["model_tflops_per_s"] > 0 and result["peak_host_rss_mb"] > 0
+    assert result["batch"] == 4 and result["precision"] == "float32"
+
+
+def test_pipeline_bench(bench_modules, capsys):
+    _, pipeline, _ = bench_modules
+    pipeline.main([
+        "--image_size", "16", "--batch", "4", "--num_examples", "16", "--warmup", "1",
+        "--windows", "1", "--batches_per_window", "1",
+    ])
+    result = _last_json(capsys)
+    assert result["images_per_s"] > 0
+    (entry,) = result["results"]
+    assert entry["image_size"] == 16 and entry["images_per_cpu_s"] > 0
+
+
+def test_train_bench(bench_modules, capsys):
+    _, _, train = bench_modules
+    train.main(TINY_MODEL + ["--steps", "1", "--warmup", "1", "--rounds", "1", "--num_examples", "16",
+                             "--no-jit_compile"])
+    result = _last_json(capsys)
+    assert result["images_per_s"] > 0 and result["cached_images_per_s"] > 0
+    assert result["pipeline_fraction"] < 1.0
+
+
+def test_flop_count_of_resnet18_cifar(bench_modules):
+    """The analytic count: ResNet-18 (CIFAR stem) at 32 px is 0.56 GMACs per image."""
+    step, _, _ = bench_modules
+    args = step.parse_args(["--backbone", "resnet18_cifar", "--image_size", "32"])
+    flops = step.forward_flops_per_image(args)
+    heads = 2 * (512 * 512 * 2 + 512 * 2048) + 2 * 2 * 2048 * 512
+    assert (flops - heads) / 2 == pytest.approx(0.556e9, rel=0.01)
