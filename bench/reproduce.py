@@ -57,6 +57,7 @@ def parse_args(argv=None, description=__doc__):
     parser.add_argument("--num_train_examples", type=int, default=2048, help="synthetic training images")
     parser.add_argument("--num_eval_examples", type=int, default=1000, help="synthetic test images (kNN queries)")
     parser.add_argument("--batch_size", type=int, default=None, help="default: the recipe's (the demo's)")
+    parser.add_argument("--knn_k", type=int, default=None, help="default: the recipe's (200, for 5000 images)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all", action="store_true", help="also the predictor-lr-decay and no-BN ablations")
     parser.add_argument("--runs", default=None, help="comma-separated subset of the runs (baseline first)")
@@ -87,6 +88,8 @@ def with_budget(config, args, model_dir, **changes):
     }
     if args.batch_size:
         budget["batch_size"] = args.batch_size
+    if args.knn_k:
+        budget["knn_k"] = args.knn_k
     budget.update(changes)
     return config_lib.replace(config, **budget)
 

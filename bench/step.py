@@ -19,6 +19,7 @@ an analytic count (3x the forward FLOPs of both views: forward, and backward for
 activations and weights). With `--peak_tflops` it also reports MFU.
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -76,6 +77,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for MFU (0: not reported)")
     parser.add_argument("--profile_dir", default=None, help="write a TensorFlow profiler trace of the timed steps")
+    parser.add_argument(
+        "--ab", default="none", choices=("none", "keras_bn", "jit"),
+        help="also time the same model with one setting changed, alternating steps in this process: "
+        "keras_bn (Keras' BatchNormalization computation instead of the fused kernel) or jit (XLA flipped); "
+        "reported under 'ab' as the default's speed-up",
+    )
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1")
@@ -237,6 +244,41 @@ def summarize(times, batch):
     }
 
 
+def unfuse_batchnorm(model):
+    """Switches every fused BN layer of `model` to the Keras layer's own computation."""
+    from simsiam_tf import backbones
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, backbones.FusedBatchNormalization):
+            layer.fused = False
+
+
+def timed_step(model, views, feed):
+    """A callable running one train step through `model.train_function`: (wall s, CPU s, loss)."""
+    import tensorflow as tf
+
+    model.make_train_function()
+    step_fn = model.train_function
+    if feed == "dataset":
+        iterator = iter(tf.data.Dataset.from_tensors(views).repeat())
+
+        def step():
+            return step_fn(iterator)
+
+    else:
+
+        def step():
+            return step_fn(iter([views]))
+
+    def timed():
+        start, cpu_start = time.perf_counter(), time.process_time()
+        logs = step()
+        loss = float(logs["loss"])  # waits for the step to finish
+        return time.perf_counter() - start, time.process_time() - cpu_start, loss
+
+    return timed
+
+
 def run(args):
     import tensorflow as tf
 
@@ -245,38 +287,37 @@ def run(args):
     config.validate()
     flops = forward_flops_per_image(args)
     model = build_compiled_model(config)
-    model.make_train_function()
-    step_fn = model.train_function
-
     gpu = bool(tf.config.list_logical_devices("GPU"))
-    x1, x2 = random_views(args.batch, args.image_size, args.seed, "/GPU:0" if gpu and args.feed == "tensors" else None)
-    if args.feed == "dataset":
-        iterator = iter(tf.data.Dataset.from_tensors((x1, x2)).repeat())
+    views = random_views(args.batch, args.image_size, args.seed, "/GPU:0" if gpu and args.feed == "tensors" else None)
+    variants = {"default": timed_step(model, views, args.feed)}
+    if args.ab != "none":
+        # The same model (same seed, same initial weights) with the one setting changed.
+        other_config = config
+        if args.ab == "jit":
+            other_config = pretrain_config(args)
+            other_config = dataclasses.replace(
+                other_config, runtime=dataclasses.replace(other_config.runtime, jit_compile=not args.jit_compile)
+            )
+        other = build_compiled_model(other_config)
+        if args.ab == "keras_bn":
+            unfuse_batchnorm(other)
+        variants["other"] = timed_step(other, views, args.feed)
 
-        def step():
-            return step_fn(iterator)
-
-    else:
-
-        def step():
-            return step_fn(iter([(x1, x2)]))
-
-    def timed():
-        start, cpu_start = time.perf_counter(), time.process_time()
-        logs = step()
-        loss = float(logs["loss"])  # waits for the step to finish
-        return time.perf_counter() - start, time.process_time() - cpu_start, loss
-
-    first_step_s, _, loss = timed()
-    for _ in range(args.warmup - 1):
-        timed()
+    first_step_s, first_loss = {}, {}
+    for name, timed in variants.items():
+        first_step_s[name], _, first_loss[name] = timed()
+        for _ in range(args.warmup - 1):
+            timed()
     if args.profile_dir:
         tf.profiler.experimental.start(args.profile_dir)
-    times, cpu_times = [], []
-    for _ in range(args.steps):
-        elapsed, cpu, loss = timed()
-        times.append(elapsed)
-        cpu_times.append(cpu)
+    times = {name: [] for name in variants}
+    cpu_times = {name: [] for name in variants}
+    names = list(variants)
+    for i in range(args.steps):
+        for name in names if i % 2 == 0 else names[::-1]:
+            elapsed, cpu, loss = variants[name]()
+            times[name].append(elapsed)
+            cpu_times[name].append(cpu)
     if args.profile_dir:
         tf.profiler.experimental.stop()
     rss_mb, gpu_mb = peak_memory_mb()
@@ -298,23 +339,43 @@ def run(args):
         "warmup": args.warmup,
         "steps": args.steps,
     }
-    result.update(summarize(times, args.batch))
+    result.update(summarize(times["default"], args.batch))
     step_flops = 3 * 2 * args.batch * flops
-    tflops = step_flops / statistics.median(times) / 1e12
+    tflops = step_flops / statistics.median(times["default"]) / 1e12
     result.update(
-        cpu_s_per_step_median=round(statistics.median(cpu_times), 4),
+        cpu_s_per_step_median=round(statistics.median(cpu_times["default"]), 4),
         load_average=[round(x, 2) for x in os.getloadavg()],
-        first_step_s=round(first_step_s, 2),
+        first_step_s=round(first_step_s["default"], 2),
+        first_loss=round(first_loss["default"], 6),
         model_gflops_per_image_forward=round(flops / 1e9, 4),
         model_tflops_per_step=round(step_flops / 1e12, 4),
         model_tflops_per_s=round(tflops, 4),
         peak_host_rss_mb=rss_mb,
         peak_gpu_mb=gpu_mb,
-        loss=round(loss, 6),
         environment=environment(),
     )
     if args.peak_tflops:
         result["mfu"] = round(tflops / args.peak_tflops, 4)
+    if args.ab != "none":
+        ratios = [o / d for d, o in zip(times["default"], times["other"])]
+        cpu_ratios = [o / d for d, o in zip(cpu_times["default"], cpu_times["other"])]
+        other = {"changed": args.ab if args.ab != "jit" else f"jit_compile={not args.jit_compile}"}
+        other.update(summarize(times["other"], args.batch))
+        other.update(
+            cpu_s_per_step_median=round(statistics.median(cpu_times["other"]), 4),
+            first_step_s=round(first_step_s["other"], 2),
+            first_loss=round(first_loss["other"], 6),
+            speedup_of_default=round(statistics.median(times["other"]) / statistics.median(times["default"]), 3),
+            pair_speedup_median=round(statistics.median(ratios), 3),
+            pair_speedup_min=round(min(ratios), 3),
+            pair_speedup_max=round(max(ratios), 3),
+            cpu_speedup_of_default=round(
+                statistics.median(cpu_times["other"]) / statistics.median(cpu_times["default"]), 3
+            ),
+            pair_cpu_speedup_min=round(min(cpu_ratios), 3),
+            pair_cpu_speedup_max=round(max(cpu_ratios), 3),
+        )
+        result["ab"] = other
     return result
 
 

@@ -62,14 +62,25 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     Falls back to the Keras computation for what the kernel does not do: synchronized
     (cross-replica) statistics, masks, renorm, an axis other than the last, inputs of
-    rank other than 2 or 4, float64.
+    rank other than 2 or 4, float64; and always with `fused=False` (the attribute may
+    be changed before the model is traced, e.g. to time one against the other).
     """
+
+    def __init__(self, *args, fused=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused = bool(fused)
+
+    def get_config(self):
+        config = super().get_config()
+        config["fused"] = self.fused
+        return config
 
     def _fusable(self, inputs, mask):
         rank = len(inputs.shape)
         axis = self.axis % rank if rank else self.axis
         return (
-            not self.synchronized
+            self.fused
+            and not self.synchronized
             and mask is None
             and not self.renorm
             and rank in (2, 4)

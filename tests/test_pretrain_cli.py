@@ -90,7 +90,7 @@ def test_resume_continues_from_the_checkpoint_to_the_same_final_weights(tmp_path
     for name in os.listdir(ckpt_dir):
         if name.startswith(("ckpt-4", "ckpt-6")):
             os.remove(ckpt_dir / name)
-    tf.train.update_checkpoint_state(str(ckpt_dir), str(ckpt_dir / "ckpt-2"))
+    tf.compat.v1.train.update_checkpoint_state(str(ckpt_dir), str(ckpt_dir / "ckpt-2"))
     metrics = pretrain.run(split)
     assert metrics["step"] == 6
 
