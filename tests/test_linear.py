@@ -240,7 +240,7 @@ def test_cli_run_writes_flags_and_metrics(pretrained, tmp_path):
     assert metrics["mode"] == "cached_features" and metrics["sanity_check"] == "passed"
     assert 0.0 <= metrics["top1"] <= 1.0 and 0.0 <= metrics["top5"] <= 1.0
     flags_text = (model_dir / "flags.cfg").read_text()
-    assert f"--init_from={pretrained}\n" in flags_text and "--noaugment\n" in flags_text
+    assert f"--init_from={pretrained}\n" in flags_text and "--augment=false\n" in flags_text
     assert "top-1" in result.stdout
 
 
