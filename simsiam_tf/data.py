@@ -164,18 +164,20 @@ def _upsample(nodes, size):
     return np.matmul(rows, interp.T).transpose(0, 2, 3, 1)
 
 
-def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0, shapes_per_image=4):
-    """A deterministic labelled image set whose class is a shape, with strong nuisances.
+def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0, shapes_per_image=5):
+    """A deterministic labelled image set whose class is a shape and nothing else.
 
     Each image is scattered with `shapes_per_image` copies of one of `num_classes`
     shapes (disc, ring, square, frame, triangle, plus, bar, two bars, corner, four
-    dots); classes are balanced. Everything else is random: every copy's position,
-    size, rotation and mirror image; the colours of the shapes and of the background,
-    which are smooth random colour fields (any hue, changing across the image), one
-    dark and one light so the shapes stay visible; and pixel noise. Colour dominates
-    what a random conv net sees and says nothing about the class. Because the copies
-    spread over the image, two random crops of it nearly always both show the class,
-    which is what SimSiam's invariance objective can pick up.
+    dots); classes are balanced. Every copy draws its own position, size, rotation,
+    mirror image and colour (any hue; very dark or very light, so it stands out), over
+    a background of smooth colour blotches of middling brightness, with pixel noise.
+
+    The design keeps two random crops of an image (SimSiam's two views) from sharing
+    anything but the class: no colour, brightness or noise level belongs to the image
+    as a whole, so there is no per-image shortcut for the invariance objective, and
+    each crop nearly always shows some copies. A random conv net, in contrast, mostly
+    sees the colours, which say nothing about the class.
 
     Returns `(images uint8 [N, S, S, 3], labels int64 [N])`.
     """
@@ -190,43 +192,46 @@ def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0, shapes_p
     rng = np.random.default_rng(seed)
     n, size, k = int(num_examples), int(image_size), int(shapes_per_image)
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
+    members = [np.flatnonzero(labels == c) for c in range(num_classes)]
 
-    # Per copy: radius (pixels), centre, rotation, mirror.
-    radius = (rng.uniform(0.12, 0.2, (k, n)) * size).astype(np.float32)
+    # Per copy (axis 0) and image (axis 1): radius in pixels, centre, rotation, mirror, colour.
+    radius = (rng.uniform(0.13, 0.2, (k, n)) * size).astype(np.float32)
     cx = (rng.random((k, n)) * size).astype(np.float32)
     cy = (rng.random((k, n)) * size).astype(np.float32)
     angle = rng.uniform(0.0, 2 * np.pi, (k, n))
-    mirror = np.where(rng.random((k, n)) < 0.5, -1.0, 1.0).astype(np.float32)
     cos = np.cos(angle).astype(np.float32)
     sin = np.sin(angle).astype(np.float32)
+    mirror = np.where(rng.random((k, n)) < 0.5, -1.0, 1.0).astype(np.float32)
+    light = rng.random((k, n)) < 0.5
+    value = np.where(light, rng.uniform(0.8, 1.0, (k, n)), rng.uniform(0.0, 0.2, (k, n))).astype(np.float32)
+    colour = _hsv_to_rgb(rng.random((k, n), dtype=np.float32), rng.uniform(0.3, 1.0, (k, n)).astype(np.float32), value)
 
+    images = np.ascontiguousarray(_upsample(_color_nodes(rng, n, 6, 0.35, 0.65), size))
     grid = np.arange(size, dtype=np.float32) + 0.5
-    coverage = np.zeros((n, size, size), np.float32)
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        for j in range(k):
-            gx = grid[None, None, :] - cx[j, members, None, None]
-            gy = grid[None, :, None] - cy[j, members, None, None]
-            r = radius[j, members, None, None]
-            co, si = cos[j, members, None, None], sin[j, members, None, None]
-            u = (co * gx + si * gy) / r * mirror[j, members, None, None]
-            v = (-si * gx + co * gy) / r
-            # Signed distance in pixels -> antialiased coverage; copies may overlap.
-            alpha = np.clip(0.5 - _shape_sdf(c, u, v) * r, 0.0, 1.0)
-            coverage[members] = np.maximum(coverage[members], alpha)
-    coverage = coverage[..., None]
-
-    # Smooth colour fields, one dark and one light; which one fills the shapes is random.
-    dark = _color_nodes(rng, n, 3, 0.0, 0.4)
-    light = _color_nodes(rng, n, 3, 0.6, 1.0)
-    shape_light = (rng.random(n) < 0.5)[:, None, None, None]
-    fg = _upsample(np.where(shape_light, light, dark), size)
-    bg = _upsample(np.where(shape_light, dark, light), size)
-    images = bg + coverage * (fg - bg)
-    noise = rng.uniform(0.01, 0.06, n).astype(np.float32)[:, None, None, None]
-    images += noise * rng.standard_normal(images.shape, dtype=np.float32)
-    images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
-    return images, labels
+    alpha = np.empty((n, size, size), np.float32)
+    buffer = np.empty_like(images)
+    for j in range(k):
+        for c, idx in enumerate(members):
+            if not len(idx):
+                continue
+            gx = grid[None, None, :] - cx[j, idx, None, None]
+            gy = grid[None, :, None] - cy[j, idx, None, None]
+            r = radius[j, idx, None, None]
+            co, si = cos[j, idx, None, None], sin[j, idx, None, None]
+            u = (co * gx + si * gy) * (mirror[j, idx, None, None] / r)
+            v = (co * gy - si * gx) / r
+            # Signed distance in pixels -> antialiased coverage.
+            alpha[idx] = np.clip(0.5 - _shape_sdf(c, u, v) * r, 0.0, 1.0)
+        # Paint copy j: images += alpha * (colour - images), in place.
+        np.subtract(colour[j, :, None, None, :], images, out=buffer)
+        buffer *= alpha[..., None]
+        images += buffer
+    rng.standard_normal(images.shape, dtype=np.float32, out=buffer)
+    buffer *= 0.03 * 255.0
+    images *= 255.0
+    images += buffer
+    np.clip(np.rint(images, out=images), 0, 255, out=images)
+    return images.astype(np.uint8), labels
 
 
 def _synthetic_source(split, image_size, seed, num_examples):

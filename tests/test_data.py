@@ -33,13 +33,20 @@ def test_synthetic_is_deterministic_balanced_and_well_formed():
     np.testing.assert_array_equal(np.bincount(four), [3, 3, 3, 3])
 
 
-def test_synthetic_colour_says_nothing_about_the_class():
+def test_synthetic_colour_says_nothing_about_the_class_or_the_image():
     images, labels = data.make_synthetic(600, image_size=16, seed=0)
+    images = images.astype(np.float32)
     mean_colour = images.reshape(600, -1, 3).mean(axis=1)
     train, test = slice(0, 400), slice(400, 600)
     centroids = np.stack([mean_colour[train][labels[train] == c].mean(0) for c in range(10)])
     predicted = np.argmin(((mean_colour[test, None] - centroids[None]) ** 2).sum(-1), axis=1)
     assert np.mean(predicted == labels[test]) < 0.2
+    # No colour belongs to an image as a whole: its two halves are nearly uncorrelated,
+    # so SimSiam's two crops cannot be matched on colour.
+    left = images[:, :, :8].reshape(600, -1, 3).mean(axis=1)
+    right = images[:, :, 8:].reshape(600, -1, 3).mean(axis=1)
+    for channel in range(3):
+        assert abs(np.corrcoef(left[:, channel], right[:, channel])[0, 1]) < 0.3
 
 
 def test_synthetic_source_splits_and_errors():
