@@ -11,7 +11,7 @@ on_collapse="warn", reads each run's history.json, and writes into --out:
   reproduce.json  settings, per-epoch histories, final figures, timings, versions;
   reproduce.md    a table: run, final loss, final z-std, final kNN top-1, collapsed?
 
-  python bench/reproduce.py --epochs=8 --num_train_examples=2048 --out=docs
+  python bench/reproduce.py --out=docs   # = --epochs=8 --num_train_examples=1024 --batch_size=128 --knn_k=20
 
 Runs: baseline, no_stop_gradient, no_predictor, fixed_random_predictor; --all adds
 predictor_lr_decay and no_bn. Run directories go under --runs_dir (replaced unless
@@ -54,10 +54,10 @@ PAPER = {
 def parse_args(argv=None, description=__doc__):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=8, help="epochs of every run")
-    parser.add_argument("--num_train_examples", type=int, default=2048, help="synthetic training images")
+    parser.add_argument("--num_train_examples", type=int, default=1024, help="synthetic training images")
     parser.add_argument("--num_eval_examples", type=int, default=1000, help="synthetic test images (kNN queries)")
-    parser.add_argument("--batch_size", type=int, default=None, help="default: the recipe's (the demo's)")
-    parser.add_argument("--knn_k", type=int, default=None, help="default: the recipe's (200, for 5000 images)")
+    parser.add_argument("--batch_size", type=int, default=128, help="0: the recipe's (the demo's, 256)")
+    parser.add_argument("--knn_k", type=int, default=20, help="0: the recipe's (200, for 5000 images)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all", action="store_true", help="also the predictor-lr-decay and no-BN ablations")
     parser.add_argument("--runs", default=None, help="comma-separated subset of the runs (baseline first)")

@@ -6,7 +6,7 @@ and the same recipe with --method=simsiam through `simsiam_tf.runs.pretrain.run`
 of the same encoder at random init, on the tiles of the test split. Writes into --out
 simtriplet.md (table), simtriplet.json and simtriplet.png (loss, z-std, kNN per epoch).
 
-  python bench/simtriplet_vs_simsiam.py --epochs=6 --num_train_examples=2048 --out=docs
+  python bench/simtriplet_vs_simsiam.py --out=docs   # = --epochs=6 --num_train_examples=1024 --batch_size=128 --knn_k=20
 
 Options as bench/reproduce.py, plus --tiles_per_side and --neighbourhood.
 """
@@ -25,13 +25,13 @@ METHODS = ("simsiam", "simtriplet")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--num_train_examples", type=int, default=2048, help="training tiles")
+    parser.add_argument("--num_train_examples", type=int, default=1024, help="training tiles")
     parser.add_argument("--num_eval_examples", type=int, default=1000, help="test tiles")
-    parser.add_argument("--batch_size", type=int, default=None, help="default: the recipe's (the demo's)")
+    parser.add_argument("--batch_size", type=int, default=128, help="0: the recipe's (the demo's, 256)")
     parser.add_argument("--tiles_per_side", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--neighbourhood", default=None, choices=("4", "8", "group"), help="default: the recipe's")
     parser.add_argument("--probe_epochs", type=int, default=None, help="default: the recipe's (the demo's)")
-    parser.add_argument("--knn_k", type=int, default=None, help="default: the recipe's (200, for 5000 tiles)")
+    parser.add_argument("--knn_k", type=int, default=20, help="0: the recipe's (200, for 5000 tiles)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs_dir", default="runs/simtriplet_vs_simsiam")
     parser.add_argument("--out", default="runs/simtriplet_vs_simsiam")

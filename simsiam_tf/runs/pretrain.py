@@ -10,8 +10,6 @@ from simsiam_tf import augment as augment_lib
 from simsiam_tf import backbones, data, distribute, models, monitor, optim, probe, simtriplet, tiles
 from simsiam_tf.runs import common
 
-SUMMARY_KEYS = ("knn_top1", "probe_top1")
-
 
 def eval_center_crop(image_size):
     """ImageNet-size images are evaluated resize + centre crop, CIFAR-size ones as they are."""
