@@ -547,6 +547,9 @@ def _chunk_indices(source, global_batch_size, batch, replicas_here, first_replic
     return indices
 
 
+_STREAM_GRAPH_SEED = 87654321
+
+
 def _stream(
     source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn, buffer
 ):
@@ -589,6 +592,10 @@ def _stream(
         buffer = max(1, min(n, buffer))
 
         def epoch_records(epoch):
+            # A tensor op seed is combined with the graph-level seed, and TF fails on a
+            # global seed of 0 (`tf.random.set_seed(0)`); pinning this function's graph
+            # seed keeps the order a function of `seed` alone, whatever the caller set.
+            tf.random.set_seed(_STREAM_GRAPH_SEED)
             shuffle_seed = tf.random.stateless_uniform(
                 [], _fold_in(order_seed, epoch), minval=None, maxval=None, dtype=tf.int64
             )
