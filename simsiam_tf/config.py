@@ -122,8 +122,8 @@ class PretrainConfig:
     model: ModelConfig = ModelConfig()
     augment: AugmentConfig = AugmentConfig()
     method: str = "simsiam"
-    batch_size: int = 256
-    epochs: int = 20
+    batch_size: int = 128
+    epochs: int = 15
     base_lr: float = 0.06
     weight_decay: float = 5e-4
     momentum: float = 0.9

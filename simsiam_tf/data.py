@@ -18,7 +18,11 @@ from simsiam_tf import augment as augment_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-SYNTHETIC_SHAPES = ("disc", "ring", "square", "frame", "triangle", "plus", "bar", "two_bars", "corner", "dots")
+SYNTHETIC_PATTERNS = (
+    "horizontal_stripes", "vertical_stripes", "diagonal_stripes", "checkerboard", "dots",
+    "grid", "rings", "crosses", "zigzag", "target",
+)
+SYNTHETIC_HUES = (0.5, 0.7)
 SYNTHETIC_SPLITS = {"train": (0, 5000), "test": (1, 1000)}
 # TFDS splits whose encoded images fit in this many bytes are read into memory once,
 # which gives them exact per-epoch shuffling; larger ones stream from their files.
@@ -101,41 +105,40 @@ def _box(x, y, half_w, half_h):
     return outside + np.minimum(np.maximum(qx, qy), 0.0)
 
 
-def _triangle(x, y, r=0.95):
-    """Signed distance to an equilateral triangle of side 2r centred at the origin."""
-    k = math.sqrt(3.0)
-    x = np.abs(x) - r
-    y = y + r / k
-    fold = x + k * y > 0
-    x, y = np.where(fold, (x - k * y) / 2, x), np.where(fold, (-k * x - y) / 2, y)
-    x = x - np.clip(x, -2 * r, 0.0)
-    return -np.hypot(x, y) * np.sign(y)
+def _centred_fraction(t):
+    """Position within the current period, in [-0.5, 0.5)."""
+    return t - np.floor(t) - 0.5
 
 
-def _shape_sdf(index, x, y):
-    """Signed distance (shape units, radius ~1) to synthetic shape `index`; negative inside."""
-    name = SYNTHETIC_SHAPES[index]
-    if name == "disc":
-        return np.hypot(x, y) - 0.9
-    if name == "ring":
-        return np.abs(np.hypot(x, y) - 0.7) - 0.25
-    if name == "square":
-        return _box(x, y, 0.75, 0.75)
-    if name == "frame":
-        return np.abs(_box(x, y, 0.72, 0.72)) - 0.2
-    if name == "triangle":
-        return _triangle(x, y)
-    if name == "plus":
-        return np.minimum(_box(x, y, 0.95, 0.25), _box(x, y, 0.25, 0.95))
-    if name == "bar":
-        return _box(x, y, 1.0, 0.28)
-    if name == "two_bars":
-        return np.minimum(_box(x, y - 0.55, 1.0, 0.22), _box(x, y + 0.55, 1.0, 0.22))
-    if name == "corner":
-        return np.minimum(_box(x + 0.62, y, 0.28, 0.9), _box(x, y + 0.62, 0.9, 0.28))
-    # dots: four small discs on a square
-    d = np.hypot(np.abs(x) - 0.5, np.abs(y) - 0.5)
-    return d - 0.3
+def _pattern_sdf(index, u, v, diagonal_sign, radius):
+    """Signed distance (in periods; negative on the pattern) to synthetic pattern `index`.
+
+    (u, v): lattice coordinates, one unit per period; `radius`: distance to the
+    image's own centre, in periods, for the concentric `target`.
+    """
+    name = SYNTHETIC_PATTERNS[index]
+    du, dv = _centred_fraction(u), _centred_fraction(v)
+    if name == "horizontal_stripes":
+        return np.abs(dv) - 0.2
+    if name == "vertical_stripes":
+        return np.abs(du) - 0.2
+    if name == "diagonal_stripes":
+        return np.abs(_centred_fraction((u + diagonal_sign * v) / 2.0)) * np.sqrt(2.0) - 0.2
+    if name == "checkerboard":
+        return -np.sign(du * dv) * np.minimum(np.abs(du), np.abs(dv))
+    if name == "dots":
+        return np.hypot(du, dv) - 0.28
+    if name == "grid":
+        return np.minimum(0.5 - np.abs(du), 0.5 - np.abs(dv)) - 0.1
+    if name == "rings":
+        return np.abs(np.hypot(du, dv) - 0.3) - 0.09
+    if name == "crosses":
+        return np.minimum(_box(du, dv, 0.38, 0.1), _box(du, dv, 0.1, 0.38))
+    if name == "zigzag":
+        triangle_wave = np.abs(du) * 2.0 - 0.5
+        return np.abs(_centred_fraction(v + 0.5 * triangle_wave)) * 0.8 - 0.15
+    # target: concentric rings around a point of the image
+    return np.abs(_centred_fraction(radius)) - 0.2
 
 
 def _hsv_to_rgb(h, s, v):
@@ -144,92 +147,69 @@ def _hsv_to_rgb(h, s, v):
     return v[..., None] - (v * s)[..., None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def _color_nodes(rng, n, grid, value_low, value_high):
-    """[n, grid, grid, 3] random colours: any hue, saturation 0.3-1, HSV value in the range."""
-    shape = (n, grid, grid)
-    value = rng.uniform(value_low, value_high, shape).astype(np.float32)
-    return _hsv_to_rgb(rng.random(shape, dtype=np.float32), rng.uniform(0.3, 1.0, shape).astype(np.float32), value)
+def _palette_colours(rng, light):
+    """One colour per image from the set's narrow palette; light (HSV value 0.65-0.85) or dark (0.15-0.35)."""
+    n = len(light)
+    value = np.where(light, rng.uniform(0.65, 0.85, n), rng.uniform(0.15, 0.35, n)).astype(np.float32)
+    hue = rng.uniform(*SYNTHETIC_HUES, n).astype(np.float32)
+    return _hsv_to_rgb(hue, rng.uniform(0.2, 0.5, n).astype(np.float32), value)
 
 
-def _upsample(nodes, size):
-    """Bilinear interpolation of [n, g, g, 3] lattices to smooth fields [n, size, size, 3]."""
-    grid = nodes.shape[1]
-    pos = (np.arange(size, dtype=np.float32) + 0.5) / size * (grid - 1)
-    lo = np.minimum(np.floor(pos).astype(int), grid - 2)
-    frac = pos - lo
-    interp = np.zeros((size, grid), np.float32)
-    interp[np.arange(size), lo] = 1.0 - frac
-    interp[np.arange(size), lo + 1] = frac
-    rows = np.matmul(interp, nodes.transpose(0, 3, 1, 2))  # [n, 3, size, grid]
-    return np.matmul(rows, interp.T).transpose(0, 2, 3, 1)
+def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
+    """A deterministic labelled image set whose class is a periodic pattern and nothing else.
 
+    Each image is filled with one of `num_classes` patterns (horizontal, vertical or
+    diagonal stripes, checkerboard, dots, grid, rings, crosses, zigzag, concentric
+    target); classes are balanced. Every image draws its own period (a fifth to a
+    third of the image), phase, slight tilt, diagonal direction, target centre and
+    polarity (light pattern on dark or the reverse), with pixel noise.
 
-def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0, shapes_per_image=5):
-    """A deterministic labelled image set whose class is a shape and nothing else.
-
-    Each image is scattered with `shapes_per_image` copies of one of `num_classes`
-    shapes (disc, ring, square, frame, triangle, plus, bar, two bars, corner, four
-    dots); classes are balanced. Every copy draws its own position, size, rotation,
-    mirror image and colour (any hue; very dark or very light, so it stands out), over
-    a background of smooth colour blotches of middling brightness, with pixel noise.
-
-    The design keeps two random crops of an image (SimSiam's two views) from sharing
-    anything but the class: no colour, brightness or noise level belongs to the image
-    as a whole, so there is no per-image shortcut for the invariance objective, and
-    each crop nearly always shows some copies. A random conv net, in contrast, mostly
-    sees the colours, which say nothing about the class.
+    Colours come from a narrow blue-grey palette whose spread (hue 0.5-0.7, value
+    +-0.1) lies within what SimSiam's colour jitter (hue +-0.1, brightness x0.6-1.4)
+    does to a view anyway, so colour tells neither the class nor the image: what two
+    augmented views of an image share, and other images do not, is the pattern. A
+    random conv net sees the patterns too, but mixed with period, phase and polarity,
+    which SimSiam learns to ignore (a crop rescales the period and shifts the phase).
 
     Returns `(images uint8 [N, S, S, 3], labels int64 [N])`.
     """
-    if not 2 <= num_classes <= len(SYNTHETIC_SHAPES):
-        raise ValueError(f"num_classes must be between 2 and {len(SYNTHETIC_SHAPES)}, got {num_classes}")
+    if not 2 <= num_classes <= len(SYNTHETIC_PATTERNS):
+        raise ValueError(f"num_classes must be between 2 and {len(SYNTHETIC_PATTERNS)}, got {num_classes}")
     if num_examples < 0:
         raise ValueError(f"num_examples must be non-negative, got {num_examples}")
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
-    if shapes_per_image < 1:
-        raise ValueError(f"shapes_per_image must be positive, got {shapes_per_image}")
     rng = np.random.default_rng(seed)
-    n, size, k = int(num_examples), int(image_size), int(shapes_per_image)
+    n, size = int(num_examples), int(image_size)
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
-    members = [np.flatnonzero(labels == c) for c in range(num_classes)]
 
-    # Per copy (axis 0) and image (axis 1): radius in pixels, centre, rotation, mirror, colour.
-    radius = (rng.uniform(0.13, 0.2, (k, n)) * size).astype(np.float32)
-    cx = (rng.random((k, n)) * size).astype(np.float32)
-    cy = (rng.random((k, n)) * size).astype(np.float32)
-    angle = rng.uniform(0.0, 2 * np.pi, (k, n))
-    cos = np.cos(angle).astype(np.float32)
-    sin = np.sin(angle).astype(np.float32)
-    mirror = np.where(rng.random((k, n)) < 0.5, -1.0, 1.0).astype(np.float32)
-    light = rng.random((k, n)) < 0.5
-    value = np.where(light, rng.uniform(0.8, 1.0, (k, n)), rng.uniform(0.0, 0.2, (k, n))).astype(np.float32)
-    colour = _hsv_to_rgb(rng.random((k, n), dtype=np.float32), rng.uniform(0.3, 1.0, (k, n)).astype(np.float32), value)
+    period = (rng.uniform(0.2, 0.32, n) * size).astype(np.float32)
+    tilt = rng.uniform(-0.15, 0.15, n)
+    cos, sin = np.cos(tilt).astype(np.float32), np.sin(tilt).astype(np.float32)
+    phase = rng.random((2, n), dtype=np.float32)
+    diagonal_sign = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(np.float32)
+    target_centre = (rng.uniform(0.2, 0.8, (2, n)) * size).astype(np.float32)
+    light_pattern = rng.random(n) < 0.5
+    background = _palette_colours(rng, ~light_pattern)
+    foreground = _palette_colours(rng, light_pattern)
 
-    images = np.ascontiguousarray(_upsample(_color_nodes(rng, n, 6, 0.35, 0.65), size))
     grid = np.arange(size, dtype=np.float32) + 0.5
+    x, y = grid[None, None, :], grid[None, :, None]
     alpha = np.empty((n, size, size), np.float32)
-    buffer = np.empty_like(images)
-    for j in range(k):
-        for c, idx in enumerate(members):
-            if not len(idx):
-                continue
-            gx = grid[None, None, :] - cx[j, idx, None, None]
-            gy = grid[None, :, None] - cy[j, idx, None, None]
-            r = radius[j, idx, None, None]
-            co, si = cos[j, idx, None, None], sin[j, idx, None, None]
-            u = (co * gx + si * gy) * (mirror[j, idx, None, None] / r)
-            v = (co * gy - si * gx) / r
-            # Signed distance in pixels -> antialiased coverage.
-            alpha[idx] = np.clip(0.5 - _shape_sdf(c, u, v) * r, 0.0, 1.0)
-        # Paint copy j: images += alpha * (colour - images), in place.
-        np.subtract(colour[j, :, None, None, :], images, out=buffer)
-        buffer *= alpha[..., None]
-        images += buffer
-    rng.standard_normal(images.shape, dtype=np.float32, out=buffer)
-    buffer *= 0.03 * 255.0
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if not len(idx):
+            continue
+        p = period[idx, None, None]
+        co, si = cos[idx, None, None], sin[idx, None, None]
+        u = (co * (x - size / 2) + si * (y - size / 2)) / p + phase[0, idx, None, None]
+        v = (co * (y - size / 2) - si * (x - size / 2)) / p + phase[1, idx, None, None]
+        radius = np.hypot(x - target_centre[0, idx, None, None], y - target_centre[1, idx, None, None]) / p
+        # Signed distance in pixels -> antialiased coverage.
+        alpha[idx] = np.clip(0.5 - _pattern_sdf(c, u, v, diagonal_sign[idx, None, None], radius) * p, 0.0, 1.0)
+    images = background[:, None, None, :] + alpha[..., None] * (foreground - background)[:, None, None, :]
     images *= 255.0
-    images += buffer
+    images += rng.standard_normal(images.shape, dtype=np.float32) * (0.03 * 255.0)
     np.clip(np.rint(images, out=images), 0, 255, out=images)
     return images.astype(np.uint8), labels
 
@@ -242,7 +222,7 @@ def _synthetic_source(split, image_size, seed, num_examples):
     split_seed = np.random.SeedSequence([seed, stream])
     images, labels = make_synthetic(n, image_size=image_size, seed=split_seed)
     return _table_source(
-        (images, labels), None, len(SYNTHETIC_SHAPES), (image_size, image_size, 3), SYNTHETIC_SHAPES, "synthetic"
+        (images, labels), None, len(SYNTHETIC_PATTERNS), (image_size, image_size, 3), SYNTHETIC_PATTERNS, "synthetic"
     )
 
 

@@ -199,8 +199,8 @@ def make_synthetic_tiles(num_images, tiles_per_side=4, tile_size=32, num_classes
     """Whole synthetic images cut into `tiles_per_side` x `tiles_per_side` tiles.
 
     A whole image has a class (balanced over images), and every tile of it shows that
-    class's shape: a synthetic image of `data.make_synthetic` of the class, so each
-    tile has its own position, size, rotation, colours and noise. Neighbouring tiles
+    class's pattern: a synthetic image of `data.make_synthetic` of the class, so each
+    tile has its own period, phase, tilt, polarity, colours and noise. Neighbouring tiles
     therefore share what the class is and nothing else, the way adjacent tiles of one
     tissue region share its tissue type but not its exact appearance.
 
@@ -256,13 +256,13 @@ def _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, n
     n = default_size if num_examples is None else int(num_examples)
     num_images = int(math.ceil(n / tiles_per_side**2))
     images, labels, groups, cols, rows = make_synthetic_tiles(
-        num_images, tiles_per_side, image_size, num_classes=len(data.SYNTHETIC_SHAPES),
+        num_images, tiles_per_side, image_size, num_classes=len(data.SYNTHETIC_PATTERNS),
         seed=np.random.SeedSequence([seed, stream]),
     )
     # The last whole image may be cut short: its missing tiles are simply not neighbours.
     images, labels = images[:n], labels[:n]
     keys = tuple(TileKey(str(g), int(c), int(r)) for g, c, r in zip(groups[:n], cols[:n], rows[:n]))
-    source = _in_memory_source(images, labels, len(data.SYNTHETIC_SHAPES), data.SYNTHETIC_SHAPES, SYNTHETIC_TILES)
+    source = _in_memory_source(images, labels, len(data.SYNTHETIC_PATTERNS), data.SYNTHETIC_PATTERNS, SYNTHETIC_TILES)
     return TileSet(source, keys, find_neighbours(keys, neighbourhood))
 
 

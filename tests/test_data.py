@@ -1,6 +1,7 @@
 import logging
 import os
 
+import matplotlib.colors
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -35,25 +36,35 @@ def test_synthetic_is_deterministic_balanced_and_well_formed():
 
 def test_synthetic_colour_says_nothing_about_the_class_or_the_image():
     images, labels = data.make_synthetic(600, image_size=16, seed=0)
-    images = images.astype(np.float32)
-    mean_colour = images.reshape(600, -1, 3).mean(axis=1)
+    mean_colour = images.astype(np.float32).reshape(600, -1, 3).mean(axis=1)
     train, test = slice(0, 400), slice(400, 600)
     centroids = np.stack([mean_colour[train][labels[train] == c].mean(0) for c in range(10)])
     predicted = np.argmin(((mean_colour[test, None] - centroids[None]) ** 2).sum(-1), axis=1)
-    assert np.mean(predicted == labels[test]) < 0.2
-    # No colour belongs to an image as a whole: its two halves are nearly uncorrelated,
-    # so SimSiam's two crops cannot be matched on colour.
-    left = images[:, :, :8].reshape(600, -1, 3).mean(axis=1)
-    right = images[:, :, 8:].reshape(600, -1, 3).mean(axis=1)
-    for channel in range(3):
-        assert abs(np.corrcoef(left[:, channel], right[:, channel])[0, 1]) < 0.3
+    assert np.mean(predicted == labels[test]) < 0.25
+    # Every image's colours come from the narrow palette that the colour jitter spans.
+    hue = matplotlib.colors.rgb_to_hsv(mean_colour / 255.0)[:, 0]
+    low, high = data.SYNTHETIC_HUES
+    assert np.all((hue > low - 0.05) & (hue < high + 0.05))
+
+
+def test_synthetic_classes_are_patterns_that_a_crop_keeps():
+    images, labels = data.make_synthetic(200, image_size=32, seed=1)
+    gray = images.astype(np.float32).mean(-1)
+    # Stripes: horizontal ones vary down the rows, vertical ones across the columns.
+    horizontal = gray[labels == data.SYNTHETIC_PATTERNS.index("horizontal_stripes")]
+    vertical = gray[labels == data.SYNTHETIC_PATTERNS.index("vertical_stripes")]
+    assert np.all(horizontal.mean(axis=2).std(axis=1) > horizontal.mean(axis=1).std(axis=1))
+    assert np.all(vertical.mean(axis=1).std(axis=1) > vertical.mean(axis=2).std(axis=1))
+    # The pattern repeats (period at most a third of the image): any quarter-size crop has contrast.
+    quarters = gray[:, 8:24, 8:24].reshape(200, -1)
+    assert np.all(quarters.max(1) - quarters.min(1) > 60)
 
 
 def test_synthetic_source_splits_and_errors():
     train = data.load_source("synthetic", "train", image_size=16, num_examples=30)
     test = data.load_source("synthetic", "test", image_size=16, num_examples=30)
     assert train.num_examples == 30 and train.num_classes == 10 and train.image_shape == (16, 16, 3)
-    assert train.class_names == data.SYNTHETIC_SHAPES and train.name == "synthetic"
+    assert train.class_names == data.SYNTHETIC_PATTERNS and train.name == "synthetic"
     image, label = next(iter(train.dataset))
     assert image.dtype == tf.uint8 and image.shape == (16, 16, 3) and label.dtype == tf.int64
     assert not np.array_equal(next(iter(train.dataset))[0].numpy(), next(iter(test.dataset))[0].numpy())
@@ -61,8 +72,8 @@ def test_synthetic_source_splits_and_errors():
         data.load_source("synthetic", "validation")
     with pytest.raises(ValueError, match="num_classes"):
         data.make_synthetic(10, num_classes=11)
-    with pytest.raises(ValueError, match="shapes_per_image"):
-        data.make_synthetic(10, shapes_per_image=0)
+    with pytest.raises(ValueError, match="image_size"):
+        data.make_synthetic(10, image_size=4)
 
 
 # --------------------------------------------------------------------------- pretrain pipeline

@@ -162,7 +162,7 @@ def test_synthetic_tiles_share_the_class_of_their_whole_image():
 def test_synthetic_tile_set_splits_sizes_and_neighbour_labels():
     train = tiles.load_tile_set("synthetic_tiles", "train", image_size=8, num_examples=50, tiles_per_side=4)
     test = tiles.load_tile_set("synthetic_tiles", "test", image_size=8, num_examples=20, tiles_per_side=4)
-    assert train.source.num_examples == 50 and train.source.num_classes == len(data.SYNTHETIC_SHAPES)
+    assert train.source.num_examples == 50 and train.source.num_classes == len(data.SYNTHETIC_PATTERNS)
     labels = train.source.records[1].numpy()
     for i in range(50):
         assert all(labels[j] == labels[i] for j in train.neighbours.candidates(i))
