@@ -53,10 +53,15 @@ PAPER = {
 
 def parse_args(argv=None, description=__doc__):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=8, help="epochs of every run")
-    parser.add_argument("--num_train_examples", type=int, default=1024, help="synthetic training images")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs of every run")
+    parser.add_argument("--num_train_examples", type=int, default=2048, help="synthetic training images")
     parser.add_argument("--num_eval_examples", type=int, default=1000, help="synthetic test images (kNN queries)")
-    parser.add_argument("--batch_size", type=int, default=128, help="0: the recipe's (the demo's, 256)")
+    parser.add_argument("--batch_size", type=int, default=128, help="0: the recipe's (the demo's, 128)")
+    parser.add_argument(
+        "--base_lr", type=float, default=0.3,
+        help="every run's base lr; 0: the recipe's (the demo's 0.06). Without stop-gradient the collapse "
+        "takes thousands of steps at the demo's lr, a few hundred at 0.3",
+    )
     parser.add_argument("--knn_k", type=int, default=20, help="0: the recipe's (200, for 5000 images)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all", action="store_true", help="also the predictor-lr-decay and no-BN ablations")
@@ -90,6 +95,8 @@ def with_budget(config, args, model_dir, **changes):
         budget["batch_size"] = args.batch_size
     if args.knn_k:
         budget["knn_k"] = args.knn_k
+    if getattr(args, "base_lr", 0):
+        budget["base_lr"] = args.base_lr
     budget.update(changes)
     return config_lib.replace(config, **budget)
 

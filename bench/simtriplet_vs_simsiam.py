@@ -24,13 +24,14 @@ METHODS = ("simsiam", "simtriplet")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--num_train_examples", type=int, default=1024, help="training tiles")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--num_train_examples", type=int, default=2048, help="training tiles")
     parser.add_argument("--num_eval_examples", type=int, default=1000, help="test tiles")
-    parser.add_argument("--batch_size", type=int, default=128, help="0: the recipe's (the demo's, 256)")
+    parser.add_argument("--batch_size", type=int, default=128, help="0: the recipe's (the demo's, 128)")
     parser.add_argument("--tiles_per_side", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--neighbourhood", default=None, choices=("4", "8", "group"), help="default: the recipe's")
     parser.add_argument("--probe_epochs", type=int, default=None, help="default: the recipe's (the demo's)")
+    parser.add_argument("--base_lr", type=float, default=0.3, help="0: the recipe's (the demo's 0.06)")
     parser.add_argument("--knn_k", type=int, default=20, help="0: the recipe's (200, for 5000 tiles)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs_dir", default="runs/simtriplet_vs_simsiam")
@@ -101,8 +102,8 @@ def main(argv=None):
         f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; load average at the end "
         f"{env['load_average_at_end'][0]}).",
         "",
-        "Whole synthetic images are cut into a grid of tiles, each showing the image's class (one of 10 shapes) "
-        "with its own placement, colours and noise (`simsiam_tf.tiles.make_synthetic_tiles`). SimSiam sees two "
+        "Whole synthetic images are cut into a grid of tiles, each showing the image's class (one of 10 periodic "
+        "patterns) with its own period, phase, tilt, polarity, colours and noise (`simsiam_tf.tiles.make_synthetic_tiles`). SimSiam sees two "
         "augmented views of a tile; SimTriplet (Liu et al., MICCAI 2021) also a view of an adjacent tile of the "
         f"same image ({settings['neighbourhood']}-neighbourhood). Same seed, data, model and budget; kNN "
         f"(k={settings['knn_k']}) and linear probe ({settings['probe_epochs']} epochs on frozen features) on the "

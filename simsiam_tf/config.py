@@ -136,7 +136,7 @@ class PretrainConfig:
     knn_k: int = 200
     knn_temperature: float = 0.1
     on_collapse: str = "stop"
-    collapse_threshold: float = 0.1
+    collapse_threshold: float = 0.3
     collapse_patience: int = 3
     init_from: Optional[str] = None
     evaluate: bool = True

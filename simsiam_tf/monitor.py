@@ -329,7 +329,7 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     ACTIONS = ("stop", "warn", "ignore")
 
-    def __init__(self, threshold=0.1, patience=3, action="stop", metric="z_std", hint="",
+    def __init__(self, threshold=0.3, patience=3, action="stop", metric="z_std", hint="",
                  check_every=None, running_mean=False):
         super().__init__()
         if action not in self.ACTIONS:

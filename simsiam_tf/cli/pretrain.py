@@ -54,7 +54,10 @@ def define_flags():
     common.define("float", "knn_temperature", _D.knn_temperature, "Temperature of the weighted kNN vote.")
     common.define("enum", "on_collapse", _D.on_collapse, list(config_lib.COLLAPSE_ACTIONS),
                    "When the normalised z-std stays under --collapse_threshold: stop (exit code 3), warn, or ignore.")
-    common.define("float", "collapse_threshold", _D.collapse_threshold, "Normalised z-std under which a check counts as collapsed.")
+    common.define("float", "collapse_threshold", _D.collapse_threshold,
+                  "Normalised z-std under which a check counts as collapsed. Healthy runs stay near 1; a "
+                  "collapsed one cannot go below about 2/sqrt(per-replica batch), because the projector's "
+                  "last BatchNorm centres every channel over the batch.")
     common.define("integer", "collapse_patience", _D.collapse_patience, "Consecutive collapsed checks before the alarm.")
     common.define("string", "init_from", _D.init_from,
                    "Initialise weights (only) from this run directory or checkpoint when the run has no checkpoint.")
