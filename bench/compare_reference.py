@@ -15,6 +15,10 @@ channels_last and torch.compile.
   python bench/compare_reference.py --reference path/to/torch_simsiam_step.py \
       --backbone resnet18_cifar --image_size 32 --batch 128 --precision float32 --rounds 5
 
+By default (`--mode worker`) the reference steps in a child process of its own that
+this one drives step by step, so the two frameworks never share a process (with both
+libraries loaded in one process the reference was seen to run a whole run at a
+fraction of its standalone speed); `--mode inprocess` steps both in this process.
 With `--mode subprocess` the unmodified reference script and `bench/step.py` run
 instead as separate processes, alternately, `--rounds` times each (slower: every
 process pays its start-up and warm-up).
@@ -49,8 +53,13 @@ def parse_args(argv=None):
     parser.add_argument("--ref_threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
     parser.add_argument("--device", default="cpu", help="reference device (cpu or cuda)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each side first")
-    parser.add_argument("--rounds", type=int, default=5, help="timed steps of each side (in-process mode)")
-    parser.add_argument("--mode", default="inprocess", choices=("inprocess", "subprocess"))
+    parser.add_argument("--rounds", type=int, default=5, help="timed steps of each side (worker and in-process modes)")
+    parser.add_argument(
+        "--mode", default="worker", choices=("worker", "inprocess", "subprocess"),
+        help="worker: the reference steps in a child process driven step by step; inprocess: both in "
+        "this process; subprocess: both scripts as whole processes, alternately",
+    )
+    parser.add_argument("--serve_reference", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per process (subprocess mode)")
     args = parser.parse_args(argv)
     if args.ref_precision is None:
@@ -178,6 +187,80 @@ def run_inprocess(args):
     return result
 
 
+def serve_reference(args):
+    """Child side of `--mode worker`: one reference step per "step" line on stdin, one JSON line back."""
+    ref = load_reference(args.reference)
+    step, torch_version = reference_step(ref, args)
+    print(json.dumps({"ready": True, "framework": torch_version}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = step()
+        print(json.dumps({"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu_start, "loss": loss}),
+              flush=True)
+
+
+class _ReferenceWorker:
+    """The reference step in a child process (`--serve_reference`), stepped on request."""
+
+    def __init__(self, argv):
+        cmd = [sys.executable, os.path.abspath(__file__), "--serve_reference"] + list(argv)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.framework = self._read()["framework"]
+
+    def _read(self):
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the reference worker exited (status {self.proc.wait()})")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def step(self, times=None, cpu_times=None):
+        self.proc.stdin.write("step\n")
+        result = self._read()
+        if times is not None:
+            times.append(result["wall"])
+        if cpu_times is not None:
+            cpu_times.append(result["cpu"])
+        return result["wall"]
+
+    def close(self):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.wait()
+
+
+def run_worker(args, argv):
+    worker = _ReferenceWorker(argv)
+    try:
+        ours = our_step(args)
+        first = {"reference": worker.step(), "ours": _timed(ours)}
+        for _ in range(args.warmup - 1):
+            worker.step()
+            ours()
+        ours_times, ref_times, ours_cpu, ref_cpu = [], [], [], []
+        load_before = os.getloadavg()[0]
+        for i in range(args.rounds):
+            if i % 2 == 0:
+                worker.step(ref_times, ref_cpu)
+                ours_times.append(_timed(ours, ours_cpu))
+            else:
+                ours_times.append(_timed(ours, ours_cpu))
+                worker.step(ref_times, ref_cpu)
+    finally:
+        worker.close()
+    result = _pair_stats(ours_times, ref_times, args.batch, ours_cpu, ref_cpu)
+    result["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result["first_step_s"] = {k: round(v, 2) for k, v in first.items()}
+    result["reference_framework"] = worker.framework
+    return result
+
+
 def _last_json(output):
     for line in reversed(output.strip().splitlines()):
         line = line.strip()
@@ -226,8 +309,16 @@ def run_subprocess(args):
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    result = run_inprocess(args) if args.mode == "inprocess" else run_subprocess(args)
+    if args.serve_reference:
+        return serve_reference(args)
+    if args.mode == "worker":
+        result = run_worker(args, argv)
+    elif args.mode == "inprocess":
+        result = run_inprocess(args)
+    else:
+        result = run_subprocess(args)
     result.update(
         bench="compare_reference",
         mode=args.mode,

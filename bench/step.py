@@ -78,9 +78,10 @@ def parse_args(argv=None):
     parser.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for MFU (0: not reported)")
     parser.add_argument("--profile_dir", default=None, help="write a TensorFlow profiler trace of the timed steps")
     parser.add_argument(
-        "--ab", default="none", choices=("none", "keras_bn", "jit"),
+        "--ab", default="none", choices=("none", "keras_bn", "conv_grad", "jit"),
         help="also time the same model with one setting changed, alternating steps in this process: "
-        "keras_bn (Keras' BatchNormalization computation instead of the fused kernel) or jit (XLA flipped); "
+        "keras_bn (Keras' BatchNormalization computation instead of the fused kernel), conv_grad (the "
+        "oneDNN filter gradient on small maps instead of the forward-convolution form) or jit (XLA flipped); "
         "reported under 'ab' as the default's speed-up",
     )
     args = parser.parse_args(argv)
@@ -253,6 +254,15 @@ def unfuse_batchnorm(model):
             layer.fused = False
 
 
+def native_conv_grads(model):
+    """Switches every backbone conv of `model` to the backward-weights kernel on every map size."""
+    from simsiam_tf import backbones
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, backbones.Conv2D):
+            layer.small_map_grad = False
+
+
 def timed_step(model, views, feed):
     """A callable running one train step through `model.train_function`: (wall s, CPU s, loss)."""
     import tensorflow as tf
@@ -301,6 +311,8 @@ def run(args):
         other = build_compiled_model(other_config)
         if args.ab == "keras_bn":
             unfuse_batchnorm(other)
+        elif args.ab == "conv_grad":
+            native_conv_grads(other)
         variants["other"] = timed_step(other, views, args.feed)
 
     first_step_s, first_loss = {}, {}
