@@ -193,3 +193,30 @@ def test_feature_dim_of_other_models():
     spatial = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 1)])
     with pytest.raises(ValueError, match="feat_dim"):
         backbones.feature_dim(spatial)
+
+
+@pytest.mark.parametrize("kernel_size,stride,padding,size", [(3, 1, "same", 4), (3, 2, "valid", 9), (3, 1, "same", 8)])
+def test_small_map_filter_gradient_equals_the_keras_one(kernel_size, stride, padding, size):
+    """The forward-convolution form of the filter gradient (16-bit, small maps, CPU) changes no result."""
+    rng = np.random.default_rng(0)
+    x = tf.cast(rng.standard_normal((4, size, size, 8)).astype(np.float32), tf.bfloat16)
+    convs = [
+        backbones.Conv2D(16, kernel_size, strides=stride, padding=padding, use_bias=False, small_map_grad=flag)
+        for flag in (True, False)
+    ]
+    for conv in convs:
+        conv.build(x.shape)
+    convs[1].kernel.assign(convs[0].kernel)
+    assert convs[0]._use_small_map_grad(x) and not convs[1]._use_small_map_grad(x)
+
+    def grads(conv):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = conv.convolution_op(x, tf.cast(conv.kernel, tf.bfloat16))
+            loss = tf.reduce_sum(tf.square(tf.cast(y, tf.float32)))
+        return [g.numpy().astype(np.float32) for g in tape.gradient(loss, [x, conv.kernel])]
+
+    (dx, dw), (dx_ref, dw_ref) = grads(convs[0]), grads(convs[1])
+    np.testing.assert_array_equal(dx, dx_ref)
+    np.testing.assert_allclose(dw, dw_ref, rtol=0, atol=1e-2 * np.abs(dw_ref).max())
+    assert backbones.Conv2D.from_config(convs[0].get_config()).small_map_grad
