@@ -32,10 +32,10 @@ def read_flags(name):
 def test_baseline_is_the_demo_with_a_fixed_predictor_lr_and_per_epoch_knn():
     base = read_flags("baseline")
     assert base["dataset"] == "synthetic" and base["knn_every"] == "1" and base["on_collapse"] == "warn"
-    assert base["fix_pred_lr"] == "true"
-    # Model, augmentation and optimisation settings are the demo's (the config defaults).
+    assert base["fix_pred_lr"] == "true" and float(base["base_lr"]) == 0.3
+    # Model, augmentation and the rest of the optimisation are the demo's (the config defaults).
     pinned = {f.name for f in dataclasses.fields(config.ModelConfig)} | {f.name for f in dataclasses.fields(config.AugmentConfig)}
-    pinned |= {"method", "batch_size", "epochs", "base_lr", "weight_decay", "momentum", "fixed_random_predictor"}
+    pinned |= {"method", "batch_size", "epochs", "weight_decay", "momentum", "fixed_random_predictor"}
     assert not set(base) & pinned
 
 
