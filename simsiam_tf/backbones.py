@@ -172,8 +172,9 @@ class Conv2D(layers.Conv2D):
     size, so the filter gradient is computed as that forward convolution
     (`_filter_grad_as_conv`); the input gradient is the usual one. Elsewhere (float32,
     1x1 kernels, larger maps, GPUs, dilated or grouped convolutions, unknown shapes)
-    the layer is the Keras layer, which is as fast or faster there. `small_map_grad=False` turns the rewrite off (the attribute may be
-    changed before the model is traced, e.g. to time one against the other).
+    the layer is the Keras layer, which is as fast or faster there.
+    `small_map_grad=False` turns the rewrite off (the attribute may be changed before
+    the model is traced, e.g. to time one against the other).
     """
 
     def __init__(self, *args, small_map_grad=True, **kwargs):
