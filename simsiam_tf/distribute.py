@@ -120,10 +120,8 @@ def set_precision(policy):
 
 def in_multi_worker_mode(strategy):
     """True for a strategy spanning several worker processes (a multi-worker TF_CONFIG)."""
-    try:
-        return bool(strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
-    except NotImplementedError:
-        return False
+    # Every strategy `make_strategy` builds implements this (Keras reads it the same way).
+    return bool(strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
 
 
 def is_chief(strategy):
