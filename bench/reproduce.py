@@ -71,10 +71,10 @@ def parse_args(argv=None, description=__doc__):
 def recipe_config(name):
     """The PretrainConfig of flags/ablation_<name>.cfg, defaults filled in as the CLI would."""
     from simsiam_tf import config as config_lib
-    from simsiam_tf import export
+    from simsiam_tf import flagfile
 
-    values = export.read_flags_file(os.path.join(ROOT, "flags", f"ablation_{name}.cfg"))
-    return export.config_from_flags(config_lib.PretrainConfig, values)
+    values = flagfile.read_flags_file(os.path.join(ROOT, "flags", f"ablation_{name}.cfg"))
+    return flagfile.config_from_flags(config_lib.PretrainConfig, values)
 
 
 def with_budget(config, args, model_dir, **changes):
@@ -141,9 +141,9 @@ def environment():
 
 
 def num_classes(config):
-    from simsiam_tf.runs import pretrain
+    from simsiam_tf import builders
 
-    return pretrain.load_eval_source(config).num_classes
+    return builders.load_eval_source(config).num_classes
 
 
 def settings_of(config):

@@ -42,10 +42,10 @@ def parse_args(argv=None):
 
 def recipe_config():
     from simsiam_tf import config as config_lib
-    from simsiam_tf import export
+    from simsiam_tf import flagfile
 
-    values = export.read_flags_file(os.path.join(reproduce.ROOT, "flags", "simtriplet_tiles.cfg"))
-    return export.config_from_flags(config_lib.PretrainConfig, values)
+    values = flagfile.read_flags_file(os.path.join(reproduce.ROOT, "flags", "simtriplet_tiles.cfg"))
+    return flagfile.config_from_flags(config_lib.PretrainConfig, values)
 
 
 def table(records):

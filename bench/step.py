@@ -1,7 +1,7 @@
 """Throughput of one SimSiam pretraining step: the library's own compiled train step.
 
 The model, optimizer and step are exactly what `simsiam-pretrain` trains with: the
-model from `simsiam_tf.runs.pretrain.build_model`, `CoupledSGD` (momentum 0.9,
+model from `simsiam_tf.builders.build_model`, `CoupledSGD` (momentum 0.9,
 coupled weight decay 1e-4) from `build_optimizer`, `model.compile(jit_compile=...)`,
 and the function `model.make_train_function()` builds, which is the one `model.fit`
 calls every step. Inputs are fixed random views (no input pipeline), as in the
@@ -127,12 +127,12 @@ def build_compiled_model(config, total_steps=1000):
     import tensorflow as tf
 
     from simsiam_tf import distribute
-    from simsiam_tf.runs import pretrain
+    from simsiam_tf import builders
 
     distribute.set_precision(config.runtime.precision)
     strategy = tf.distribute.get_strategy()
-    model = pretrain.build_model(config, strategy)
-    optimizer = pretrain.build_optimizer(config, model, total_steps=total_steps, steps_per_epoch=total_steps)
+    model = builders.build_model(config, strategy)
+    optimizer = builders.build_pretrain_optimizer(config, model, total_steps=total_steps, steps_per_epoch=total_steps)
     model.compile(optimizer=optimizer, jit_compile=config.runtime.jit_compile)
     optimizer.build(model.trainable_variables)
     return model

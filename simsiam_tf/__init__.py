@@ -33,9 +33,9 @@ _EXPORTS = {
     "load_tile_set": "simsiam_tf.tiles",
     "make_triplet_dataset": "simsiam_tf.tiles",
     # export
-    "export_saved_model": "simsiam_tf.export",
-    "export_run": "simsiam_tf.export",
-    "ServingModel": "simsiam_tf.export",
+    "export_saved_model": "simsiam_tf.serving",
+    "export_run": "simsiam_tf.runs.export",
+    "ServingModel": "simsiam_tf.serving",
     # configs
     "PretrainConfig": "simsiam_tf.config",
     "LinearConfig": "simsiam_tf.config",

@@ -13,6 +13,14 @@ METHODS = ("simsiam", "simtriplet")
 NEIGHBOURHOODS = ("4", "8", "group")
 TILE_PATTERN = r"(?P<group>.+)_x(?P<col>\d+)_y(?P<row>\d+)\.(png|jpe?g)"
 TILE_DATASETS = ("synthetic_tiles", "folder")
+PROBE_OPTIMIZERS = ("lars", "sgd")
+VERIFY_HEADS = ("contrastive", "triplet", "classifier")
+VERIFY_AUGMENTS = ("none", "crop", "crop_flip")
+MININGS = ("semi_hard", "batch_hard")
+DISTANCES = ("l2", "squared_l2", "angular")
+EXPORT_KINDS = ("pretrain", "linear", "verify")
+ON_BAD_FILE = ("error", "skip")
+SYNC_BN = ("auto", "true", "false")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,8 +36,8 @@ class RuntimeConfig:
     verbose: int = 1
 
     def validate(self):
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("precision", self.precision, PRECISIONS)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("precision", self.precision, PRECISIONS)
         if self.strategy == "tpu" and not self.tpu:
             raise ValueError("strategy='tpu' needs the TPU address: set tpu (e.g. --tpu=grpc://10.0.0.2:8470 or --tpu=local)")
         if self.verbose not in (0, 1, 2):
@@ -54,7 +62,7 @@ class DataConfig:
             raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}")
         if self.dataset == "folder" and not self.data_dir:
             raise ValueError("dataset='folder' needs data_dir pointing at a folder of images (class sub-folders or flat)")
-        _choice("on_corrupt", self.on_corrupt, ("error", "skip"))
+        check_choice("on_corrupt", self.on_corrupt, ON_BAD_FILE)
         for name in ("num_train_examples", "num_eval_examples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -87,7 +95,7 @@ class ModelConfig:
             raise ValueError(f"projector_layers must be 2 (CIFAR recipe) or 3 (ImageNet recipe), got {self.projector_layers}")
         if self.dim < 1 or self.pred_dim < 1:
             raise ValueError("dim and pred_dim must be positive")
-        _choice("sync_bn", self.sync_bn, ("auto", "true", "false"))
+        check_choice("sync_bn", self.sync_bn, SYNC_BN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,9 +160,9 @@ class PretrainConfig:
         self.data.validate()
         self.model.validate()
         self.augment.validate()
-        _choice("method", self.method, METHODS)
-        _choice("neighbourhood", self.neighbourhood, NEIGHBOURHOODS)
-        _choice("tile_on_mismatch", self.tile_on_mismatch, ("error", "skip"))
+        check_choice("method", self.method, METHODS)
+        check_choice("neighbourhood", self.neighbourhood, NEIGHBOURHOODS)
+        check_choice("tile_on_mismatch", self.tile_on_mismatch, ON_BAD_FILE)
         if self.tiles_per_side < 1:
             raise ValueError(f"tiles_per_side must be positive, got {self.tiles_per_side}")
         if self.method == "simtriplet":
@@ -164,7 +172,7 @@ class PretrainConfig:
                     f"names matching tile_pattern; got dataset={self.data.dataset!r}"
                 )
             _check_tile_pattern(self.tile_pattern, self.neighbourhood)
-        _choice("on_collapse", self.on_collapse, COLLAPSE_ACTIONS)
+        check_choice("on_collapse", self.on_collapse, COLLAPSE_ACTIONS)
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs a batch), got {self.batch_size}")
         if self.epochs < 1:
@@ -204,9 +212,12 @@ def _check_tile_pattern(pattern, neighbourhood):
         )
 
 
-def _choice(name, value, choices):
+def check_choice(name, value, choices):
+    """`value` when it is one of `choices`, else a ValueError naming them all."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
 
 
 def replace(config, **changes):
@@ -222,9 +233,6 @@ def replace(config, **changes):
     for section, fields in nested.items():
         flat[section] = replace(getattr(config, section), **fields)
     return dataclasses.replace(config, **flat)
-
-
-PROBE_OPTIMIZERS = ("lars", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +280,7 @@ class LinearConfig:
                 "cache_features=true needs augment=false: cached features are extracted once, so the "
                 "training crops cannot change from epoch to epoch"
             )
-        _choice("optimizer", self.optimizer, PROBE_OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, PROBE_OPTIMIZERS)
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be positive, got {self.batch_size} and {self.eval_batch_size}")
         if self.epochs < 1:
@@ -301,12 +309,6 @@ def _inside(path, directory):
 
     path, directory = os.path.abspath(path), os.path.abspath(directory)
     return os.path.commonpath([path, directory]) == directory
-
-
-VERIFY_HEADS = ("contrastive", "triplet", "classifier")
-VERIFY_AUGMENTS = ("none", "crop", "crop_flip")
-MININGS = ("semi_hard", "batch_hard")
-DISTANCES = ("l2", "squared_l2", "angular")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,10 +358,10 @@ class VerifyConfig:
         self.runtime.validate()
         self.data.validate()
         self.model.validate()
-        _choice("head", self.head, VERIFY_HEADS)
-        _choice("mining", self.mining, MININGS)
-        _choice("distance", self.distance, DISTANCES)
-        _choice("augment", self.augment, VERIFY_AUGMENTS)
+        check_choice("head", self.head, VERIFY_HEADS)
+        check_choice("mining", self.mining, MININGS)
+        check_choice("distance", self.distance, DISTANCES)
+        check_choice("augment", self.augment, VERIFY_AUGMENTS)
         if self.head != "triplet" and self.distance != "l2":
             raise ValueError(
                 f"distance={self.distance} applies to the triplet head; the {self.head} head uses the euclidean "
@@ -404,9 +406,6 @@ class VerifyConfig:
         return self
 
 
-EXPORT_KINDS = ("pretrain", "linear", "verify")
-
-
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """Export of a finished run: its SavedModel and `.keras` file.
@@ -423,5 +422,5 @@ class ExportConfig:
         if not self.model_dir:
             raise ValueError("model_dir is required: the run directory to export")
         if self.kind is not None:
-            _choice("kind", self.kind, EXPORT_KINDS)
+            check_choice("kind", self.kind, EXPORT_KINDS)
         return self

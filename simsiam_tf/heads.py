@@ -27,7 +27,7 @@ class FanInUniform(keras.initializers.RandomUniform):
         return config
 
 
-def _kernel_init():
+def kernel_init():
     # PyTorch Linear: kaiming_uniform_(a=sqrt(5)) = uniform(+-1/sqrt(fan_in)). A fresh
     # instance per layer: an unseeded Keras initializer repeats its values on each call.
     return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
@@ -37,7 +37,7 @@ def _dense(units, fan_in, use_bias, name):
     return layers.Dense(
         units,
         use_bias=use_bias,
-        kernel_initializer=_kernel_init(),
+        kernel_initializer=kernel_init(),
         bias_initializer=FanInUniform(fan_in) if use_bias else "zeros",
         name=name,
     )

@@ -8,6 +8,8 @@ import numbers
 import keras
 import tensorflow as tf
 
+from simsiam_tf.config import DISTANCES, MININGS, check_choice
+
 
 def negative_cosine(p, z, stop_gradient=True):
     """D(p, z) of the paper: minus the cosine similarity of p and z, averaged over the batch.
@@ -43,17 +45,8 @@ def simtriplet_loss(p1, p2, p3, z1, z2, z3, stop_gradient=True):
     )
 
 
-DISTANCES = ("l2", "squared_l2", "angular")
-MININGS = ("semi_hard", "batch_hard")
-
-
-def _check_choice(name, value, valid):
-    if value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
-    return value
-
-
-def _check_margin(margin):
+def check_margin(margin):
+    """A loss margin as a float (a tensor as float32); a ValueError unless it is a number >= 0."""
     if tf.is_tensor(margin):
         return tf.cast(margin, tf.float32)
     if not isinstance(margin, numbers.Real) or isinstance(margin, bool) or not margin >= 0:
@@ -69,7 +62,7 @@ def contrastive_loss(y_true, distance, margin=1.0):
     `y_true` is reshaped to `distance`'s shape, so `[B]` labels with `[B, 1]` distances
     give `[B, 1]` values rather than a broadcast `[B, B]`.
     """
-    margin = _check_margin(margin)
+    margin = check_margin(margin)
     distance = tf.cast(distance, tf.float32)
     y = tf.reshape(tf.cast(y_true, tf.float32), tf.shape(distance))
     return y * tf.square(distance) + (1.0 - y) * tf.square(tf.maximum(margin - distance, 0.0))
@@ -84,7 +77,7 @@ def pairwise_distance(embeddings, distance="l2"):
     `pairwise_distance`), so coincident embeddings give a zero distance with finite
     gradients instead of the infinite derivative of sqrt at 0.
     """
-    _check_choice("distance", distance, DISTANCES)
+    check_choice("distance", distance, DISTANCES)
     x = tf.cast(embeddings, tf.float32)
     n = tf.shape(x)[0]
     off_diagonal = 1.0 - tf.eye(n, dtype=tf.float32)
@@ -162,9 +155,9 @@ def triplet_loss(labels, embeddings, margin=1.0, mining="semi_hard", distance="l
     returns NaN for a batch without positive pairs, and `margin + d(a,p)` for anchors
     without a negative.)
     """
-    _check_choice("mining", mining, MININGS)
-    _check_choice("distance", distance, DISTANCES)
-    margin = _check_margin(margin)
+    check_choice("mining", mining, MININGS)
+    check_choice("distance", distance, DISTANCES)
+    margin = check_margin(margin)
     dist = pairwise_distance(embeddings, distance)
     labels = tf.reshape(labels, [-1])
     same = tf.equal(labels[:, None], labels[None, :])
@@ -181,7 +174,7 @@ class ContrastiveLoss(keras.losses.Loss):
 
     def __init__(self, margin=1.0, reduction="sum_over_batch_size", name="contrastive_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.margin = _check_margin(margin)
+        self.margin = check_margin(margin)
 
     def call(self, y_true, y_pred):
         return contrastive_loss(y_true, y_pred, self.margin)
@@ -204,9 +197,9 @@ class TripletLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.margin = _check_margin(margin)
-        self.mining = _check_choice("mining", mining, MININGS)
-        self.distance = _check_choice("distance", distance, DISTANCES)
+        self.margin = check_margin(margin)
+        self.mining = check_choice("mining", mining, MININGS)
+        self.distance = check_choice("distance", distance, DISTANCES)
 
     def call(self, y_true, y_pred):
         return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance)

@@ -24,9 +24,10 @@ import tensorflow as tf
 
 from simsiam_tf import augment as augment_lib
 from simsiam_tf import data as data_lib
+from simsiam_tf.config import VERIFY_AUGMENTS, check_choice
 
 AUTOTUNE = tf.data.AUTOTUNE
-AUGMENTS = ("none", "crop", "crop_flip")
+AUGMENTS = VERIFY_AUGMENTS
 # Random-resized-crop area range of training pairs: mild, since both images of a pair
 # must keep enough of the object to be compared.
 TRAIN_CROP_SCALE = (0.5, 1.0)
@@ -115,8 +116,7 @@ def prepare_image(image, image_size, seed=None, augment="none", crop_fraction=1.
         image = tf.image.central_crop(image, crop_fraction)
     if augment == "none":
         return augment_lib.eval_preprocess(image, image_size, center_crop=False)
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {augment!r}")
+    check_choice("augment", augment, AUGMENTS)
     flip = 0.5 if augment == "crop_flip" else 0.0
     return augment_lib.random_resized_crop(image, seed, image_size, scale=TRAIN_CROP_SCALE, flip_prob=flip)
 
@@ -492,8 +492,7 @@ def _check_stream_args(batch_size, start_step, augment, minimum):
         raise ValueError(f"batch_size must be at least {minimum}, got {batch_size}")
     if start_step < 0:
         raise ValueError(f"start_step must be non-negative, got {start_step}")
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {augment!r}")
+    check_choice("augment", augment, AUGMENTS)
 
 
 def _stream(pool, batch_size, image_size, seed, start_step, augment, crop_fraction, stream, sample, num_images):

@@ -3,8 +3,7 @@ import keras
 import numpy as np
 
 from simsiam_tf import optim
-
-OPTIMIZERS = ("lars", "sgd")
+from simsiam_tf.config import PROBE_OPTIMIZERS, check_choice
 
 
 def build_linear_classifier(num_classes, feature_dim=None, name="classifier"):
@@ -28,13 +27,12 @@ def linear_optimizer(name, learning_rate, momentum=0.9, weight_decay=0.0):
     adaptation (the reference's LARS probe). "sgd": `CoupledSGD`, coupled L2 decay on
     every variable (the reference's plain SGD probe). `learning_rate`: float or schedule.
     """
+    check_choice("optimizer", name, PROBE_OPTIMIZERS)
     if name == "lars":
         return optim.LARS(
             learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, trust_coefficient=0.001
         )
-    if name == "sgd":
-        return optim.CoupledSGD(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
+    return optim.CoupledSGD(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
 
 
 def topk_accuracy(logits, labels, k):

@@ -127,8 +127,7 @@ def find_neighbours(keys, neighbourhood="4"):
     edges simply have fewer neighbours; missing tiles are not neighbours. Two samples
     with the same grid position in the same group are an error.
     """
-    if neighbourhood not in NEIGHBOURHOODS:
-        raise ValueError(f"neighbourhood must be one of {', '.join(NEIGHBOURHOODS)}; got {neighbourhood!r}")
+    config_lib.check_choice("neighbourhood", neighbourhood, NEIGHBOURHOODS)
     n = len(keys)
     start = np.zeros(n, np.int64)
     count = np.zeros(n, np.int64)

@@ -17,13 +17,10 @@ import tensorflow as tf
 from keras import layers
 
 from simsiam_tf import backbones, losses
+from simsiam_tf.config import DISTANCES, MININGS, VERIFY_HEADS, check_choice
+from simsiam_tf.heads import kernel_init
 
-HEADS = ("contrastive", "triplet", "classifier")
-
-
-def _kernel_init():
-    # PyTorch Linear's default, as the SimSiam heads; a fresh instance per layer.
-    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+HEADS = VERIFY_HEADS
 
 
 def build_embedding_head(in_dim, embedding_dim=128, hidden_dim=512, sync_bn=False, name="embedding_head"):
@@ -31,10 +28,10 @@ def build_embedding_head(in_dim, embedding_dim=128, hidden_dim=512, sync_bn=Fals
     return keras.Sequential(
         [
             keras.Input(shape=(in_dim,), name=f"{name}_input"),
-            layers.Dense(hidden_dim, use_bias=False, kernel_initializer=_kernel_init(), name=f"{name}_fc1"),
+            layers.Dense(hidden_dim, use_bias=False, kernel_initializer=kernel_init(), name=f"{name}_fc1"),
             layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn1"),
             layers.ReLU(name=f"{name}_relu1"),
-            layers.Dense(embedding_dim, kernel_initializer=_kernel_init(), name=f"{name}_fc2"),
+            layers.Dense(embedding_dim, kernel_initializer=kernel_init(), name=f"{name}_fc2"),
         ],
         name=name,
     )
@@ -45,8 +42,8 @@ def build_pair_classifier(embedding_dim, hidden_dim=512, name="pair_classifier")
     return keras.Sequential(
         [
             keras.Input(shape=(2 * embedding_dim,), name=f"{name}_input"),
-            layers.Dense(hidden_dim, activation="relu", kernel_initializer=_kernel_init(), name=f"{name}_fc1"),
-            layers.Dense(1, kernel_initializer=_kernel_init(), name=f"{name}_logit", dtype="float32"),
+            layers.Dense(hidden_dim, activation="relu", kernel_initializer=kernel_init(), name=f"{name}_fc1"),
+            layers.Dense(1, kernel_initializer=kernel_init(), name=f"{name}_logit", dtype="float32"),
         ],
         name=name,
     )
@@ -68,7 +65,7 @@ def pair_distance(e1, e2, distance="l2"):
         return squared
     if distance == "l2":
         return tf.sqrt(squared + 1e-12)
-    raise ValueError(f"distance must be one of {', '.join(losses.DISTANCES)}; got {distance!r}")
+    check_choice("distance", distance, DISTANCES)
 
 
 def pair_features(e1, e2):
@@ -120,9 +117,9 @@ class PairVerifier(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        losses._check_choice("head", head, HEADS)
-        losses._check_choice("mining", mining, losses.MININGS)
-        losses._check_choice("distance", distance, losses.DISTANCES)
+        check_choice("head", head, HEADS)
+        check_choice("mining", mining, MININGS)
+        check_choice("distance", distance, DISTANCES)
         if head != "triplet" and distance != "l2":
             raise ValueError(
                 f"distance={distance!r} applies to the triplet head; the {head} head works on the euclidean "
@@ -135,7 +132,7 @@ class PairVerifier(keras.Model):
         self.embedding_dim = int(embedding_dim)
         self.hidden_dim = int(hidden_dim)
         self.normalize_embeddings = bool(normalize_embeddings)
-        self.margin = losses._check_margin(margin)
+        self.margin = losses.check_margin(margin)
         self.mining = mining
         self.distance = distance
         self.freeze_encoder = bool(freeze_encoder)

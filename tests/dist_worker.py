@@ -89,7 +89,8 @@ def multi_worker(out, model_dir, steps):
     strategy = distribute.get_strategy("multi_worker_mirrored")
     from simsiam_tf import config as config_lib
     from simsiam_tf import data
-    from simsiam_tf.runs import common, pretrain
+    from simsiam_tf import builders
+    from simsiam_tf.runs import common
 
     config = config_lib.replace(
         config_lib.PretrainConfig(),
@@ -97,14 +98,14 @@ def multi_worker(out, model_dir, steps):
            "epochs": 1, **{"model." + k: v for k, v in TINY.items()}},
     )
     per_replica = distribute.per_replica_batch_size(config.batch_size, strategy)
-    source = pretrain.load_train_source(config)
-    augment = pretrain.make_augment(config)
+    source = builders.load_train_source(config)
+    augment = builders.make_augment(config)
     steps_per_epoch = source.num_examples // config.batch_size
 
     def build():
         with strategy.scope():
-            model = pretrain.build_model(config, strategy)
-            optimizer = pretrain.build_optimizer(config, model, steps_per_epoch * config.epochs, steps_per_epoch)
+            model = builders.build_model(config, strategy)
+            optimizer = builders.build_pretrain_optimizer(config, model, steps_per_epoch * config.epochs, steps_per_epoch)
             model.compile(optimizer=optimizer)
             optimizer.build(model.trainable_variables)
         write_dir = distribute.write_dir_for(model_dir, strategy)

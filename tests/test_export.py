@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import augment, export, models
+from simsiam_tf import augment, builders, export, flagfile, models
 from simsiam_tf import config as config_lib
-from simsiam_tf.runs import common, pretrain
-from simsiam_tf.runs import verify as verify_run
+from simsiam_tf.runs import common
+from simsiam_tf.runs import export as export_job
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--backbone=resnet18_cifar", "--width_multiplier=0.125", "--verbose=0"]
@@ -88,7 +88,7 @@ def _write_flags(model_dir, module, *args):
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "flags.cfg"), "w") as f:
         f.write(out)
-    return export.read_flags_file(os.path.join(model_dir, "flags.cfg"))
+    return flagfile.read_flags_file(os.path.join(model_dir, "flags.cfg"))
 
 
 def _scramble(model, rng):
@@ -126,20 +126,20 @@ def env(tmp_path_factory):
                              "--embedding_dim=8", "--hidden_dim=16")
 
     # Checkpoints whose weights a rebuild (seed 0) cannot reproduce without restoring them.
-    pre_config = export.config_from_flags(config_lib.PretrainConfig, pre_flags)
-    simsiam = pretrain.build_model(config_lib.replace(pre_config, **{"runtime.seed": 11}), strategy)
+    pre_config = flagfile.config_from_flags(config_lib.PretrainConfig, pre_flags)
+    simsiam = builders.build_model(config_lib.replace(pre_config, **{"runtime.seed": 11}), strategy)
     _scramble(simsiam, rng)
     common.RunCheckpoint(pre, model=simsiam).save(5)
 
-    lin_config = export.config_from_flags(config_lib.LinearConfig, lin_flags)
-    probe = models.LinearProbe(pretrain.build_encoder(lin_config.model, strategy, 12), NUM_CLASSES)
+    lin_config = flagfile.config_from_flags(config_lib.LinearConfig, lin_flags)
+    probe = models.LinearProbe(builders.build_encoder(lin_config.model, strategy, 12), NUM_CLASSES)
     _scramble(probe, rng)
     probe.classifier.kernel.assign(rng.normal(0, 1, probe.classifier.kernel.shape).astype(np.float32))
     common.RunCheckpoint(lin, model=probe).save(3)
 
-    ver_config = export.config_from_flags(config_lib.VerifyConfig, ver_flags)
-    encoder = pretrain.build_encoder(ver_config.model, strategy, 13)
-    pair_verifier = verify_run.build_verifier(ver_config, encoder, strategy)
+    ver_config = flagfile.config_from_flags(config_lib.VerifyConfig, ver_flags)
+    encoder = builders.build_encoder(ver_config.model, strategy, 13)
+    pair_verifier = builders.build_verifier(ver_config, encoder, strategy)
     _scramble(pair_verifier, rng)
 
     images = {
@@ -169,8 +169,8 @@ def env(tmp_path_factory):
         "dry": _tool("export", f"--model_dir={lin}", f"--output_dir={dry_dir}", "--dry_run"),
     }
     try:
-        lin_out = export.export_run(lin)
-        ver_out = export.export_run(ver)
+        lin_out = export_job.export_run(lin)
+        ver_out = export_job.export_run(ver)
         cli = {name: _finish(proc) for name, proc in procs.items()}
     finally:
         for proc in procs.values():
@@ -341,22 +341,22 @@ def test_no_checkpoint_is_a_clear_error(env):
     assert code == 1
     assert "no checkpoint" in err and env["empty"] in err
     with pytest.raises(common.RunError, match="no checkpoint in .*empty"):
-        export.export_run(env["empty"])
+        export_job.export_run(env["empty"])
 
 
 def test_flags_files_give_back_the_configs(env):
     kinds = {}
     for name in ("pre", "lin", "ver"):
-        values = export.read_flags_file(os.path.join(env[name], "flags.cfg"))
-        kinds[name] = export.detect_kind(values)
+        values = flagfile.read_flags_file(os.path.join(env[name], "flags.cfg"))
+        kinds[name] = flagfile.detect_kind(values)
     assert kinds == {"pre": "pretrain", "lin": "linear", "ver": "verify"}
-    pre = export.config_from_flags(
-        config_lib.PretrainConfig, export.read_flags_file(os.path.join(env["pre"], "flags.cfg"))
+    pre = flagfile.config_from_flags(
+        config_lib.PretrainConfig, flagfile.read_flags_file(os.path.join(env["pre"], "flags.cfg"))
     )
     assert pre.model.use_predictor is False and pre.model.dim == 16 and pre.data.image_size == PRE_SIZE
     assert pre.augment.crop_scale == (0.2, 1.0) and pre.runtime.tpu is None
-    lin = export.config_from_flags(
-        config_lib.LinearConfig, export.read_flags_file(os.path.join(env["lin"], "flags.cfg"))
+    lin = flagfile.config_from_flags(
+        config_lib.LinearConfig, flagfile.read_flags_file(os.path.join(env["lin"], "flags.cfg"))
     )
     assert lin.cache_features is False and lin.init_from == env["pre"] and lin.crop_scale == (0.08, 1.0)
 
@@ -365,11 +365,11 @@ def test_unknown_flags_and_missing_heads_are_refused(tmp_path):
     path = tmp_path / "flags.cfg"
     path.write_text("--backbone=resnet18\n--no_such_flag=3\n")
     with pytest.raises(common.RunError, match="no_such_flag"):
-        export.detect_kind(export.read_flags_file(str(path)))
+        flagfile.detect_kind(flagfile.read_flags_file(str(path)))
     path.write_text("--image_size=big\n")
     with pytest.raises(common.RunError, match="--image_size=big is not a valid int"):
-        export.config_from_flags(config_lib.PretrainConfig, export.read_flags_file(str(path)))
-    encoder = pretrain.build_encoder(config_lib.ModelConfig(backbone="resnet18_cifar", width_multiplier=0.125),
+        flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(str(path)))
+    encoder = builders.build_encoder(config_lib.ModelConfig(backbone="resnet18_cifar", width_multiplier=0.125),
                                      tf.distribute.get_strategy(), 0)
     with pytest.raises(ValueError, match="a linear export needs the classifier"):
         export.export_after_run(str(tmp_path), "linear", encoder, 16, False)

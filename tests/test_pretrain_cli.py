@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import config
+from simsiam_tf import builders, config
 from simsiam_tf.runs import common, pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +96,7 @@ def test_resume_continues_from_the_checkpoint_to_the_same_final_weights(tmp_path
 
     def final_weights(run):
         strategy = tf.distribute.get_strategy()
-        model = pretrain.build_model(run, strategy)
+        model = builders.build_model(run, strategy)
         common.load_weights(str(run.runtime.model_dir), model=model)
         return variables_of(model)
 

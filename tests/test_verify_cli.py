@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import config, data, models, pair_metrics, pairs
-from simsiam_tf.runs import common, pretrain, verify
+from simsiam_tf import builders, config, data, models, pair_metrics, pairs
+from simsiam_tf.runs import common, verify
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -46,7 +46,7 @@ def pretrain_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pretrain")
     model_config = config.ModelConfig(backbone="resnet18_cifar", width_multiplier=0.125, dim=16, pred_dim=8)
     strategy = tf.distribute.get_strategy()
-    model = models.SimSiam(pretrain.build_encoder(model_config, strategy, seed=0), dim=16, pred_dim=8)
+    model = models.SimSiam(builders.build_encoder(model_config, strategy, seed=0), dim=16, pred_dim=8)
     # Weights unlike any fresh initialisation, so the test can tell they were loaded.
     for w in model.backbone.weights:
         w.assign(w + 0.01 * (1.0 + np.arange(np.prod(w.shape), dtype=np.float32).reshape(w.shape) % 7))

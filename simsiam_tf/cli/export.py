@@ -57,20 +57,21 @@ def main(argv):
 
     from simsiam_tf import export
     from simsiam_tf.runs import common as run_common
+    from simsiam_tf.runs import export as export_job
 
     # SavedModel writing logs a line per traced function at INFO.
     tf.get_logger().setLevel("WARNING")
 
     output_dir = config.output_dir or os.path.join(config.model_dir, export.EXPORT_SUBDIR)
     try:
-        info = export.inspect_run(config.model_dir, config.kind)
+        info = export_job.inspect_run(config.model_dir, config.kind)
         if FLAGS.dry_run:
             print(common.resolved_flags_text())
             print(f"would export the {info.kind} run {config.model_dir} from {info.checkpoint} "
                   f"(images resized to {info.image_size}, centre crop {'on' if info.center_crop else 'off'}) "
                   f"to {output_dir}")
             return 0
-        path = export.export_run(config.model_dir, output_dir, kind=info.kind)
+        path = export_job.export_run(config.model_dir, output_dir, kind=info.kind)
     except run_common.RunError as err:
         common.fail(str(err), err.exit_code)
     print(f"exported the {info.kind} run {config.model_dir} ({info.checkpoint}) to {path}: "

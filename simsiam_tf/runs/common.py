@@ -9,21 +9,10 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import distribute
+from simsiam_tf.errors import CollapseError, RunError  # noqa: F401 (raised by the jobs as common.X)
 
 CHECKPOINT_SUBDIR = "checkpoints"
 LOG_SUBDIR = "logs"
-
-
-class RunError(RuntimeError):
-    """A run could not go on; the message says why and what to do."""
-
-    exit_code = 1
-
-
-class CollapseError(RunError):
-    """Training stopped because the representation collapsed."""
-
-    exit_code = 3
 
 
 def write_json_atomic(path, payload):

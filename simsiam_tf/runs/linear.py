@@ -17,8 +17,8 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import data, distribute, models, monitor, optim, probe
+from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop
 from simsiam_tf.runs import common
-from simsiam_tf.runs import pretrain
 
 RANDOM_INIT_SUBDIR = "random_init"
 
@@ -87,7 +87,7 @@ def _encoder_description(model_config):
 def load_encoder(config, strategy, checkpoint=None):
     """The encoder of the pretraining run `config.init_from` (or of `checkpoint`); returns (encoder, checkpoint prefix)."""
     with strategy.scope():
-        encoder = pretrain.build_encoder(config.model, strategy, config.runtime.seed)
+        encoder = build_encoder(config.model, strategy, config.runtime.seed)
     prefix = common.load_weights(
         checkpoint or config.init_from, what=_encoder_description(config.model),
         model=tf.train.Checkpoint(backbone=encoder),
@@ -110,7 +110,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
     on the eval split and the step counts.
     """
     rt = config.runtime
-    image_size, center_crop = config.data.image_size, pretrain.eval_center_crop(config.data.image_size)
+    image_size, center_crop = config.data.image_size, eval_center_crop(config.data.image_size)
     num_classes = train_source.num_classes
     cached = config.cached
     if cached:
@@ -123,16 +123,12 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
             )
         steps_per_epoch = train_source.num_examples // config.batch_size
     total_steps = steps_per_epoch * config.epochs
-    peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
 
     # The cached-feature classifier trains as a plain Keras model on one device: the
     # encoder already ran, and a linear layer gains nothing from replicas.
     with contextlib.nullcontext() if cached else strategy.scope():
         linear_probe = models.LinearProbe(encoder, num_classes)
-        optimizer = probe.linear_optimizer(
-            config.optimizer, optim.WarmupCosine(peak_lr=peak_lr, total_steps=total_steps),
-            momentum=config.momentum, weight_decay=config.weight_decay,
-        )
+        optimizer = build_linear_optimizer(config, total_steps)
         optimizer.build(linear_probe.trainable_variables)
     checkpoint = common.RunCheckpoint(run_dir, model=linear_probe, optimizer=optimizer)
     restored = checkpoint.restore_latest()
@@ -234,7 +230,7 @@ def run(config):
     metrics.update(result)
     if config.compare_random_init:
         with strategy.scope():
-            random_encoder = pretrain.build_encoder(config.model, strategy, rt.seed)
+            random_encoder = build_encoder(config.model, strategy, rt.seed)
         initial = snapshot(random_encoder)
         baseline = probe_encoder(config, strategy, random_encoder, train_source, eval_source,
                                  os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR))

@@ -2,109 +2,21 @@
 import os
 import time
 
-import keras
 import numpy as np
 from absl import logging
 
-from simsiam_tf import augment as augment_lib
-from simsiam_tf import backbones, data, distribute, models, monitor, optim, probe, simtriplet, tiles
+from simsiam_tf import data, distribute, export, monitor, probe, tiles
+from simsiam_tf.builders import (
+    build_encoder,
+    build_model,
+    build_pretrain_optimizer,
+    eval_center_crop,
+    load_eval_source,
+    load_tile_set,
+    load_train_source,
+    make_augment,
+)
 from simsiam_tf.runs import common
-
-
-def eval_center_crop(image_size):
-    """ImageNet-size images are evaluated resize + centre crop, CIFAR-size ones as they are."""
-    return image_size > 64
-
-
-def build_encoder(model_config, strategy, seed):
-    """A fresh backbone; with the same seed it has the same initial weights."""
-    keras.utils.set_random_seed(seed)
-    arch, cifar_stem = backbones.parse_backbone_name(model_config.backbone)
-    return backbones.build_backbone(
-        arch,
-        cifar_stem=cifar_stem,
-        width_multiplier=model_config.width_multiplier,
-        sync_bn=distribute.resolve_sync_bn(model_config.sync_bn, strategy),
-    )
-
-
-def build_model(config, strategy):
-    """The SimSiam (or SimTriplet) model of a config (call inside `strategy.scope()`)."""
-    m = config.model
-    model_class = simtriplet.SimTriplet if config.method == "simtriplet" else models.SimSiam
-    return model_class(
-        build_encoder(m, strategy, config.runtime.seed),
-        dim=m.dim,
-        pred_dim=m.pred_dim,
-        projector_layers=m.projector_layers,
-        stop_gradient=m.stop_gradient,
-        use_predictor=m.use_predictor,
-        heads_bn=m.heads_bn,
-        sync_bn=distribute.resolve_sync_bn(m.sync_bn, strategy),
-    )
-
-
-def build_optimizer(config, model, total_steps, steps_per_epoch):
-    """SGD with coupled weight decay on the paper's scaled, cosine-decayed learning rate."""
-    peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
-    schedule = optim.WarmupCosine(
-        peak_lr=peak_lr, total_steps=total_steps, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch))
-    )
-    fixed_lr, fixed_vars = None, None
-    if config.fixed_random_predictor:
-        fixed_lr, fixed_vars = 0.0, model.predictor.trainable_variables
-    elif config.fix_pred_lr:
-        fixed_lr, fixed_vars = peak_lr, model.predictor.trainable_variables
-    return optim.CoupledSGD(
-        learning_rate=schedule,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        fixed_lr=fixed_lr,
-        fixed_lr_variables=fixed_vars,
-    )
-
-
-def make_augment(config):
-    a = config.augment
-    return augment_lib.TwoViewAugment(
-        image_size=config.data.image_size,
-        crop_scale=tuple(a.crop_scale),
-        jitter_strength=tuple(a.jitter_strength),
-        jitter_prob=a.jitter_prob,
-        grayscale_prob=a.grayscale_prob,
-        blur_prob=a.blur_prob,
-        flip_prob=a.flip_prob,
-    )
-
-
-def load_tile_set(config, split, num_examples=None):
-    """The tiles of a split with their neighbours (method simtriplet, dataset synthetic_tiles)."""
-    d = config.data
-    return tiles.load_tile_set(
-        d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed,
-        num_examples=num_examples, pattern=config.tile_pattern, neighbourhood=config.neighbourhood,
-        on_mismatch=config.tile_on_mismatch, tiles_per_side=config.tiles_per_side, on_corrupt=d.on_corrupt,
-    )
-
-
-def load_train_source(config):
-    d = config.data
-    if d.dataset == tiles.SYNTHETIC_TILES:
-        return load_tile_set(config, d.train_split, d.num_train_examples).source
-    return data.load_source(
-        d.dataset, split=d.train_split, data_dir=d.data_dir, image_size=d.image_size,
-        seed=config.runtime.seed, num_examples=d.num_train_examples, on_corrupt=d.on_corrupt,
-    )
-
-
-def load_eval_source(config):
-    d = config.data
-    if d.dataset == tiles.SYNTHETIC_TILES:
-        return load_tile_set(config, d.eval_split, d.num_eval_examples).source
-    return data.load_source(
-        d.dataset, split=d.eval_split, data_dir=d.data_dir, image_size=d.image_size,
-        seed=config.runtime.seed, num_examples=d.num_eval_examples, on_corrupt=d.on_corrupt,
-    )
 
 
 def eval_datasets(config, train_source, eval_source, batch_size=256):
@@ -186,7 +98,7 @@ def _run(config, strategy, write_dir):
 
     with strategy.scope():
         model = build_model(config, strategy)
-        optimizer = build_optimizer(config, model, total_steps, steps_per_epoch)
+        optimizer = build_pretrain_optimizer(config, model, total_steps, steps_per_epoch)
         model.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
         optimizer.build(model.trainable_variables)
     checkpoint = common.RunCheckpoint(model_dir, write_dir=write_dir, model=model, optimizer=optimizer)
@@ -270,8 +182,6 @@ def _run(config, strategy, write_dir):
     if config.evaluate:
         metrics.update(_compare_with_random_init(config, model, strategy, source, eval_sets))
     if config.export:
-        from simsiam_tf import export
-
         size = config.data.image_size
         metrics["export_dir"] = export.export_after_run(
             write_dir, "pretrain", model.backbone, size, eval_center_crop(size), projector=model.projector

@@ -12,15 +12,13 @@ import os
 import time
 from typing import Dict, List, Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import distribute, pair_metrics, pairs
-from simsiam_tf import verifier as verifier_lib
+from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
 from simsiam_tf.runs import common
-from simsiam_tf.runs import pretrain
 
 N_WAYS = (5, 20)
 FAR = 1e-2
@@ -80,27 +78,6 @@ def make_plan(config, pools):
         trials=trials,
         notes=notes,
     )
-
-
-def build_verifier(config, encoder, strategy):
-    return verifier_lib.PairVerifier(
-        encoder,
-        head=config.head,
-        embedding_dim=config.embedding_dim,
-        hidden_dim=config.hidden_dim,
-        normalize_embeddings=config.normalize_embeddings,
-        margin=config.margin,
-        mining=config.mining,
-        distance=config.distance,
-        freeze_encoder=config.freeze_encoder,
-        sync_bn=distribute.resolve_sync_bn(config.model.sync_bn, strategy),
-    )
-
-
-def build_optimizer(config, total_steps):
-    """AdamW on a cosine-decayed learning rate."""
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1))
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
 
 
 def make_train_dataset(config, pool, start_step=0):
@@ -249,9 +226,9 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
     os.makedirs(model_dir, exist_ok=True)
     total_steps = config.steps_per_epoch * config.epochs
     with strategy.scope():
-        encoder = pretrain.build_encoder(config.model, strategy, rt.seed)
+        encoder = build_encoder(config.model, strategy, rt.seed)
         verifier = build_verifier(config, encoder, strategy)
-        optimizer = build_optimizer(config, total_steps)
+        optimizer = build_verify_optimizer(config, total_steps)
         verifier.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
         optimizer.build(verifier.trainable_variables)
     checkpoint = common.RunCheckpoint(model_dir, model=verifier, optimizer=optimizer)

@@ -1,0 +1,145 @@
+"""Config -> Keras objects: the encoder, SimSiam/SimTriplet, the verifier, optimizers, augmentation, data sources.
+
+Every job, export, the benchmarks and the tests build their models here, so that a run
+directory's flags.cfg rebuilds exactly the model that trained. Nothing here reads flags
+or writes a run directory.
+"""
+import keras
+
+from simsiam_tf import augment as augment_lib
+from simsiam_tf import backbones, data, distribute, models, optim, probe, simtriplet, tiles
+from simsiam_tf import verifier as verifier_lib
+
+
+def eval_center_crop(image_size, kind="pretrain"):
+    """The centre-crop rule of a job's evaluation preprocessing.
+
+    Pretraining and the linear probe resize + centre-crop ImageNet-size images and keep
+    CIFAR-size ones as they are; the pair pipeline of verification ("verify") always
+    resizes the whole image.
+    """
+    if kind == "verify":
+        return False
+    return image_size > 64
+
+
+def build_encoder(model_config, strategy, seed):
+    """A fresh backbone; with the same seed it has the same initial weights."""
+    keras.utils.set_random_seed(seed)
+    arch, cifar_stem = backbones.parse_backbone_name(model_config.backbone)
+    return backbones.build_backbone(
+        arch,
+        cifar_stem=cifar_stem,
+        width_multiplier=model_config.width_multiplier,
+        sync_bn=distribute.resolve_sync_bn(model_config.sync_bn, strategy),
+    )
+
+
+def build_model(config, strategy):
+    """The SimSiam (or SimTriplet) model of a `PretrainConfig` (call inside `strategy.scope()`)."""
+    m = config.model
+    model_class = simtriplet.SimTriplet if config.method == "simtriplet" else models.SimSiam
+    return model_class(
+        build_encoder(m, strategy, config.runtime.seed),
+        dim=m.dim,
+        pred_dim=m.pred_dim,
+        projector_layers=m.projector_layers,
+        stop_gradient=m.stop_gradient,
+        use_predictor=m.use_predictor,
+        heads_bn=m.heads_bn,
+        sync_bn=distribute.resolve_sync_bn(m.sync_bn, strategy),
+    )
+
+
+def build_pretrain_optimizer(config, model, total_steps, steps_per_epoch):
+    """SGD with coupled weight decay on the paper's scaled, cosine-decayed learning rate."""
+    peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
+    schedule = optim.WarmupCosine(
+        peak_lr=peak_lr, total_steps=total_steps, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch))
+    )
+    fixed_lr, fixed_vars = None, None
+    if config.fixed_random_predictor:
+        fixed_lr, fixed_vars = 0.0, model.predictor.trainable_variables
+    elif config.fix_pred_lr:
+        fixed_lr, fixed_vars = peak_lr, model.predictor.trainable_variables
+    return optim.CoupledSGD(
+        learning_rate=schedule,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        fixed_lr=fixed_lr,
+        fixed_lr_variables=fixed_vars,
+    )
+
+
+def build_linear_optimizer(config, total_steps):
+    """The probe's LARS or SGD on the scaled learning rate, cosine-decayed to 0 (a `LinearConfig`)."""
+    peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
+    return probe.linear_optimizer(
+        config.optimizer, optim.WarmupCosine(peak_lr=peak_lr, total_steps=total_steps),
+        momentum=config.momentum, weight_decay=config.weight_decay,
+    )
+
+
+def build_verifier(config, encoder, strategy):
+    """The `PairVerifier` of a `VerifyConfig` around `encoder`."""
+    return verifier_lib.PairVerifier(
+        encoder,
+        head=config.head,
+        embedding_dim=config.embedding_dim,
+        hidden_dim=config.hidden_dim,
+        normalize_embeddings=config.normalize_embeddings,
+        margin=config.margin,
+        mining=config.mining,
+        distance=config.distance,
+        freeze_encoder=config.freeze_encoder,
+        sync_bn=distribute.resolve_sync_bn(config.model.sync_bn, strategy),
+    )
+
+
+def build_verify_optimizer(config, total_steps):
+    """AdamW on a cosine-decayed learning rate."""
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1))
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+
+
+def make_augment(config):
+    """The two-view augmentation of a `PretrainConfig`."""
+    a = config.augment
+    return augment_lib.TwoViewAugment(
+        image_size=config.data.image_size,
+        crop_scale=tuple(a.crop_scale),
+        jitter_strength=tuple(a.jitter_strength),
+        jitter_prob=a.jitter_prob,
+        grayscale_prob=a.grayscale_prob,
+        blur_prob=a.blur_prob,
+        flip_prob=a.flip_prob,
+    )
+
+
+def load_tile_set(config, split, num_examples=None):
+    """The tiles of a split with their neighbours (method simtriplet, dataset synthetic_tiles)."""
+    d = config.data
+    return tiles.load_tile_set(
+        d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed,
+        num_examples=num_examples, pattern=config.tile_pattern, neighbourhood=config.neighbourhood,
+        on_mismatch=config.tile_on_mismatch, tiles_per_side=config.tiles_per_side, on_corrupt=d.on_corrupt,
+    )
+
+
+def load_split_source(config, split, num_examples):
+    """The images of one split of a `PretrainConfig`'s dataset (the tiles' images for synthetic_tiles)."""
+    d = config.data
+    if d.dataset == tiles.SYNTHETIC_TILES:
+        return load_tile_set(config, split, num_examples).source
+    return data.load_source(
+        d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size,
+        seed=config.runtime.seed, num_examples=num_examples, on_corrupt=d.on_corrupt,
+    )
+
+
+def load_train_source(config):
+    return load_split_source(config, config.data.train_split, config.data.num_train_examples)
+
+
+def load_eval_source(config):
+    return load_split_source(config, config.data.eval_split, config.data.num_eval_examples)

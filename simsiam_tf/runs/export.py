@@ -1,0 +1,114 @@
+"""The export job: a finished run directory as a SavedModel and a `.keras` file.
+
+Reads the run's flags.cfg (`simsiam_tf.flagfile`) to learn which job wrote it and how
+to rebuild its model (`simsiam_tf.builders`), restores the latest checkpoint and writes
+`<output_dir>/saved_model` and `<output_dir>/model.keras` (`simsiam_tf.serving`).
+"""
+import dataclasses
+import os
+import typing
+
+import keras
+import tensorflow as tf
+
+from simsiam_tf import builders, export, flagfile, models
+from simsiam_tf import config as config_lib
+from simsiam_tf.runs import common
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What `inspect_run` found in a run directory."""
+
+    model_dir: str
+    kind: str
+    config: typing.Any
+    checkpoint: str
+    image_size: int
+    center_crop: bool
+
+
+def inspect_run(model_dir, kind=None, config=None):
+    """Reads a run directory: its kind, config (from flags.cfg unless given) and latest checkpoint.
+
+    Raises `RunError` naming the directory when it is not a run directory or holds no
+    checkpoint. Builds nothing.
+    """
+    if not os.path.isdir(model_dir):
+        raise common.RunError(f"run directory {model_dir!r} does not exist")
+    if kind is not None and kind not in config_lib.EXPORT_KINDS:
+        raise common.RunError(f"kind must be one of {', '.join(config_lib.EXPORT_KINDS)}; got {kind!r}")
+    try:
+        checkpoint = common.resolve_checkpoint(model_dir)
+    except common.RunError:
+        raise common.RunError(
+            f"no checkpoint in {model_dir!r} (looked in {os.path.join(model_dir, common.CHECKPOINT_SUBDIR)}): "
+            "train the run first, or give the directory of a run that saved one"
+        ) from None
+    if config is None:
+        flags_path = os.path.join(model_dir, flagfile.FLAGS_FILE)
+        if not os.path.exists(flags_path):
+            raise common.RunError(
+                f"{model_dir!r} has no {flagfile.FLAGS_FILE}: give a run directory written by simsiam-pretrain, "
+                "simsiam-linear or simsiam-verify (from Python, pass the run's config)"
+            )
+        values = flagfile.read_flags_file(flags_path)
+        kind = kind or flagfile.detect_kind(values)
+        config = flagfile.config_from_flags(flagfile.CONFIGS[kind], values)
+    elif kind is None:
+        kind = {cls: k for k, cls in flagfile.CONFIGS.items()}.get(type(config))
+        if kind is None:
+            raise common.RunError(f"cannot export a run from a {type(config).__name__}; pass kind explicitly")
+    image_size = int(config.data.image_size)
+    return RunInfo(model_dir, kind, config, checkpoint, image_size, builders.eval_center_crop(image_size, kind))
+
+
+def _encoder(info):
+    return builders.build_encoder(info.config.model, tf.distribute.get_strategy(), info.config.runtime.seed)
+
+
+def _rebuild_pretrain(info):
+    model = builders.build_model(info.config, tf.distribute.get_strategy())
+    common.load_weights(info.checkpoint, what="SimSiam model", model=model)
+    return dict(encoder=model.backbone, projector=model.projector)
+
+
+def _rebuild_linear(info):
+    key = "model/classifier/bias/.ATTRIBUTES/VARIABLE_VALUE"
+    shapes = tf.train.load_checkpoint(info.checkpoint).get_variable_to_shape_map()
+    if key not in shapes:
+        raise common.RunError(f"{info.checkpoint!r} holds no linear classifier: is it a simsiam-linear run?")
+    probe = models.LinearProbe(_encoder(info), shapes[key][0])
+    common.load_weights(info.checkpoint, what="linear probe", model=probe)
+    return dict(encoder=probe.encoder, classifier=probe.classifier)
+
+
+def _rebuild_verify(info):
+    verifier = builders.build_verifier(info.config, _encoder(info), tf.distribute.get_strategy())
+    common.load_weights(info.checkpoint, what="pair verifier", model=verifier)
+    return dict(encoder=verifier.backbone, verifier=verifier)
+
+
+_REBUILDERS = {"pretrain": _rebuild_pretrain, "linear": _rebuild_linear, "verify": _rebuild_verify}
+
+
+def export_run(model_dir, output_dir=None, kind=None, config=None):
+    """Rebuilds a run's model, restores its latest checkpoint and exports it; returns output_dir.
+
+    Writes `<output_dir>/saved_model` and `<output_dir>/model.keras`; output_dir defaults
+    to `<model_dir>/export`. The job (pretrain, linear or verify) and its settings come
+    from `<model_dir>/flags.cfg` unless `kind`/`config` are given. The model is rebuilt
+    in float32 whatever precision it trained in. Raises `RunError` naming the directory
+    when it holds no checkpoint.
+    """
+    info = inspect_run(model_dir, kind, config)
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        parts = _REBUILDERS[info.kind](info)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    return export.export_models(
+        output_dir or os.path.join(model_dir, export.EXPORT_SUBDIR), image_size=info.image_size,
+        center_crop=info.center_crop, **parts,
+    )

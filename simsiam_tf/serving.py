@@ -1,0 +1,291 @@
+"""The serving model and its writers: SavedModel and `.keras`, with the preprocessing in the graph.
+
+A SavedModel written here needs nothing but TensorFlow to serve (`tf.saved_model.load`,
+TF Serving): callers send raw images and get named outputs back, e.g.
+
+  loaded = tf.saved_model.load("<run>/export/saved_model")
+  features = loaded.signatures["embed"](images=uint8_batch)["embedding"]
+
+Signatures. Each takes uint8 images in [0, 255]; its `_float` twin (`embed_float`,
+`project_float`, ...) takes float32 images in [0, 1]:
+
+  serving_default, embed   images -> {"embedding": float32 [N, feat_dim]} (backbone features)
+  project                  images -> {"projection": float32 [N, dim]} (pretraining runs)
+  classify                 images -> {"logits", "probabilities": float32 [N, classes],
+                                      "top5": int32 [N, min(5, classes)] class ids, best first}
+  verify                   images1, images2 -> {"score": float32 [N], "same": bool [N]}
+                           (same = score >= the calibrated threshold stored in the model)
+
+Images are [batch, height, width, 3] with any batch size, height and width; grayscale
+[batch, height, width, 1] is repeated to three channels. In the graph they are resized
+(and, for ImageNet-size models, centre-cropped) exactly as the training job's
+evaluation preprocessing `augment.eval_preprocess`; the backbone then normalises with
+the ImageNet mean and std. Another rank or channel count fails with an
+InvalidArgumentError whose message starts "images must be [batch, height, width, 3]".
+
+`model.keras` holds the same model (`ServingModel`) for Keras users: `model(images)`
+returns the dict of `embed` plus `project` or `classify`, `model.verify(images1,
+images2)` that of `verify`, with the same input rules. Load it with `keras.saving.load_model`
+once `simsiam_tf.serving` is imported (it registers the package's Keras classes), or
+with `load_keras_model`.
+"""
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from simsiam_tf import augment
+# Registers PairVerifier, which a verify run's model.keras refers to.
+from simsiam_tf import verifier as verifier_lib  # noqa: F401
+
+SAVED_MODEL_NAME = "saved_model"
+KERAS_NAME = "model.keras"
+IMAGES_MESSAGE = "images must be [batch, height, width, 3] (RGB) or [batch, height, width, 1] (grayscale)"
+
+
+# --------------------------------------------------------------------------- graph pieces
+
+
+def check_images(images, name="images"):
+    """Raw serving images -> [N, H, W, 3] with the same dtype; grayscale repeated to RGB.
+
+    A tensor of another rank or channel count fails at run time with an
+    InvalidArgumentError naming the expected layout and the shape received.
+    """
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    # When a caller's input shape is known, Grappler specialises the graph to it and
+    # reports the first op whose shape rule fails, before any assert has run. So no op
+    # here may index a dimension that a bad input lacks: a bad input is reshaped to
+    # [size, 1, 1, 1] instead, and the assert below is the only error it meets.
+    dims = tf.concat([shape, tf.zeros([4], shape.dtype)], 0)[:4]
+    channels = dims[3]
+    ok = tf.logical_and(
+        tf.equal(tf.size(shape), 4), tf.logical_or(tf.equal(channels, 3), tf.equal(channels, 1))
+    )
+    message = IMAGES_MESSAGE.replace("images", name, 1)
+    valid = tf.debugging.Assert(ok, [message, "got shape", shape], summarize=8)
+    with tf.control_dependencies([valid]):
+        flat = tf.reshape(images, [-1])
+    fallback = tf.stack([tf.size(images, out_type=shape.dtype), 1, 1, 1])
+    images = tf.reshape(flat, tf.where(ok, dims, fallback))
+    images = tf.tile(images, tf.stack([1, 1, 1, 3 // tf.where(ok, channels, 1)]))
+    images.set_shape([None, None, None, 3])
+    return images
+
+
+def prepare_images(images, image_size, center_crop, name="images"):
+    """Raw images (uint8 or float [0, 1]) -> the model's input: float32 [N, image_size, image_size, 3]."""
+    return augment.eval_preprocess(check_images(images, name), image_size, center_crop)
+
+
+def _float32(x):
+    return tf.cast(x, tf.float32)
+
+
+@keras.saving.register_keras_serializable(package="simsiam_tf")
+class ServingModel(keras.Model):
+    """A trained encoder and its head behind the serving preprocessing: what export writes.
+
+    `model(images)` takes raw images (uint8 [0, 255] or float [0, 1]; [N, H, W, 3] or
+    [N, H, W, 1]; any size) and returns a dict: "embedding" (backbone features), plus
+    "projection" with a projector, "logits"/"probabilities"/"top5" with a classifier.
+    `model.verify(images1, images2)` returns {"score", "same"} with a verifier. All in
+    inference mode; float outputs are float32.
+
+    Args:
+      encoder: Keras model, [0, 1] images [N, S, S, 3] -> features [N, feat_dim].
+      image_size, center_crop: the run's evaluation preprocessing
+        (`augment.eval_preprocess(images, image_size, center_crop)`).
+      projector: Keras model, features -> projection.
+      classifier: Keras layer or model, features -> logits (e.g. `LinearProbe.classifier`).
+      verifier: a `PairVerifier` (or a Keras model with `score(x1, x2)` on preprocessed
+        images, higher = more alike, and a calibrated `threshold` variable).
+    """
+
+    def __init__(self, encoder, image_size, center_crop, projector=None, classifier=None, verifier=None, **kwargs):
+        super().__init__(**kwargs)
+        if encoder is None:
+            raise ValueError("export needs the encoder (the backbone mapping images to features)")
+        for name, part in (("encoder", encoder), ("projector", projector), ("classifier", classifier),
+                           ("verifier", verifier)):
+            if part is not None and not part.built:
+                raise ValueError(f"the {name} is not built: call it on a batch (or build it) before exporting")
+        if verifier is not None:
+            if getattr(verifier, "threshold", None) is None or not callable(getattr(verifier, "score", None)):
+                raise ValueError("the verifier must have score(images1, images2) and a calibrated `threshold`")
+        self.encoder = encoder
+        self.image_size = int(image_size)
+        self.center_crop = bool(center_crop)
+        self.projector = projector
+        self.classifier = classifier
+        self.verifier = verifier
+        self.built = True
+
+    def prepare(self, images, name="images"):
+        return prepare_images(images, self.image_size, self.center_crop, name)
+
+    def _features(self, images):
+        return self.encoder(self.prepare(images), training=False)
+
+    def embed(self, images):
+        return {"embedding": _float32(self._features(images))}
+
+    def project(self, images):
+        return {"projection": _float32(self.projector(self._features(images), training=False))}
+
+    def _classify(self, features):
+        logits = _float32(self.classifier(features, training=False))
+        return {
+            "logits": logits,
+            "probabilities": tf.nn.softmax(logits, axis=-1),
+            "top5": tf.math.top_k(logits, k=min(5, int(logits.shape[-1]))).indices,
+        }
+
+    def classify(self, images):
+        return self._classify(self._features(images))
+
+    def verify(self, images1, images2):
+        x1 = self.prepare(images1, "images1")
+        x2 = self.prepare(images2, "images2")
+        n1, n2 = tf.shape(x1)[0], tf.shape(x2)[0]
+        same_batch = tf.debugging.Assert(
+            tf.equal(n1, n2), ["images1 and images2 must hold the same number of images; got", n1, "and", n2]
+        )
+        # Both cut to the shorter batch so that no op but the assert fails on a mismatch
+        # (see check_images).
+        with tf.control_dependencies([same_batch]):
+            n = tf.minimum(n1, n2)
+        score = tf.reshape(_float32(self.verifier.score(x1[:n], x2[:n])), [-1])
+        return {"score": score, "same": score >= _float32(self.verifier.threshold)}
+
+    def call(self, images, training=False):
+        features = self._features(images)
+        outputs = {"embedding": _float32(features)}
+        if self.projector is not None:
+            outputs["projection"] = _float32(self.projector(features, training=False))
+        if self.classifier is not None:
+            outputs.update(self._classify(features))
+        return outputs
+
+    @property
+    def kind(self):
+        if self.verifier is not None:
+            return "verify"
+        if self.classifier is not None:
+            return "linear"
+        return "pretrain" if self.projector is not None else "encoder"
+
+    def signature_names(self):
+        """The SavedModel's signatures besides serving_default (uint8, then the `_float` twin)."""
+        names = ["embed"]
+        names += ["project"] if self.projector is not None else []
+        names += ["classify"] if self.classifier is not None else []
+        names += ["verify"] if self.verifier is not None else []
+        return [n + suffix for n in names for suffix in ("", "_float")]
+
+    def get_config(self):
+        config = super().get_config()
+        shared = self.verifier is not None and self.encoder is getattr(self.verifier, "backbone", None)
+        parts = {"projector": self.projector, "classifier": self.classifier, "verifier": self.verifier}
+        if not shared:
+            parts["encoder"] = self.encoder
+        config.update({k: keras.saving.serialize_keras_object(v) if v is not None else None for k, v in parts.items()})
+        # The verifier's own backbone is the encoder: stored once, shared again on load.
+        config.update(image_size=self.image_size, center_crop=self.center_crop, encoder_is_verifier_backbone=shared)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "projector", "classifier", "verifier"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        if config.pop("encoder_is_verifier_backbone", False):
+            config["encoder"] = config["verifier"].backbone
+        return cls(**config)
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _write_saved_model(path, model):
+    endpoints = [("embed", model.embed, ["images"])]
+    if model.projector is not None:
+        endpoints.append(("project", model.project, ["images"]))
+    if model.classifier is not None:
+        endpoints.append(("classify", model.classify, ["images"]))
+    if model.verifier is not None:
+        endpoints.append(("verify", model.verify, ["images1", "images2"]))
+    signatures = {}
+    for name, fn, args in endpoints:
+        for suffix, dtype in (("", tf.uint8), ("_float", tf.float32)):
+            specs = [tf.TensorSpec(shape=None, dtype=dtype, name=a) for a in args]
+            signatures[name + suffix] = tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
+    signatures["serving_default"] = signatures["embed"]
+    # Only the variables and the signatures are saved: no Keras object (the server needs
+    # TensorFlow alone), and no tf.function attribute, which saving would trace again.
+    root = tf.Module()
+    root.model_variables = list(model.variables)
+    tf.saved_model.save(root, path, signatures=signatures)
+
+
+def load_keras_model(path):
+    """Loads a `model.keras` written here: a `ServingModel`."""
+    return keras.saving.load_model(path)
+
+
+def _swap_in(new, final):
+    """Moves `new` to `final`; an existing `final` is replaced only once `new` is complete."""
+    if os.path.isdir(final):
+        old = tempfile.mkdtemp(dir=os.path.dirname(final), prefix=".old-")
+        os.rename(final, os.path.join(old, "previous"))
+        os.rename(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, final)
+
+
+def export_saved_model(
+    path, encoder, image_size, center_crop, projector=None, classifier=None, verifier=None, keras_path=None
+):
+    """Writes a SavedModel serving `encoder` (and the head given) with raw-image signatures.
+
+    Arguments as `ServingModel`. `path` is the SavedModel directory; an existing one is
+    replaced only once the new one is complete (written beside it, then renamed).
+    With `keras_path`, the same `ServingModel` is also saved there as a `.keras` file.
+    Returns the signature names (besides serving_default).
+
+    The graph runs in the models' own dtype policy; every float output is float32.
+    """
+    model = ServingModel(encoder, image_size, center_crop, projector, classifier, verifier)
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-export-")
+    try:
+        _write_saved_model(os.path.join(tmp, SAVED_MODEL_NAME), model)
+        if keras_path is not None:
+            model.save(os.path.join(tmp, KERAS_NAME))
+        _swap_in(os.path.join(tmp, SAVED_MODEL_NAME), path)
+        if keras_path is not None:
+            keras_path = os.path.abspath(keras_path)
+            os.makedirs(os.path.dirname(keras_path), exist_ok=True)
+            os.replace(os.path.join(tmp, KERAS_NAME), keras_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model.signature_names()
+
+
+def export_models(output_dir, encoder, image_size, center_crop, projector=None, classifier=None, verifier=None):
+    """Writes `<output_dir>/saved_model` and `<output_dir>/model.keras`; returns `output_dir`."""
+    output_dir = os.path.abspath(output_dir)
+    export_saved_model(
+        os.path.join(output_dir, SAVED_MODEL_NAME), encoder, image_size, center_crop,
+        projector=projector, classifier=classifier, verifier=verifier,
+        keras_path=os.path.join(output_dir, KERAS_NAME),
+    )
+    return output_dir
+
