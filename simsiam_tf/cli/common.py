@@ -1,14 +1,18 @@
-"""What every command-line tool shares: flag groups, flags.cfg, errors and exit codes.
+"""What every command-line tool shares: flag groups, flags.cfg, the main, errors and exit codes.
 
-The flag defaults are read from the config dataclasses, so the command line, the
-Python API and `flags/demo.cfg` cannot drift apart.
+The flag defaults are read from the config dataclasses, and a tool's config is built
+from its flags by field name (`flagfile.config_from_flag_values`), so the command line,
+the Python API and `flags/demo.cfg` cannot drift apart.
 """
+import importlib
 import os
 import sys
 
 from absl import flags
 
 from simsiam_tf import config as config_lib
+from simsiam_tf import flagfile
+from simsiam_tf.errors import RunError
 
 FLAGS = flags.FLAGS
 
@@ -50,7 +54,7 @@ def define_data_flags(defaults=config_lib.DataConfig()):
     define("integer", "num_train_examples", defaults.num_train_examples,
             "Use only this many training images (synthetic: how many to generate).")
     define("integer", "num_eval_examples", defaults.num_eval_examples, "Use only this many evaluation images.")
-    define("enum", "on_corrupt", defaults.on_corrupt, ["error", "skip"],
+    define("enum", "on_corrupt", defaults.on_corrupt, list(config_lib.ON_BAD_FILE),
             "What to do with image files that cannot be decoded: stop with an error naming them, or skip them.")
 
 
@@ -64,44 +68,8 @@ def define_model_flags(defaults=config_lib.ModelConfig()):
     define("bool", "stop_gradient", defaults.stop_gradient, "Stop-gradient on the target branch (off: the collapse ablation).")
     define("bool", "use_predictor", defaults.use_predictor, "Use the predictor MLP (off: Table 1a ablation).")
     define("bool", "heads_bn", defaults.heads_bn, "BatchNorm in the projector and predictor (off: Table 3 ablation).")
-    define("enum", "sync_bn", defaults.sync_bn, ["auto", "true", "false"],
+    define("enum", "sync_bn", defaults.sync_bn, list(config_lib.SYNC_BN),
             "Synchronized BatchNorm across replicas; auto = on with more than one replica.")
-
-
-def runtime_config():
-    return config_lib.RuntimeConfig(
-        model_dir=FLAGS.model_dir, seed=FLAGS.seed, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
-        precision=FLAGS.precision, jit_compile=FLAGS.jit_compile, verbose=FLAGS.verbose,
-    )
-
-
-def data_config():
-    return config_lib.DataConfig(
-        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,
-        train_split=FLAGS.train_split, eval_split=FLAGS.eval_split,
-        num_train_examples=FLAGS.num_train_examples, num_eval_examples=FLAGS.num_eval_examples,
-        on_corrupt=FLAGS.on_corrupt,
-    )
-
-
-def model_config():
-    return config_lib.ModelConfig(
-        backbone=FLAGS.backbone, width_multiplier=FLAGS.width_multiplier, dim=FLAGS.dim, pred_dim=FLAGS.pred_dim,
-        projector_layers=FLAGS.projector_layers, stop_gradient=FLAGS.stop_gradient,
-        use_predictor=FLAGS.use_predictor, heads_bn=FLAGS.heads_bn, sync_bn=FLAGS.sync_bn,
-    )
-
-
-def floats(name, count):
-    """A comma-separated list flag as a tuple of `count` floats, with a clear error."""
-    values = FLAGS[name].value
-    try:
-        parsed = tuple(float(v) for v in values)
-    except ValueError:
-        fail(f"--{name} must be {count} comma-separated numbers, got {','.join(values)}")
-    if len(parsed) != count:
-        fail(f"--{name} must be {count} comma-separated numbers, got {len(parsed)}")
-    return parsed
 
 
 def define_dry_run_flag():
@@ -125,7 +93,7 @@ def resolved_flags_text():
 def write_flags_file(model_dir):
     """Writes the resolved flags as a flagfile that repeats the run: --flagfile=<model_dir>/flags.cfg."""
     os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, "flags.cfg")
+    path = os.path.join(model_dir, flagfile.FLAGS_FILE)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(resolved_flags_text())
@@ -142,3 +110,61 @@ def fail(message, exit_code=2):
 def quiet_tensorflow():
     """Keeps TensorFlow's C++ start-up chatter off the console (before TF is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def flag_values():
+    """{name: parsed value} of the flags this package defined."""
+    return {name: FLAGS[name].value for name in DEFINED}
+
+
+def config_from_flags(config_cls, values=None):
+    """The tool's config from its flags (or from `values`), validated; invalid flags end the tool with exit code 2."""
+    try:
+        config = flagfile.config_from_flag_values(config_cls, flag_values() if values is None else values)
+        config.validate()
+    except ValueError as err:
+        fail(str(err), 2)
+    return config
+
+
+def run_tool(argv, config_cls, job, report=None, dry_run=None, write_flags=True, prepare=None, values=None):
+    """The main of every tool: flags -> config -> validate -> dry run or flags.cfg -> run -> report -> exit code.
+
+    `job` names the module of `simsiam_tf.runs` whose `run(config)` does the work (imported
+    only then: checking the flags needs no TensorFlow); `report(config, result)` prints
+    its result. `prepare()` runs first (e.g. to fill flag defaults from another run);
+    `values(flag_values)` maps a tool's own flag spellings to field values. `--dry_run`
+    prints the resolved flags, or calls `dry_run(config)`. A `RunError` ends the tool with
+    its exit code, another bad input (ValueError) with 1, invalid flags with 2.
+    """
+    if len(argv) > 1:
+        fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
+    if prepare is not None:
+        prepare()
+    config = config_from_flags(config_cls, None if values is None else values(flag_values()))
+    try:
+        if FLAGS.dry_run:
+            if dry_run is None:
+                print(resolved_flags_text())
+            else:
+                dry_run(config)
+            return 0
+        if write_flags:
+            write_flags_file(config.runtime.model_dir)
+        result = importlib.import_module(f"simsiam_tf.runs.{job}").run(config)
+    except RunError as err:
+        _quiet_tensorflow_at_exit()
+        fail(str(err), err.exit_code)
+    except ValueError as err:  # bad input found while loading data or building the model
+        fail(str(err), 1)
+    if report is not None:
+        report(config, result)
+    return 0
+
+
+def _quiet_tensorflow_at_exit():
+    # A failed restore leaves objects that log a page of "unrestored value" warnings
+    # when they are garbage-collected at exit; the error line already says what failed.
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        tf.get_logger().setLevel("ERROR")

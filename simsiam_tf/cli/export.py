@@ -35,48 +35,33 @@ def define_flags():
     common.define_dry_run_flag()
 
 
-def config_from_flags():
-    return config_lib.ExportConfig(
-        model_dir=FLAGS.model_dir, output_dir=FLAGS.output_dir or None,
-        kind=None if FLAGS.kind == _AUTO else FLAGS.kind,
-    )
+def _field_values(values):
+    return dict(values, kind=None if values["kind"] == _AUTO else values["kind"])
+
+
+def dry_run(config):
+    from simsiam_tf.runs import export as export_job
+
+    info = export_job.inspect_run(config.model_dir, config.kind)
+    print(common.resolved_flags_text())
+    print(f"would export the {info.kind} run {config.model_dir} from {info.checkpoint} "
+          f"(images resized to {info.image_size}, centre crop {'on' if info.center_crop else 'off'}) "
+          f"to {export_job.output_dir_of(config)}")
+
+
+def report(config, result):
+    from simsiam_tf import serving
+
+    info, path = result
+    print(f"exported the {info.kind} run {config.model_dir} ({info.checkpoint}) to {path}: "
+          f"{serving.SAVED_MODEL_NAME}/ and {serving.KERAS_NAME}")
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
-    config = config_from_flags()
-    try:
-        config.validate()
-    except ValueError as err:
-        common.fail(str(err), 2)
-
-    import os
-
-    import tensorflow as tf
-
-    from simsiam_tf import export
-    from simsiam_tf.runs import common as run_common
-    from simsiam_tf.runs import export as export_job
-
-    # SavedModel writing logs a line per traced function at INFO.
-    tf.get_logger().setLevel("WARNING")
-
-    output_dir = config.output_dir or os.path.join(config.model_dir, export.EXPORT_SUBDIR)
-    try:
-        info = export_job.inspect_run(config.model_dir, config.kind)
-        if FLAGS.dry_run:
-            print(common.resolved_flags_text())
-            print(f"would export the {info.kind} run {config.model_dir} from {info.checkpoint} "
-                  f"(images resized to {info.image_size}, centre crop {'on' if info.center_crop else 'off'}) "
-                  f"to {output_dir}")
-            return 0
-        path = export_job.export_run(config.model_dir, output_dir, kind=info.kind)
-    except run_common.RunError as err:
-        common.fail(str(err), err.exit_code)
-    print(f"exported the {info.kind} run {config.model_dir} ({info.checkpoint}) to {path}: "
-          f"{export.SAVED_MODEL_NAME}/ and {export.KERAS_NAME}")
-    return 0
+    # The run directory is only read: its flags.cfg stays the training run's.
+    return common.run_tool(
+        argv, config_lib.ExportConfig, "export", report, dry_run=dry_run, write_flags=False, values=_field_values
+    )
 
 
 define_flags()

@@ -29,7 +29,7 @@ def define_flags():
     common.define("string", "backbone", m.backbone,
                    "Backbone of the pretraining run: resnet18, resnet34 or resnet50, suffix _cifar for the CIFAR stem.")
     common.define("float", "width_multiplier", m.width_multiplier, "Width multiplier of the pretraining run's backbone.")
-    common.define("enum", "sync_bn", m.sync_bn, ["auto", "true", "false"],
+    common.define("enum", "sync_bn", m.sync_bn, list(config_lib.SYNC_BN),
                    "Build the backbone with synchronized BatchNorm (no effect on a frozen encoder's numbers).")
     common.define("string", "init_from", _D.init_from,
                    "Required: the simsiam-pretrain run directory (its latest checkpoint) or a checkpoint prefix.")
@@ -55,54 +55,15 @@ def define_flags():
     common.define_dry_run_flag()
 
 
-def config_from_flags():
-    model = config_lib.ModelConfig(
-        backbone=FLAGS.backbone, width_multiplier=FLAGS.width_multiplier, sync_bn=FLAGS.sync_bn
-    )
-    return config_lib.LinearConfig(
-        runtime=common.runtime_config(), data=common.data_config(), model=model, init_from=FLAGS.init_from,
-        optimizer=FLAGS.optimizer, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, base_lr=FLAGS.base_lr,
-        momentum=FLAGS.momentum, weight_decay=FLAGS.weight_decay, augment=FLAGS.augment,
-        crop_scale=common.floats("crop_scale", 2), cache_features=FLAGS.cache_features,
-        compare_random_init=FLAGS.compare_random_init, eval_batch_size=FLAGS.eval_batch_size,
-        checkpoint_every_steps=FLAGS.checkpoint_every_steps, log_every_steps=FLAGS.log_every_steps,
-    )
+def report(config, metrics):
+    from simsiam_tf.runs import linear
+
+    print(f"\nrun directory: {config.runtime.model_dir}")
+    print(linear.summary(metrics))
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
-    config = config_from_flags()
-    try:
-        config.validate()
-    except ValueError as err:
-        common.fail(str(err), 2)
-    if FLAGS.dry_run:
-        print(common.resolved_flags_text())
-        return 0
-    common.write_flags_file(config.runtime.model_dir)
-
-    from simsiam_tf.runs import common as run_common
-    from simsiam_tf.runs import linear
-
-    try:
-        metrics = linear.run(config)
-    except run_common.RunError as err:
-        _silence_tensorflow_warnings()
-        common.fail(str(err), err.exit_code)
-    except ValueError as err:  # bad input found while loading data or building the model
-        common.fail(str(err), 1)
-    print(f"\nrun directory: {config.runtime.model_dir}")
-    print(linear.summary(metrics))
-    return 0
-
-
-def _silence_tensorflow_warnings():
-    # A failed restore leaves objects that log a page of "unrestored value" warnings
-    # when they are garbage-collected at exit; the error line already says what failed.
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
+    return common.run_tool(argv, config_lib.LinearConfig, "linear", report)
 
 
 define_flags()

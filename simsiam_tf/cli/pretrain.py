@@ -71,61 +71,23 @@ def define_flags():
                    "image), col and row; e.g. slide7_x3_y12.png.")
     common.define("enum", "neighbourhood", _D.neighbourhood, list(config_lib.NEIGHBOURHOODS),
                    "Neighbours for --method=simtriplet: 4 or 8 adjacent tiles, or group (any tile of the same image).")
-    common.define("enum", "tile_on_mismatch", _D.tile_on_mismatch, ["error", "skip"],
+    common.define("enum", "tile_on_mismatch", _D.tile_on_mismatch, list(config_lib.ON_BAD_FILE),
                    "File names that do not match --tile_pattern: stop with an error, or use them without neighbours.")
     common.define("integer", "tiles_per_side", _D.tiles_per_side,
                    "--dataset=synthetic_tiles: each whole synthetic image is a grid of N x N tiles.")
     common.define_dry_run_flag()
 
 
-def config_from_flags():
-    augment = config_lib.AugmentConfig(
-        crop_scale=common.floats("crop_scale", 2),
-        jitter_strength=common.floats("jitter_strength", 4),
-        jitter_prob=FLAGS.jitter_prob, grayscale_prob=FLAGS.grayscale_prob,
-        blur_prob=FLAGS.blur_prob, flip_prob=FLAGS.flip_prob,
-    )
-    return config_lib.PretrainConfig(
-        runtime=common.runtime_config(), data=common.data_config(), model=common.model_config(), augment=augment,
-        method=FLAGS.method, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, base_lr=FLAGS.base_lr,
-        weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum, warmup_epochs=FLAGS.warmup_epochs,
-        fix_pred_lr=FLAGS.fix_pred_lr, fixed_random_predictor=FLAGS.fixed_random_predictor,
-        checkpoint_every_steps=FLAGS.checkpoint_every_steps, log_every_steps=FLAGS.log_every_steps,
-        knn_every=FLAGS.knn_every, knn_k=FLAGS.knn_k, knn_temperature=FLAGS.knn_temperature,
-        on_collapse=FLAGS.on_collapse, collapse_threshold=FLAGS.collapse_threshold,
-        collapse_patience=FLAGS.collapse_patience, init_from=FLAGS.init_from, evaluate=FLAGS.evaluate,
-        probe_epochs=FLAGS.probe_epochs, export=FLAGS.export, tile_pattern=FLAGS.tile_pattern,
-        neighbourhood=FLAGS.neighbourhood, tile_on_mismatch=FLAGS.tile_on_mismatch,
-        tiles_per_side=FLAGS.tiles_per_side,
-    )
-
-
-def main(argv):
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
-    config = config_from_flags()
-    try:
-        config.validate()
-    except ValueError as err:
-        common.fail(str(err), 2)
-    if FLAGS.dry_run:
-        print(common.resolved_flags_text())
-        return 0
-    common.write_flags_file(config.runtime.model_dir)
-
-    from simsiam_tf.runs import common as run_common
+def report(config, metrics):
     from simsiam_tf.runs import pretrain
 
-    try:
-        metrics = pretrain.run(config)
-    except run_common.RunError as err:
-        common.fail(str(err), err.exit_code)
-    except ValueError as err:  # bad input found while loading data or building the model
-        common.fail(str(err), 1)
     print(f"\nrun directory: {config.runtime.model_dir} (step {metrics['step']} of {metrics['total_steps']})")
     if "random_init_knn_top1" in metrics:  # evaluate=true; knn_every alone puts knn_top1 there too
         print(pretrain.summary_table(metrics))
-    return 0
+
+
+def main(argv):
+    return common.run_tool(argv, config_lib.PretrainConfig, "pretrain", report)
 
 
 define_flags()

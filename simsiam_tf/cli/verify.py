@@ -11,8 +11,6 @@ run, so a pretrained encoder is rebuilt as it was trained.
 
 Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags.
 """
-import os
-
 from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
@@ -20,6 +18,8 @@ common.quiet_tensorflow()
 from absl import app, flags  # noqa: E402
 
 from simsiam_tf import config as config_lib  # noqa: E402
+from simsiam_tf import flagfile  # noqa: E402
+from simsiam_tf.errors import RunError  # noqa: E402
 
 FLAGS = flags.FLAGS
 _D = config_lib.VerifyConfig()
@@ -34,7 +34,7 @@ def define_flags():
                    f"run's (its flags.cfg), else {m.backbone}.")
     common.define("float", "width_multiplier", m.width_multiplier,
                    f"Scales every ResNet width. Default: the --init_from run's, else {m.width_multiplier}.")
-    common.define("enum", "sync_bn", m.sync_bn, ["auto", "true", "false"],
+    common.define("enum", "sync_bn", m.sync_bn, list(config_lib.SYNC_BN),
                    "Synchronized BatchNorm across replicas; auto = on with more than one replica.")
     # encoder and head
     common.define("string", "init_from", _D.init_from,
@@ -82,34 +82,16 @@ def define_flags():
     common.define_dry_run_flag()
 
 
-def encoder_flags_of_run(path):
-    """{'backbone': ..., 'width_multiplier': ...} from the flags.cfg of the run at `path` ({} if none).
-
-    `path` may be the run directory, its checkpoints/ folder or a checkpoint prefix in it.
-    """
-    if not path:
-        return {}
-    path = os.path.abspath(path)
-    for directory in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
-        flags_path = os.path.join(directory, "flags.cfg")
-        if os.path.isfile(flags_path):
-            break
-    else:
-        return {}
-    found = {}
-    with open(flags_path) as f:
-        for line in f:
-            for name in ("backbone", "width_multiplier"):
-                if line.startswith(f"--{name}="):
-                    found[name] = line.strip().split("=", 1)[1]
-    return found
-
-
 def _inherit_encoder_flags():
     """Takes --backbone/--width_multiplier from the --init_from run unless given."""
-    found = encoder_flags_of_run(FLAGS.init_from)
-    for name, value in found.items():
-        if FLAGS[name].present:
+    path = flagfile.find_run_flags(FLAGS.init_from)
+    try:
+        found = flagfile.read_flags_file(path) if path else {}
+    except RunError as err:
+        common.fail(str(err))
+    for name in ("backbone", "width_multiplier"):
+        value = found.get(name)
+        if value is None or FLAGS[name].present:
             continue
         try:
             FLAGS[name].parse(value)
@@ -117,49 +99,15 @@ def _inherit_encoder_flags():
             common.fail(f"the flags.cfg of --init_from={FLAGS.init_from} has --{name}={value}, which is not valid here")
 
 
-def config_from_flags():
-    model = config_lib.ModelConfig(
-        backbone=FLAGS.backbone, width_multiplier=FLAGS.width_multiplier, sync_bn=FLAGS.sync_bn
-    )
-    return config_lib.VerifyConfig(
-        runtime=common.runtime_config(), data=common.data_config(), model=model,
-        head=FLAGS.head, embedding_dim=FLAGS.embedding_dim, hidden_dim=FLAGS.hidden_dim,
-        normalize_embeddings=FLAGS.normalize_embeddings, margin=FLAGS.margin, mining=FLAGS.mining,
-        distance=FLAGS.distance, freeze_encoder=FLAGS.freeze_encoder, init_from=FLAGS.init_from or None,
-        compare_random_init=FLAGS.compare_random_init, closed_set=FLAGS.closed_set,
-        eval_fraction=FLAGS.eval_fraction, val_fraction=FLAGS.val_fraction, augment=FLAGS.augment,
-        crop_fraction=FLAGS.crop_fraction,
-        batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
-        learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay, num_val_pairs=FLAGS.num_val_pairs,
-        num_eval_pairs=FLAGS.num_eval_pairs, num_trials=FLAGS.num_trials, eval_batch_size=FLAGS.eval_batch_size,
-        checkpoint_every_steps=FLAGS.checkpoint_every_steps, log_every_steps=FLAGS.log_every_steps,
-    )
+def report(config, metrics):
+    from simsiam_tf.runs import verify
+
+    print(f"\nrun directory: {config.runtime.model_dir} ({metrics['head']} head, step {metrics['step']})")
+    print(verify.summary_table(metrics))
 
 
 def main(argv):
-    if len(argv) > 1:
-        common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
-    _inherit_encoder_flags()
-    config = config_from_flags()
-    try:
-        config.validate()
-    except ValueError as err:
-        common.fail(str(err), 2)
-    if FLAGS.dry_run:
-        print(common.resolved_flags_text())
-        return 0
-    common.write_flags_file(config.runtime.model_dir)
-
-    from simsiam_tf.runs import common as run_common
-    from simsiam_tf.runs import verify
-
-    try:
-        metrics = verify.run(config)
-    except run_common.RunError as err:
-        common.fail(str(err), err.exit_code)
-    print(f"\nrun directory: {config.runtime.model_dir} ({metrics['head']} head, step {metrics['step']})")
-    print(verify.summary_table(metrics))
-    return 0
+    return common.run_tool(argv, config_lib.VerifyConfig, "verify", report, prepare=_inherit_encoder_flags)
 
 
 define_flags()

@@ -112,3 +112,17 @@ def export_run(model_dir, output_dir=None, kind=None, config=None):
         output_dir or os.path.join(model_dir, export.EXPORT_SUBDIR), image_size=info.image_size,
         center_crop=info.center_crop, **parts,
     )
+
+
+def output_dir_of(config):
+    """Where an `ExportConfig` writes: its output_dir, else `<model_dir>/export`."""
+    return config.output_dir or os.path.join(config.model_dir, export.EXPORT_SUBDIR)
+
+
+def run(config):
+    """The `simsiam-export` job: exports the run `config.model_dir`; returns (RunInfo, output directory)."""
+    config.validate()
+    # SavedModel writing logs a line per traced function at INFO.
+    tf.get_logger().setLevel("WARNING")
+    info = inspect_run(config.model_dir, config.kind)
+    return info, export_run(config.model_dir, output_dir_of(config), kind=info.kind)
