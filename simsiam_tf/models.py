@@ -1,12 +1,46 @@
-"""The SimSiam model: encoder f (backbone + projector), predictor h, and its training step."""
+"""The SimSiam model: encoder f (backbone + projector), predictor h; the train step every model shares; LinearProbe."""
 import keras
 import tensorflow as tf
 
 from simsiam_tf import backbones, heads, losses, monitor
 
 
+class TrainStepModel(keras.Model):
+    """A `keras.Model` with the one train step of SimSiam, SimTriplet and PairVerifier.
+
+    A step unpacks the batch, computes the loss on it, adds the layers' regularisation
+    losses, divides by the number of replicas (Keras sums the replicas' gradients, and
+    each replica's loss is its local mean), scales for mixed precision
+    (`optimizer.scale_loss`: the dynamic loss scale under LossScaleOptimizer, whose
+    apply() unscales the gradients and skips steps with non-finite ones) and applies the
+    gradients. A subclass says only how a batch unpacks and what its loss is:
+
+      unpack_batch(data) -> batch
+      batch_loss(batch, training) -> (loss, extras)   (loss: a float32 scalar)
+      update_step_metrics(loss, extras) -> {metric name: value}
+    """
+
+    def train_step(self, data):
+        batch = self.unpack_batch(data)
+        with tf.GradientTape() as tape:
+            loss, extras = self.batch_loss(batch, training=True)
+            total = loss
+            if self.losses:
+                total = total + tf.add_n([tf.cast(term, tf.float32) for term in self.losses])
+            total = total / tf.distribute.get_strategy().num_replicas_in_sync
+            total = self.optimizer.scale_loss(total)
+        variables = self.trainable_variables
+        grads = tape.gradient(total, variables)
+        self.optimizer.apply(grads, variables)
+        return self.update_step_metrics(loss, extras)
+
+    def test_step(self, data):
+        loss, extras = self.batch_loss(self.unpack_batch(data), training=False)
+        return self.update_step_metrics(loss, extras)
+
+
 @keras.saving.register_keras_serializable(package="simsiam_tf")
-class SimSiam(keras.Model):
+class SimSiam(TrainStepModel):
     """SimSiam (Chen & He, CVPR 2021) around any backbone that maps images to [N, feat_dim].
 
     `model.fit(dataset)` trains on batches `(x1, x2)` (or `((x1, x2), anything)`) of two
@@ -106,7 +140,7 @@ class SimSiam(keras.Model):
         return losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=self.stop_gradient)
 
     @staticmethod
-    def _views(data):
+    def unpack_batch(data):
         views = data
         while isinstance(views, (tuple, list)) and views and isinstance(views[0], (tuple, list)):
             views = views[0]
@@ -117,7 +151,12 @@ class SimSiam(keras.Model):
             )
         return views
 
-    def _update_metrics(self, loss, z1, z2):
+    def batch_loss(self, batch, training):
+        p1, p2, z1, z2 = self.forward_views(*batch, training=training)
+        return self.loss_from_outputs(p1, p2, z1, z2), (z1, z2)
+
+    def update_step_metrics(self, loss, extras):
+        z1, z2 = extras
         self.loss_tracker.update_state(loss)
         self.z_std_tracker.update_state(
             0.5 * (monitor.normalized_std(z1) + monitor.normalized_std(z2))
@@ -126,29 +165,6 @@ class SimSiam(keras.Model):
         self.center_norm_tracker.update_state(center_norm)
         self.residual_norm_tracker.update_state(residual_norm)
         return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        x1, x2 = self._views(data)
-        with tf.GradientTape() as tape:
-            p1, p2, z1, z2 = self.forward_views(x1, x2, training=True)
-            loss = self.loss_from_outputs(p1, p2, z1, z2)
-            total = loss
-            if self.losses:
-                total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-            # Keras sums gradients over replicas; each replica's loss is its local mean.
-            total = total / tf.distribute.get_strategy().num_replicas_in_sync
-            # Multiplies by the dynamic loss scale under LossScaleOptimizer (mixed_float16);
-            # its apply() unscales the gradients and skips steps with non-finite ones.
-            total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
-        self.optimizer.apply(grads, variables)
-        return self._update_metrics(loss, z1, z2)
-
-    def test_step(self, data):
-        x1, x2 = self._views(data)
-        p1, p2, z1, z2 = self.forward_views(x1, x2, training=False)
-        return self._update_metrics(self.loss_from_outputs(p1, p2, z1, z2), z1, z2)
 
     def get_config(self):
         config = super().get_config()

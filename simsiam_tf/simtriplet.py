@@ -1,6 +1,5 @@
 """SimTriplet (Liu et al., MICCAI 2021): SimSiam with a third view from a neighbouring sample."""
 import keras
-import tensorflow as tf
 
 from simsiam_tf import losses, models
 
@@ -31,7 +30,7 @@ class SimTriplet(models.SimSiam):
         return losses.simtriplet_loss(p1, p2, p3, z1, z2, z3, stop_gradient=self.stop_gradient)
 
     @staticmethod
-    def _views(data):
+    def unpack_batch(data):
         views = data
         if isinstance(views, (tuple, list)) and views and isinstance(views[0], (tuple, list)):
             views = views[0]
@@ -42,22 +41,6 @@ class SimTriplet(models.SimSiam):
             )
         return views
 
-    def train_step(self, data):
-        x1, x2, x3 = self._views(data)
-        with tf.GradientTape() as tape:
-            p1, p2, p3, z1, z2, z3 = self.forward_triplet(x1, x2, x3, training=True)
-            loss = self.triplet_loss(p1, p2, p3, z1, z2, z3)
-            total = loss
-            if self.losses:
-                total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-            total = total / tf.distribute.get_strategy().num_replicas_in_sync
-            total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
-        self.optimizer.apply(grads, variables)
-        return self._update_metrics(loss, z1, z2)
-
-    def test_step(self, data):
-        x1, x2, x3 = self._views(data)
-        p1, p2, p3, z1, z2, z3 = self.forward_triplet(x1, x2, x3, training=False)
-        return self._update_metrics(self.triplet_loss(p1, p2, p3, z1, z2, z3), z1, z2)
+    def batch_loss(self, batch, training):
+        p1, p2, p3, z1, z2, z3 = self.forward_triplet(*batch, training=training)
+        return self.triplet_loss(p1, p2, p3, z1, z2, z3), (z1, z2)

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from simsiam_tf import backbones, losses
+from simsiam_tf import backbones, losses, models
 from simsiam_tf.config import DISTANCES, MININGS, VERIFY_HEADS, check_choice
 from simsiam_tf.heads import kernel_init
 
@@ -74,7 +74,7 @@ def pair_features(e1, e2):
 
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
-class PairVerifier(keras.Model):
+class PairVerifier(models.TrainStepModel):
     """A Siamese twin verifier: shared encoder + embedding head + one of `HEADS`.
 
     Training batches: `((x1, x2), labels)` (labels 1 = same class) for the contrastive
@@ -199,7 +199,7 @@ class PairVerifier(keras.Model):
 
     # ------------------------------------------------------------------ training
 
-    def _batch(self, data):
+    def unpack_batch(self, data):
         if not (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (tuple, list))):
             raise ValueError(self._format_message(data))
         inputs, targets = data
@@ -218,8 +218,9 @@ class PairVerifier(keras.Model):
         )
         return f"the {self.head} head trains on batches {expected}; got {type(data).__name__} {data!r:.200}"
 
-    def _loss_and_gap(self, inputs, targets, training):
+    def batch_loss(self, batch, training):
         """(loss, mean score of positive pairs - mean score of negative pairs) of one batch."""
+        inputs, targets = batch
         n = tf.shape(inputs[0])[0]
         # One pass over all images: BatchNorm sees one batch of the pair's distribution.
         e = self.embed(tf.concat(inputs, axis=0), training=training)
@@ -249,27 +250,7 @@ class PairVerifier(keras.Model):
         )
         return loss, gap
 
-    def train_step(self, data):
-        inputs, targets = self._batch(data)
-        with tf.GradientTape() as tape:
-            loss, gap = self._loss_and_gap(inputs, targets, training=True)
-            total = loss
-            if self.losses:
-                total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-            # Keras sums gradients over replicas; each replica's loss is its local mean.
-            total = total / tf.distribute.get_strategy().num_replicas_in_sync
-            total = self.optimizer.scale_loss(total)
-        variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
-        self.optimizer.apply(grads, variables)
-        return self._update_metrics(loss, gap)
-
-    def test_step(self, data):
-        inputs, targets = self._batch(data)
-        loss, gap = self._loss_and_gap(inputs, targets, training=False)
-        return self._update_metrics(loss, gap)
-
-    def _update_metrics(self, loss, gap):
+    def update_step_metrics(self, loss, gap):
         self.loss_tracker.update_state(loss)
         self.gap_tracker.update_state(gap)
         return {m.name: m.result() for m in self.metrics}
