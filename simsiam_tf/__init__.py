@@ -30,8 +30,8 @@ _EXPORTS = {
     "TwoViewAugment": "simsiam_tf.augment",
     "load_source": "simsiam_tf.data",
     "make_pretrain_dataset": "simsiam_tf.data",
-    "load_tile_set": "simsiam_tf.tiles",
-    "make_triplet_dataset": "simsiam_tf.tiles",
+    "load_tile_set": "simsiam_tf.data.tiles",
+    "make_triplet_dataset": "simsiam_tf.data.tiles",
     # export
     "export_saved_model": "simsiam_tf.serving",
     "export_run": "simsiam_tf.runs.export",

@@ -7,7 +7,8 @@ or writes a run directory.
 import keras
 
 from simsiam_tf import augment as augment_lib
-from simsiam_tf import backbones, data, distribute, models, optim, probe, simtriplet, tiles
+from simsiam_tf import backbones, data, distribute, models, optim, probe, simtriplet
+from simsiam_tf.data import tiles
 from simsiam_tf import verifier as verifier_lib
 
 

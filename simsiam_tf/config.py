@@ -318,7 +318,7 @@ class VerifyConfig:
     The encoder comes from a SimSiam run (`init_from`) or starts at random; it is
     fine-tuned, or kept as it is with `freeze_encoder`. Evaluation classes are never
     trained on unless `closed_set`; `eval_fraction` and `val_fraction` are described at
-    `simsiam_tf.pairs.make_pools`. `batch_size` counts pairs (triplets for the triplet
+    `simsiam_tf.data.pairs.make_pools`. `batch_size` counts pairs (triplets for the triplet
     head); an epoch is `steps_per_epoch` steps of freshly drawn pairs.
     """
 

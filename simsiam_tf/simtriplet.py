@@ -10,7 +10,7 @@ class SimTriplet(models.SimSiam):
 
     x1 and x2 are two augmentations of the same samples, x3 an augmentation of a
     neighbour of each (an adjacent tile of the same whole image; see
-    `simsiam_tf.tiles.make_triplet_dataset`). The loss is
+    `simsiam_tf.data.tiles.make_triplet_dataset`). The loss is
     `D(p1, z2)/2 + D(p2, z1)/2 + D(p1, z3)/2 + D(p3, z1)/2` with stop-gradient on every z
     (`losses.simtriplet_loss`). Constructor, weights and checkpoints are SimSiam's, so a
     SimTriplet encoder is probed, exported and fine-tuned like a SimSiam one. The

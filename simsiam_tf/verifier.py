@@ -80,7 +80,7 @@ class PairVerifier(models.TrainStepModel):
     Training batches: `((x1, x2), labels)` (labels 1 = same class) for the contrastive
     and classifier heads; `((anchor, positive, negative), (anchor_class, negative_class))`
     for the triplet head (mined in the batch of all 3B embeddings), as
-    `pairs.make_pair_dataset` / `pairs.make_triplet_dataset` give.
+    `data.pairs.make_pair_dataset` / `data.pairs.make_class_triplet_dataset` give.
 
     `score(x1, x2)` (higher = more likely the same), `verify(x1, x2)` (score >=
     `threshold`), `embed(x)`. `model((x1, x2))` is `score`, `model(x)` is `embed`.

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import data, pairs
+from simsiam_tf import data
+from simsiam_tf.data import pairs
 
 SIZE = 16
 
@@ -141,7 +142,7 @@ def test_triplets_well_formed(pools):
     np.testing.assert_array_equal(_class(pools.train, n), yn)
     assert np.all(a != p) and np.all(ya != yn)
     assert set(a) | set(p) | set(n) <= set(pools.train.indices)
-    (xa, xp, xn), (la, ln) = next(iter(pairs.make_triplet_dataset(pools.train, 4, SIZE, seed=0)))
+    (xa, xp, xn), (la, ln) = next(iter(pairs.make_class_triplet_dataset(pools.train, 4, SIZE, seed=0)))
     assert xa.shape == xp.shape == xn.shape == (4, SIZE, SIZE, 3)
     assert np.all(la.numpy() != ln.numpy())
 
@@ -190,7 +191,7 @@ def test_mixed_size_images_are_resized():
     pools = pairs.make_pools(_source(images, labels, name="mixed"), None, val_fraction=0.5, seed=0)
     (x1, x2), _ = next(iter(pairs.make_pair_dataset(pools.train, 4, SIZE, seed=0, augment="none")))
     assert x1.shape == x2.shape == (4, SIZE, SIZE, 3)
-    (a, _, _), _ = next(iter(pairs.make_triplet_dataset(pools.train, 4, SIZE, seed=0, augment="crop")))
+    (a, _, _), _ = next(iter(pairs.make_class_triplet_dataset(pools.train, 4, SIZE, seed=0, augment="crop")))
     assert a.shape == (4, SIZE, SIZE, 3)
     loaded = pairs.load_images(pools.evaluation.table, pools.evaluation.indices, SIZE)
     assert loaded.shape == (pools.evaluation.num_images, SIZE, SIZE, 3)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import config, data, tiles
-from simsiam_tf.tiles import TileKey
+from simsiam_tf import config, data
+from simsiam_tf.data import sources, tiles
+from simsiam_tf.data.tiles import TileKey
 
 
 def test_default_pattern_parses_grid_positions():
@@ -105,7 +106,9 @@ class SeedAugment(IdentityAugment):
 def indexed_tile_set(keys, neighbourhood):
     # Tile i is filled with the value i.
     images = np.broadcast_to(np.arange(len(keys), dtype=np.uint8)[:, None, None, None], (len(keys), 4, 4, 3)).copy()
-    source = tiles._in_memory_source(images, np.zeros(len(keys), np.int64), 1, ("x",), "indexed")
+    source = sources.table_source(
+        (images, np.zeros(len(keys), np.int64)), None, 1, tuple(images.shape[1:]), ("x",), "indexed"
+    )
     return tiles.TileSet(source, tuple(keys), tiles.find_neighbours(keys, neighbourhood))
 
 

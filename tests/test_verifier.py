@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import data, losses, pair_metrics, pairs, verifier
+from simsiam_tf import data, losses, pair_metrics, verifier
+from simsiam_tf.data import pairs
 from simsiam_tf.verifier import PairVerifier
 
 SIZE = 16
@@ -96,7 +97,7 @@ def synthetic_pool():
 def test_head_trains_on_the_synthetic_pairs(head, synthetic_pool):
     model = _model(head)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    make = pairs.make_triplet_dataset if head == "triplet" else pairs.make_pair_dataset
+    make = pairs.make_class_triplet_dataset if head == "triplet" else pairs.make_pair_dataset
     history = model.fit(make(synthetic_pool, 4, SIZE, seed=0), steps_per_epoch=2, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0]) and np.isfinite(history["score_gap"][0])
     assert int(model.optimizer.iterations.numpy()) == 2

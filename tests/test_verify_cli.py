@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import builders, config, data, models, pair_metrics, pairs
+from simsiam_tf import builders, config, data, models, pair_metrics, verification
+from simsiam_tf.data import pairs
 from simsiam_tf.runs import common, verify
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -165,7 +166,7 @@ def test_figures_on_a_hand_made_case():
     eval_labels = np.array([1, 1, 1, 0, 0, 0, 0, 1])
     eval_scores = np.array([0.95, 0.8, 0.55, 0.95, 0.2, 0.1, 0.4, 0.7])
     trials = {5: np.array([[0.9, 0.1, 0.2, 0.3, 0.4], [0.2, 0.5, 0.1, 0.1, 0.1]]), 20: None}
-    m = verify.verification_metrics(val_labels, val_scores, eval_labels, eval_scores, trials)
+    m = verification.verification_metrics(val_labels, val_scores, eval_labels, eval_scores, trials)
     assert m["threshold"] == 0.6 and m["val_accuracy"] == 1.0
     assert m["accuracy"] == pytest.approx(6 / 8)
     # Of the 16 (same, different) pairs of pairs 12 are ranked right and one ties (counting half).
@@ -174,5 +175,5 @@ def test_figures_on_a_hand_made_case():
     assert m["one_shot_5way"] == 0.5 and m["one_shot_20way"] is None
     assert m["eer"] == pytest.approx(pair_metrics.equal_error_rate(eval_labels, eval_scores)[0])
     # Rejecting every validation pair is best: the stored threshold stays finite and does the same.
-    threshold, accuracy = verify.decision_threshold(np.array([0, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.1]))
+    threshold, accuracy = verification.decision_threshold(np.array([0, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.1]))
     assert np.isfinite(threshold) and threshold > 0.9 and accuracy == 0.75

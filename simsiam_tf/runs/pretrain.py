@@ -5,7 +5,8 @@ import time
 import numpy as np
 from absl import logging
 
-from simsiam_tf import data, distribute, export, monitor, probe, tiles
+from simsiam_tf import data, distribute, export, monitor, probe
+from simsiam_tf.data import tiles
 from simsiam_tf.builders import (
     build_encoder,
     build_model,

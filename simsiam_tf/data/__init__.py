@@ -1,0 +1,35 @@
+"""Images for the jobs: sources, the synthetic sets, and the tf.data pipelines on them.
+
+- `sources`: `Source`, `load_source` ("synthetic", TFDS names, "folder").
+- `synthetic`: the embedded synthetic set (`make_synthetic`).
+- `pipeline`: pretraining views, evaluation and probe batches (`make_*_dataset`),
+  deterministic in (seed, step); batch layout over replicas and seed streams.
+- `pairs`: pair verification's pools, pair and triplet streams, N-way trials.
+- `tiles`: tiles and their neighbours, and SimTriplet's triplet stream.
+
+The names most callers need are importable from here.
+"""
+from simsiam_tf.data.pipeline import (
+    DEFAULT_SHUFFLE_BUFFER,
+    make_eval_dataset,
+    make_pretrain_dataset,
+    make_probe_train_dataset,
+)
+from simsiam_tf.data.sources import AUTOTUNE, IMAGE_EXTENSIONS, IN_MEMORY_MAX_BYTES, Source, load_source
+from simsiam_tf.data.synthetic import SYNTHETIC_HUES, SYNTHETIC_PATTERNS, SYNTHETIC_SPLITS, make_synthetic
+
+__all__ = [
+    "AUTOTUNE",
+    "DEFAULT_SHUFFLE_BUFFER",
+    "IMAGE_EXTENSIONS",
+    "IN_MEMORY_MAX_BYTES",
+    "SYNTHETIC_HUES",
+    "SYNTHETIC_PATTERNS",
+    "SYNTHETIC_SPLITS",
+    "Source",
+    "load_source",
+    "make_eval_dataset",
+    "make_pretrain_dataset",
+    "make_probe_train_dataset",
+    "make_synthetic",
+]

@@ -1,0 +1,235 @@
+"""The tf.data pipelines on a `Source`: pretraining views, evaluation and probe batches.
+
+Pipelines are deterministic in (seed, step): the batch a run sees at step k does not
+depend on whether the run started at step 0 or resumed at a later step. The helpers
+for batch layout over replicas and for seed streams serve `pairs` and `tiles` too.
+"""
+import tensorflow as tf
+
+from simsiam_tf import augment as augment_lib
+from simsiam_tf.data.sources import AUTOTUNE, map_ordered
+
+DEFAULT_SHUFFLE_BUFFER = 10_000
+
+fold_in = tf.random.experimental.stateless_fold_in
+
+
+def stream_seed(seed, stream):
+    """A stateless seed [2] for one use (`stream`) of the user's seed."""
+    return fold_in(tf.constant([seed, 0], tf.int64), stream)
+
+
+def layout(global_batch_size, input_context):
+    """(per-replica batch, replicas fed by this pipeline, index of its first replica)."""
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
+    if input_context is None:
+        return global_batch_size, 1, 0
+    replicas = input_context.num_replicas_in_sync
+    pipelines = input_context.num_input_pipelines
+    if global_batch_size % replicas:
+        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by the {replicas} replicas")
+    if replicas % pipelines:
+        raise ValueError(f"{replicas} replicas cannot be split evenly over {pipelines} input pipelines")
+    per_pipeline = replicas // pipelines
+    return input_context.get_per_replica_batch_size(global_batch_size), per_pipeline, input_context.input_pipeline_id * per_pipeline
+
+
+def _chunk_indices(source, global_batch_size, batch, replicas_here, first_replica, seed):
+    """Random-access order: chunk j -> the dataset indices of its replica's slice of the global batch."""
+    n = source.num_examples
+    steps_per_epoch = n // global_batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"the global batch ({global_batch_size}) is larger than the dataset ({n} examples, {source.name})")
+    order_seed = stream_seed(seed, 1)
+
+    def indices(chunk):
+        step = chunk // replicas_here
+        replica = first_replica + chunk % replicas_here
+        epoch = step // steps_per_epoch
+        first = (step % steps_per_epoch) * global_batch_size + replica * batch
+        positions = first + tf.range(batch, dtype=tf.int64)
+        return chunk, tf.random.experimental.index_shuffle(positions, fold_in(order_seed, epoch), n - 1)
+
+    return indices
+
+
+_STREAM_GRAPH_SEED = 87654321
+
+
+def _stream(
+    source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn, buffer
+):
+    """The batches this input pipeline feeds, as `(chunk, images, labels)`, deterministic in the seed.
+
+    Chunk j of this pipeline is the batch of replica `first_replica + j % replicas_here`
+    at step `j // replicas_here`. Random-access sources map every (step, replica) to
+    its slice of the global batch of an index-shuffled epoch (an epoch is
+    `num_examples // global_batch_size` steps), so the union over replicas is the
+    single-device batch and any step can be produced without its predecessors.
+    Streamed sources are sharded per input pipeline and shuffled per epoch with a seed
+    of that epoch; a resumed stream skips into its epoch. `element_fn(chunk, k, image)`
+    runs per image before batching (for images of varying size).
+    """
+    start_chunk = start_step * replicas_here
+    if source.random_access:
+        indices = _chunk_indices(source, global_batch_size, batch, replicas_here, first_replica, seed)
+        chunks = map_ordered(tf.data.Dataset.counter(start_chunk), indices, parallel=False)
+        if source.decode is None and element_fn is None:
+            images, labels = source.records
+            return map_ordered(chunks, lambda chunk, index: (chunk, tf.gather(images, index), tf.gather(labels, index)))
+        elements = map_ordered(chunks, lambda chunk, index: (tf.fill([batch], chunk), tf.range(batch), index), False).unbatch()
+        records = source.records
+        decode = source.decode or (lambda image, label: (image, label))
+        elements = map_ordered(
+            elements, lambda chunk, k, index: (chunk, k) + tuple(decode(*[tf.gather(r, index) for r in records]))
+        )
+    else:
+        records = source.dataset if source.records is None else source.records
+        decode = source.decode or (lambda image, label: (image, label))
+        n = source.num_examples
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            pipelines, pipeline = input_context.num_input_pipelines, input_context.input_pipeline_id
+            records = records.shard(pipelines, pipeline)
+            n = (n - pipeline + pipelines - 1) // pipelines
+        chunks_per_epoch = n // batch
+        if chunks_per_epoch < 1:
+            raise ValueError(f"the per-replica batch ({batch}) is larger than this input pipeline's {n} examples")
+        order_seed = stream_seed(seed, 1)
+        buffer = max(1, min(n, buffer))
+
+        def epoch_records(epoch):
+            # A tensor op seed is combined with the graph-level seed, and TF fails on a
+            # global seed of 0 (`tf.random.set_seed(0)`); pinning this function's graph
+            # seed keeps the order a function of `seed` alone, whatever the caller set.
+            tf.random.set_seed(_STREAM_GRAPH_SEED)
+            shuffle_seed = tf.random.stateless_uniform(
+                [], fold_in(order_seed, epoch), minval=None, maxval=None, dtype=tf.int64
+            )
+            return records.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False).take(chunks_per_epoch * batch)
+
+        stream = tf.data.Dataset.counter(start_chunk // chunks_per_epoch).flat_map(epoch_records)
+        stream = stream.skip((start_chunk % chunks_per_epoch) * batch)
+        position = tf.data.Dataset.counter(start_chunk * batch)
+        elements = map_ordered(
+            tf.data.Dataset.zip((position, stream)), lambda e, record: (e // batch, e % batch) + tuple(decode(*record))
+        )
+    if element_fn is not None:
+        elements = map_ordered(elements, lambda chunk, k, image, label: (chunk, element_fn(chunk, k, image), label))
+    else:
+        elements = map_ordered(elements, lambda chunk, k, image, label: (chunk, image, label), parallel=False)
+    return map_ordered(elements.batch(batch, drop_remainder=True), lambda chunk, x, labels: (chunk[0], x, labels), False)
+
+
+def _chunk_seed(base, replicas_here, first_replica):
+    """Seed of chunk j: folds in its global step and replica, so replicas draw independently."""
+
+    def seed_of(chunk):
+        step = chunk // replicas_here
+        replica = tf.cast(first_replica, tf.int64) + chunk % replicas_here
+        return fold_in(fold_in(base, step), replica)
+
+    return seed_of
+
+
+def make_pretrain_dataset(
+    source, global_batch_size, augment, seed=0, start_step=0, input_context=None, shuffle_buffer=None
+):
+    """Infinite stream of SimSiam batches `(view1, view2)`, each float32 `[b, S, S, 3]`.
+
+    Reshuffled every epoch (drop-remainder epochs of `num_examples // global_batch_size`
+    steps) and deterministic in (seed, step): starting at `start_step` gives the same
+    batches as steps `start_step, ...` of a stream started at 0. Augmentation seeds
+    derive from (seed, step, replica). With `input_context` (from
+    `strategy.distribute_datasets_from_function`) each input pipeline yields the
+    per-replica batches of its replicas; together the replicas see the global batch.
+
+    augment: `augment(images, seed) -> (view1, view2)` on a batch, e.g. a
+        `TwoViewAugment`; sources whose image sizes vary need its `crop` and
+        `appearance` stages (the crop runs per image before batching).
+    shuffle_buffer: buffer of streamed (large TFDS) sources; default
+        min(num_examples, 10000). Random-access sources shuffle exactly.
+    """
+    if start_step < 0:
+        raise ValueError(f"start_step must be non-negative, got {start_step}")
+    batch, replicas_here, first_replica = layout(global_batch_size, input_context)
+    seed_of = _chunk_seed(stream_seed(seed, 2), replicas_here, first_replica)
+
+    element_fn = None
+    if source.image_shape is None:
+        if not (hasattr(augment, "crop") and hasattr(augment, "appearance")):
+            raise TypeError(
+                f"{source.name!r} has images of varying size; its augment needs separate crop() and appearance() "
+                "stages (use simsiam_tf.augment.TwoViewAugment)"
+            )
+
+        def element_fn(chunk, k, image):
+            first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 2))
+            return tf.stack([augment.crop(image, first), augment.crop(image, second)])
+
+        def views(chunk, crops, labels):
+            first, second = tf.unstack(tf.random.experimental.stateless_split(seed_of(chunk), 2))
+            return augment.appearance(crops[:, 0], first), augment.appearance(crops[:, 1], second)
+
+    else:
+
+        def views(chunk, images, labels):
+            return tuple(augment(images, seed_of(chunk)))
+
+    buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
+    stream = _stream(
+        source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn,
+        buffer,
+    )
+    return map_ordered(stream, views).prefetch(AUTOTUNE)
+
+
+def make_eval_dataset(source, batch_size, image_size, center_crop=False):
+    """Finite, ordered batches `(images float32 [b, S, S, 3] in [0, 1], labels int64 [b])`.
+
+    `center_crop=True`: resize + centre crop (ImageNet protocol); False: plain resize
+    (CIFAR-size protocol). The last batch may be smaller.
+    """
+    def preprocess(images, labels):
+        return augment_lib.eval_preprocess(images, image_size, center_crop), labels
+
+    if source.image_shape is None:
+        dataset = map_ordered(source.dataset, preprocess).batch(batch_size)
+    else:
+        dataset = map_ordered(source.dataset.batch(batch_size), preprocess)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def make_probe_train_dataset(
+    source, batch_size, image_size, seed=0, augment=True, crop_scale=(0.08, 1.0), center_crop=False
+):
+    """Shuffled, repeated `(images, labels)` batches for linear-probe training.
+
+    With `augment`, random resized crop (`crop_scale`) + flip per image; without, the
+    evaluation preprocessing (`center_crop` as in `make_eval_dataset`).
+    """
+    if not source.labelled:
+        raise ValueError(f"the linear probe needs labels, but {source.name!r} is unlabelled")
+    seed_of = _chunk_seed(stream_seed(seed, 3), 1, 0)
+
+    def transform(images, chunk_seed):
+        if augment:
+            return augment_lib.probe_augment(images, chunk_seed, image_size, crop_scale)
+        return augment_lib.eval_preprocess(images, image_size, center_crop)
+
+    element_fn = None
+    if source.image_shape is None:
+
+        def element_fn(chunk, k, image):
+            return transform(image, fold_in(seed_of(chunk), k))
+
+        def batch_fn(chunk, images, labels):
+            return images, labels
+
+    else:
+
+        def batch_fn(chunk, images, labels):
+            return transform(images, seed_of(chunk)), labels
+
+    stream = _stream(source, batch_size, batch_size, 1, 0, seed, 0, None, element_fn, DEFAULT_SHUFFLE_BUFFER)
+    return map_ordered(stream, batch_fn).prefetch(AUTOTUNE)
