@@ -126,8 +126,7 @@ def build_compiled_model(config, total_steps=1000):
     """SimSiam model and CoupledSGD built and compiled as the pretraining job does."""
     import tensorflow as tf
 
-    from simsiam_tf import distribute
-    from simsiam_tf import builders
+    from simsiam_tf import builders, distribute
 
     distribute.set_precision(config.runtime.precision)
     strategy = tf.distribute.get_strategy()

@@ -8,8 +8,8 @@ import keras
 
 from simsiam_tf import augment as augment_lib
 from simsiam_tf import backbones, data, distribute, models, optim, probe, simtriplet
-from simsiam_tf.data import tiles
 from simsiam_tf import verifier as verifier_lib
+from simsiam_tf.data import tiles
 
 
 def eval_center_crop(image_size, kind="pretrain"):

@@ -27,7 +27,7 @@ SYNC_BN = ("auto", "true", "false")
 class RuntimeConfig:
     """Where and how a job runs: devices, numerics, logging cadence."""
 
-    model_dir: str = "runs/demo"
+    model_dir: str = "outputs/demo"
     seed: int = 0
     strategy: str = "auto"
     tpu: Optional[str] = None
@@ -110,9 +110,7 @@ class AugmentConfig:
     flip_prob: float = 0.5
 
     def validate(self):
-        lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        _check_crop_scale(self.crop_scale)
         for name in ("jitter_prob", "grayscale_prob", "blur_prob", "flip_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -175,18 +173,10 @@ class PretrainConfig:
         check_choice("on_collapse", self.on_collapse, COLLAPSE_ACTIONS)
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs a batch), got {self.batch_size}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.base_lr <= 0:
-            raise ValueError(f"base_lr must be positive, got {self.base_lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        _check_sgd(self)
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} with epochs={self.epochs}")
-        if self.checkpoint_every_steps < 1 or self.log_every_steps < 1:
-            raise ValueError("checkpoint_every_steps and log_every_steps must be positive")
+        _check_cadence(self)
         if self.knn_every < 0:
             raise ValueError(f"knn_every must be >= 0 (0 turns the kNN monitor off), got {self.knn_every}")
         if self.fixed_random_predictor and not self.model.use_predictor:
@@ -210,6 +200,29 @@ def _check_tile_pattern(pattern, neighbourhood):
             f"tile_pattern {pattern!r} lacks the named group(s) {', '.join(missing)}: write them as "
             "(?P<group>...), (?P<col>\\d+), (?P<row>\\d+) (neighbourhood=group needs only (?P<group>...))"
         )
+
+
+def _check_sgd(config):
+    """The settings PretrainConfig and LinearConfig share: epochs, base_lr, weight_decay, momentum."""
+    if config.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {config.epochs}")
+    if config.base_lr <= 0:
+        raise ValueError(f"base_lr must be positive, got {config.base_lr}")
+    if config.weight_decay < 0:
+        raise ValueError(f"weight_decay must be non-negative, got {config.weight_decay}")
+    if not 0 <= config.momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {config.momentum}")
+
+
+def _check_crop_scale(crop_scale):
+    lo, hi = crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {crop_scale}")
+
+
+def _check_cadence(config):
+    if config.checkpoint_every_steps < 1 or config.log_every_steps < 1:
+        raise ValueError("checkpoint_every_steps and log_every_steps must be positive")
 
 
 def check_choice(name, value, choices):
@@ -244,7 +257,7 @@ class LinearConfig:
     flip for training. `cache_features` None means: cache exactly when `augment` is off.
     """
 
-    runtime: RuntimeConfig = RuntimeConfig(model_dir="runs/linear")
+    runtime: RuntimeConfig = RuntimeConfig(model_dir="outputs/linear")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     init_from: Optional[str] = None
@@ -283,19 +296,9 @@ class LinearConfig:
         check_choice("optimizer", self.optimizer, PROBE_OPTIMIZERS)
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be positive, got {self.batch_size} and {self.eval_batch_size}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.base_lr <= 0:
-            raise ValueError(f"base_lr must be positive, got {self.base_lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
-        if self.checkpoint_every_steps < 1 or self.log_every_steps < 1:
-            raise ValueError("checkpoint_every_steps and log_every_steps must be positive")
+        _check_sgd(self)
+        _check_crop_scale(self.crop_scale)
+        _check_cadence(self)
         if _inside(self.init_from, self.runtime.model_dir):
             raise ValueError(
                 f"init_from {self.init_from!r} lies in model_dir {self.runtime.model_dir!r}: give the probe its own "
@@ -322,7 +325,7 @@ class VerifyConfig:
     head); an epoch is `steps_per_epoch` steps of freshly drawn pairs.
     """
 
-    runtime: RuntimeConfig = RuntimeConfig(model_dir="runs/verify")
+    runtime: RuntimeConfig = RuntimeConfig(model_dir="outputs/verify")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     head: str = "contrastive"
@@ -353,8 +356,6 @@ class VerifyConfig:
     log_every_steps: int = 50
 
     def validate(self):
-        import os
-
         self.runtime.validate()
         self.data.validate()
         self.model.validate()
@@ -394,15 +395,12 @@ class VerifyConfig:
             raise ValueError("num_val_pairs and num_eval_pairs must be at least 2 (a positive and a negative pair)")
         if self.num_trials < 1 or self.eval_batch_size < 1:
             raise ValueError("num_trials and eval_batch_size must be positive")
-        if self.checkpoint_every_steps < 1 or self.log_every_steps < 1:
-            raise ValueError("checkpoint_every_steps and log_every_steps must be positive")
-        if self.init_from:
-            path, run = os.path.abspath(self.init_from), os.path.abspath(self.runtime.model_dir)
-            if os.path.commonpath([path, run]) == run:
-                raise ValueError(
-                    f"init_from {self.init_from!r} lies in model_dir {self.runtime.model_dir!r}: give the verifier its "
-                    "own model_dir, or its checkpoints would mix with those of the run it starts from"
-                )
+        _check_cadence(self)
+        if self.init_from and _inside(self.init_from, self.runtime.model_dir):
+            raise ValueError(
+                f"init_from {self.init_from!r} lies in model_dir {self.runtime.model_dir!r}: give the verifier its "
+                "own model_dir, or its checkpoints would mix with those of the run it starts from"
+            )
         return self
 
 
@@ -414,7 +412,7 @@ class ExportConfig:
     run's flags.cfg.
     """
 
-    model_dir: str = "runs/demo"
+    model_dir: str = "outputs/demo"
     output_dir: Optional[str] = None
     kind: Optional[str] = None
 

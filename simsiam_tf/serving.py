@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from simsiam_tf import augment
+
 # Registers PairVerifier, which a verify run's model.keras refers to.
 from simsiam_tf import verifier as verifier_lib  # noqa: F401
 

@@ -87,9 +87,8 @@ def multi_worker(out, model_dir, steps):
     from simsiam_tf import distribute
 
     strategy = distribute.get_strategy("multi_worker_mirrored")
+    from simsiam_tf import builders, data
     from simsiam_tf import config as config_lib
-    from simsiam_tf import data
-    from simsiam_tf import builders
     from simsiam_tf.runs import common
 
     config = config_lib.replace(

@@ -45,4 +45,4 @@ def test_ablation_changes_only_its_switch(name):
     changed = {k: v for k, v in ablation.items() if base.get(k) != v and k != "model_dir"}
     assert changed == SWITCHES[name]
     assert set(base) - set(ablation) == set()
-    assert ablation["model_dir"] == f"runs/ablation_{name}"
+    assert ablation["model_dir"] == f"outputs/ablation_{name}"

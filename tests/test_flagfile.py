@@ -35,14 +35,14 @@ def test_flag_values_of_the_wrong_length_or_kind_name_the_flag():
 def test_flags_file_text_gives_the_config(tmp_path):
     path = tmp_path / "flags.cfg"
     path.write_text(
-        "# tool: simsiam-linear\n# a comment\n--init_from=runs/x\n--noaugment\n--crop_scale=0.1,0.5\n"
+        "# tool: simsiam-linear\n# a comment\n--init_from=outputs/x\n--noaugment\n--crop_scale=0.1,0.5\n"
         "--cache_features\n--num_train_examples=None\n--width_multiplier=0.125\n--not_a_linear_flag=1\n"
     )
     values = flagfile.read_flags_file(str(path))
     assert values["#tool"] == "simsiam-linear" and values["cache_features"] == "true"
     assert flagfile.detect_kind(values) == "linear"
     config = flagfile.config_from_flags(config_lib.LinearConfig, values)
-    assert config.init_from == "runs/x" and config.augment is False and config.cache_features is True
+    assert config.init_from == "outputs/x" and config.augment is False and config.cache_features is True
     assert config.crop_scale == (0.1, 0.5) and config.data.num_train_examples is None
     assert config.model.width_multiplier == 0.125
 

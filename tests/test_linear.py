@@ -134,18 +134,18 @@ def test_linear_optimizer_names():
         ({"optimizer": "adam"}, "optimizer must be one of lars, sgd"),
         ({"epochs": 0}, "epochs must be at least 1"),
         ({"crop_scale": (0.5, 0.1)}, "crop_scale must satisfy"),
-        ({"runtime.model_dir": "runs/demo"}, "lies in model_dir"),
+        ({"runtime.model_dir": "outputs/demo"}, "lies in model_dir"),
         ({"model.backbone": "vgg16"}, "unknown backbone"),
     ],
 )
 def test_linear_config_names_the_problem(changes, message):
-    bad = config.replace(config.LinearConfig(init_from="runs/demo"), **changes)
+    bad = config.replace(config.LinearConfig(init_from="outputs/demo"), **changes)
     with pytest.raises(ValueError, match=message):
         bad.validate()
 
 
 def test_cache_features_defaults_to_not_augment():
-    c = config.LinearConfig(init_from="runs/demo")
+    c = config.LinearConfig(init_from="outputs/demo")
     assert not c.cached
     assert config.replace(c, augment=False).cached
     assert not config.replace(c, augment=False, cache_features=False).cached
@@ -255,7 +255,7 @@ def test_cli_init_from_nothing_names_the_path(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--init_from=runs/demo", "--cache_features=true", "--augment=true"], "cache_features=true needs augment=false"),
+        (["--init_from=outputs/demo", "--cache_features=true", "--augment=true"], "cache_features=true needs augment=false"),
         ([], "init_from is required"),
     ],
 )

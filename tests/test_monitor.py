@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from simsiam_tf import monitor
 
-
 # --- collapse indicators ---------------------------------------------------
 
 

@@ -4,7 +4,7 @@
 its flags.cfg says which job it was and how to rebuild the model, and its latest
 checkpoint gives the weights. Writes <output_dir>/saved_model and
 <output_dir>/model.keras (output_dir defaults to <model_dir>/export). The signatures
-are listed in the simsiam_tf.export module's documentation; `saved_model_cli show
+are listed in the simsiam_tf.serving module's documentation; `saved_model_cli show
 --all --dir <output_dir>/saved_model` prints them.
 
 The run directory is only read: its flags.cfg stays the training run's.

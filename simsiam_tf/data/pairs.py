@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from simsiam_tf import augment as augment_lib
+from simsiam_tf.config import VERIFY_AUGMENTS, check_choice
 from simsiam_tf.data import sources
 from simsiam_tf.data.pipeline import fold_in, stream_seed
-from simsiam_tf.config import VERIFY_AUGMENTS, check_choice
 
 AUTOTUNE = tf.data.AUTOTUNE
 AUGMENTS = VERIFY_AUGMENTS

@@ -160,7 +160,7 @@ def find_neighbours(keys, neighbourhood="4"):
                 )
             where[cell] = i
         lists = []
-        for i, key in enumerate(keys):
+        for key in keys:
             found = []
             if key is not None:
                 for dc, dr in _OFFSETS[neighbourhood]:

@@ -6,7 +6,6 @@ import numpy as np
 from absl import logging
 
 from simsiam_tf import data, distribute, export, monitor, probe
-from simsiam_tf.data import tiles
 from simsiam_tf.builders import (
     build_encoder,
     build_model,
@@ -17,6 +16,7 @@ from simsiam_tf.builders import (
     load_train_source,
     make_augment,
 )
+from simsiam_tf.data import tiles
 from simsiam_tf.runs import common
 
 

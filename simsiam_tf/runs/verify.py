@@ -15,7 +15,9 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import distribute, pair_metrics
+from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
 from simsiam_tf.data import pairs
+from simsiam_tf.runs import common
 from simsiam_tf.verification import (
     FIGURE_KEYS,
     N_WAYS,
@@ -23,8 +25,6 @@ from simsiam_tf.verification import (
     score_plan,
     verification_metrics,
 )
-from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
-from simsiam_tf.runs import common
 
 RANDOM_INIT_SUBDIR = "random_init"
 
@@ -156,7 +156,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
         except common.RunError as err:
             raise common.RunError(
                 f"{err}. --init_from names the simsiam-pretrain run whose encoder starts the verifier "
-                "(run `simsiam-pretrain` first: the demo writes runs/demo), or set --init_from= for a random-init encoder"
+                "(run `simsiam-pretrain` first: the demo writes outputs/demo), or set --init_from= for a random-init encoder"
             ) from None
         prefix = common.load_weights(init_from, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
         logging.info("%s: encoder initialised from %s", label, prefix)
