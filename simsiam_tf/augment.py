@@ -141,18 +141,37 @@ def _apply_to_picked(images, picked, fn):
     )
 
 
-def crop_and_resize(images, top, left, crop_h, crop_w, size, flip=None):
+def crop_and_resize(images, top, left, crop_h, crop_w, size, flip=None, antialias=True):
     """Bilinear resize of per-image windows to `size` x `size`, float32 in the input's range.
 
     Samples sit where `tf.image.resize` of the cropped window puts them (half-pixel
     centres), not at `tf.image.crop_and_resize`'s aligned corners; the boxes are chosen
     to make it so. Near a window's border, where resizing the cut-out crop would clamp
-    to the crop's edge, the real neighbouring pixels are read; a one-pixel edge padding
-    clamps at the image border as `tf.image.resize` does, so a full-image window is
-    exactly `tf.image.resize`. No antialiasing (as crop_and_resize).
-    `flip` (bool `[B]`, optional) mirrors the chosen crops left-right at no extra cost.
+    to the crop's edge, the real neighbouring pixels are read; at the image border the
+    kernel is clamped as `tf.image.resize` does, so a full-image window is exactly
+    `tf.image.resize(..., antialias=antialias)`.
+
+    `antialias=True`: along an axis where a window is larger than `size` the bilinear
+    (triangle) kernel is widened by the shrink factor, as PIL's resize, which
+    torchvision's RandomResizedCrop calls on PIL images. When some window of the batch
+    shrinks, the batch is resized image by image (`ScaleAndTranslate`); when none does
+    (e.g. 32 px crops of 32 px images), antialiasing changes nothing and the batch takes
+    the one-op path. `flip` (bool `[B]`, optional) mirrors the chosen crops left-right.
     """
     images = tf.convert_to_tensor(images)
+    top, left, crop_h, crop_w = (tf.cast(t, tf.float32) for t in (top, left, crop_h, crop_w))
+    if not antialias:
+        return _bilinear_crops(images, top, left, crop_h, crop_w, size, flip)
+    shrinks = tf.reduce_any((crop_h > size) | (crop_w > size))
+    return tf.cond(
+        shrinks,
+        lambda: _antialiased_crops(images, top, left, crop_h, crop_w, size, flip),
+        lambda: _bilinear_crops(images, top, left, crop_h, crop_w, size, flip),
+    )
+
+
+def _bilinear_crops(images, top, left, crop_h, crop_w, size, flip):
+    """All windows in one `tf.image.crop_and_resize` (no antialiasing)."""
     shape = tf.shape(images)
     padded = _pad_edges(images)
     span_y = tf.cast(shape[1] + 1, tf.float32)
@@ -171,18 +190,52 @@ def crop_and_resize(images, top, left, crop_h, crop_w, size, flip=None):
     )
 
 
+def _antialiased_crops(images, top, left, crop_h, crop_w, size, flip):
+    """Each window resized on its own by `ScaleAndTranslate`, the op behind `tf.image.resize(antialias=True)`.
+
+    The op maps output pixel centre `o + 0.5` to input `(o + 0.5 - translation) / scale`;
+    `scale = size / crop` and `translation = -start * scale` put the window's corners on
+    the output's. It reads only the input rows and columns under the kernel.
+    """
+    s = float(size)
+    scale = tf.stack([s / crop_h, s / crop_w], axis=1)
+    translation = tf.stack([-top * s / crop_h, -left * s / crop_w], axis=1)
+
+    def one(args):
+        image, image_scale, image_translation = args
+        return tf.raw_ops.ScaleAndTranslate(
+            images=image[tf.newaxis],
+            size=[size, size],
+            scale=image_scale,
+            translation=image_translation,
+            kernel_type="triangle",
+            antialias=True,
+        )[0]
+
+    out = tf.map_fn(
+        one,
+        (images, scale, translation),
+        fn_output_signature=tf.TensorSpec([size, size, None], tf.float32),
+    )
+    if flip is not None:
+        out = tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
+    return out
+
+
 @_batched
-def random_resized_crop(images, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.0):
+def random_resized_crop(
+    images, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.0, antialias=True
+):
     """RandomResizedCrop of every image, independently: float32 `[B, size, size, 3]` in [0, 1].
 
     With `flip_prob` > 0 each crop is also mirrored left-right with that probability
-    (RandomHorizontalFlip folded into the crop).
+    (RandomHorizontalFlip folded into the crop). `antialias`: see `crop_and_resize`.
     """
     shape = tf.shape(images)
     box_seed, flip_seed = _split(seed, 2)
     top, left, ch, cw = crop_boxes(box_seed, shape[0], shape[1], shape[2], scale, ratio)
     flip = _bernoulli(shape[0], flip_seed, flip_prob) if flip_prob > 0 else None
-    out = crop_and_resize(images, top, left, ch, cw, size, flip)
+    out = crop_and_resize(images, top, left, ch, cw, size, flip, antialias)
     if images.dtype == tf.uint8:
         out = out / 255.0
     return tf.clip_by_value(out, 0.0, 1.0)

@@ -54,6 +54,21 @@ def _bn(name, sync_bn, center=True, scale=True):
     )
 
 
+# Where the heads put BatchNormalization (the paper's Table 3): after every Dense, after
+# the hidden Dense layers only, or nowhere. A Dense not followed by BN gets a bias.
+BN_PLACEMENTS = ("all", "hidden", "none")
+
+
+def _placement(bn, use_bn, default, who):
+    if bn is None:
+        return default if use_bn else "none"
+    if bn not in BN_PLACEMENTS:
+        raise ValueError(f"{who} bn must be one of {', '.join(BN_PLACEMENTS)}; got {bn!r}")
+    if not use_bn and bn != "none":
+        raise ValueError(f"{who}: use_bn=False contradicts bn={bn!r}; pass only bn (use_bn=False means bn='none')")
+    return bn
+
+
 def build_projector(
     in_dim,
     dim=2048,
@@ -62,43 +77,61 @@ def build_projector(
     use_bn=True,
     sync_bn=False,
     name="projector",
+    bn=None,
 ):
     """Projection MLP g: [N, in_dim] -> [N, dim].
 
     (num_layers - 1) x [Dense(hidden, no bias) - BN - ReLU], then Dense(dim, no bias) -
     BN(no centre, no scale). `hidden_dim` defaults to `in_dim` (the reference uses the
-    backbone width); `num_layers=2` is the CIFAR recipe. `use_bn=False` is the paper's
-    no-BN ablation: no BN anywhere, and the Dense layers get biases.
+    backbone width; the paper's "hidden fc is 2048-d" for ResNet-50); `num_layers=2` is
+    the CIFAR recipe.
+
+    `bn`, Table 3's variants: "all" (the default and the reference, Table 3c),
+    "hidden" (BN after the hidden layers only, the output Dense with a bias; 3b), or
+    "none" (no BN anywhere, every Dense with a bias; 3a). `use_bn=False` is the older
+    spelling of `bn="none"`.
     """
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-    hidden_dim = hidden_dim or in_dim
+    if hidden_dim is not None and (int(hidden_dim) != hidden_dim or hidden_dim < 1):
+        raise ValueError(f"hidden_dim must be a positive integer or None (the input width), got {hidden_dim}")
+    bn = _placement(bn, use_bn, "all", "projector")
+    hidden_bn, output_bn = bn in ("all", "hidden"), bn == "all"
+    hidden_dim = int(hidden_dim or in_dim)
     stack = [keras.Input(shape=(in_dim,), name=f"{name}_input")]
     fan_in = in_dim
     for i in range(1, num_layers):
-        stack.append(_dense(hidden_dim, fan_in, not use_bn, f"{name}_fc{i}"))
-        if use_bn:
+        stack.append(_dense(hidden_dim, fan_in, not hidden_bn, f"{name}_fc{i}"))
+        if hidden_bn:
             stack.append(_bn(f"{name}_bn{i}", sync_bn))
         stack.append(layers.ReLU(name=f"{name}_relu{i}"))
         fan_in = hidden_dim
-    stack.append(_dense(dim, fan_in, not use_bn, f"{name}_fc{num_layers}"))
-    if use_bn:
+    stack.append(_dense(dim, fan_in, not output_bn, f"{name}_fc{num_layers}"))
+    if output_bn:
         stack.append(_bn(f"{name}_bn{num_layers}", sync_bn, center=False, scale=False))
     return keras.Sequential(stack, name=name)
 
 
-def build_predictor(dim=2048, pred_dim=512, use_bn=True, sync_bn=False, name="predictor"):
+def build_predictor(dim=2048, pred_dim=512, use_bn=True, sync_bn=False, name="predictor", bn=None):
     """Prediction MLP h: [N, dim] -> [N, dim] with a pred_dim bottleneck.
 
-    Dense(pred_dim, no bias) - BN - ReLU - Dense(dim, with bias). With `use_bn=False`
-    the BN goes and the first Dense gets a bias.
+    Dense(pred_dim, no bias) - BN - ReLU - Dense(dim, with bias).
+
+    `bn`: "hidden" (the default and the reference), "all" (BN on the output too, the
+    paper's Table 3d, which it reports unstable; the output Dense then has no bias and
+    its BN no centre or scale, as the projector's output BN: the paper does not say
+    which), or "none" (both Dense with a bias). `use_bn=False` is `bn="none"`.
     """
+    bn = _placement(bn, use_bn, "hidden", "predictor")
+    hidden_bn, output_bn = bn in ("all", "hidden"), bn == "all"
     stack = [
         keras.Input(shape=(dim,), name=f"{name}_input"),
-        _dense(pred_dim, dim, not use_bn, f"{name}_fc1"),
+        _dense(pred_dim, dim, not hidden_bn, f"{name}_fc1"),
     ]
-    if use_bn:
+    if hidden_bn:
         stack.append(_bn(f"{name}_bn1", sync_bn))
     stack.append(layers.ReLU(name=f"{name}_relu1"))
-    stack.append(_dense(dim, pred_dim, True, f"{name}_fc2"))
+    stack.append(_dense(dim, pred_dim, not output_bn, f"{name}_fc2"))
+    if output_bn:
+        stack.append(_bn(f"{name}_bn2", sync_bn, center=False, scale=False))
     return keras.Sequential(stack, name=name)

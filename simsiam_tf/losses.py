@@ -109,7 +109,7 @@ def _masked_min(data, mask, axis=-1):
     return tf.reduce_min((data - highest) * mask, axis, keepdims=True) + highest
 
 
-def _semi_hard(dist, positive, negative, margin):
+def _semi_hard(dist, positive, negative, margin, tfa_compat=False):
     # For anchor a and positive p the semi-hard negative is the closest negative with
     # d(a, n) > d(a, p). Sorting each anchor's negative distances and binary-searching
     # d(a, p) finds it with O(B^2) memory, where TF-Addons builds a [B*B, B] mask.
@@ -120,25 +120,31 @@ def _semi_hard(dist, positive, negative, margin):
     first_greater = tf.searchsorted(sorted_neg, dist, side="right")
     has_outside = first_greater < num_neg
     outside = tf.gather(sorted_neg, tf.minimum(first_greater, n - 1), batch_dims=1)
-    # No negative farther than the positive: fall back to the anchor's farthest negative.
+    # No negative farther than the positive: fall back to the anchor's farthest negative
+    # (with no negative at all, the row minimum: 0, the diagonal, as TF-Addons).
     inside = _masked_max(dist, negative)
     semi_hard_negative = tf.where(has_outside, outside, inside)
-    valid = positive & (num_neg > 0)
+    valid = positive if tfa_compat else positive & (num_neg > 0)
     per_pair = tf.maximum(dist - semi_hard_negative + margin, 0.0)
     total = tf.reduce_sum(tf.where(valid, per_pair, 0.0))
-    return tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(valid, tf.float32)))
+    count = tf.reduce_sum(tf.cast(valid, tf.float32))
+    return total / count if tfa_compat else tf.math.divide_no_nan(total, count)
 
 
-def _batch_hard(dist, positive, negative, margin):
+def _batch_hard(dist, positive, negative, margin, tfa_compat=False):
+    # An empty mask gives the row minimum (positives: 0, the diagonal) or maximum
+    # (negatives), which is what TF-Addons counts for such anchors.
     hardest_positive = _masked_max(dist, positive)[:, 0]
     hardest_negative = _masked_min(dist, negative)[:, 0]
-    valid = tf.reduce_any(positive, axis=1) & tf.reduce_any(negative, axis=1)
     per_anchor = tf.maximum(hardest_positive - hardest_negative + margin, 0.0)
+    if tfa_compat:
+        return tf.reduce_mean(per_anchor)
+    valid = tf.reduce_any(positive, axis=1) & tf.reduce_any(negative, axis=1)
     total = tf.reduce_sum(tf.where(valid, per_anchor, 0.0))
     return tf.math.divide_no_nan(total, tf.reduce_sum(tf.cast(valid, tf.float32)))
 
 
-def triplet_loss(labels, embeddings, margin=1.0, mining="semi_hard", distance="l2"):
+def triplet_loss(labels, embeddings, margin=1.0, mining="semi_hard", distance="l2", tfa_compat=False):
     """Triplet loss with in-batch mining; returns a float32 scalar.
 
     `mining="semi_hard"` is TF-Addons' `TripletSemiHardLoss` (FaceNet, Schroff et al. 2015):
@@ -151,9 +157,17 @@ def triplet_loss(labels, embeddings, margin=1.0, mining="semi_hard", distance="l
     closest negative, `max(d_ap - d_an + margin, 0)` averaged over the anchors.
 
     Anchors without a positive or without a negative form no triplet and are left out of
-    both the sum and the count; a batch with no triplet gives 0. (TF-Addons instead
-    returns NaN for a batch without positive pairs, and `margin + d(a,p)` for anchors
-    without a negative.)
+    both the sum and the count; a batch with no triplet gives 0.
+
+    `tfa_compat=True` gives TF-Addons' numbers in those cases too (its `soft` variant
+    and custom distance callables are not offered):
+    - `TripletSemiHardLoss`: a pair whose anchor has no negative counts with
+      `max(d(a,p) + margin, 0)`; a batch without a positive pair gives NaN (0 / 0).
+    - `TripletHardLoss`: the mean over every anchor; an anchor without a positive
+      counts with a hardest-positive distance of 0, i.e. `max(margin - d_an, 0)`, and
+      one without a negative with the row's largest distance as its hardest negative.
+    Elsewhere the two settings agree. TF-Addons' `distance_metric` names map to
+    `distance` as "L2" -> "l2", "squared-L2" -> "squared_l2", "angular" -> "angular".
     """
     check_choice("mining", mining, MININGS)
     check_choice("distance", distance, DISTANCES)
@@ -164,8 +178,8 @@ def triplet_loss(labels, embeddings, margin=1.0, mining="semi_hard", distance="l
     positive = same & ~tf.eye(tf.shape(labels)[0], dtype=tf.bool)
     negative = ~same
     if mining == "semi_hard":
-        return _semi_hard(dist, positive, negative, margin)
-    return _batch_hard(dist, positive, negative, margin)
+        return _semi_hard(dist, positive, negative, margin, bool(tfa_compat))
+    return _batch_hard(dist, positive, negative, margin, bool(tfa_compat))
 
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
@@ -195,14 +209,16 @@ class TripletLoss(keras.losses.Loss):
         reduction="sum_over_batch_size",
         name="triplet_loss",
         dtype=None,
+        tfa_compat=False,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = check_margin(margin)
         self.mining = check_choice("mining", mining, MININGS)
         self.distance = check_choice("distance", distance, DISTANCES)
+        self.tfa_compat = bool(tfa_compat)
 
     def call(self, y_true, y_pred):
-        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance)
+        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance, self.tfa_compat)
 
     def get_config(self):
         return {
@@ -210,4 +226,5 @@ class TripletLoss(keras.losses.Loss):
             "margin": self.margin,
             "mining": self.mining,
             "distance": self.distance,
+            "tfa_compat": self.tfa_compat,
         }

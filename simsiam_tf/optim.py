@@ -6,7 +6,8 @@ momentum buffer (`v = m * v - lr * g`), so the two diverge as soon as the learni
 changes from step to step, and its `weight_decay` is decoupled (`w -= lr * wd * w`
 outside the momentum) rather than an L2 term added to the gradient.
 
-`LARS` is the layer-wise adaptive rule used for the linear probe.
+`LARS` is the layer-wise adaptive rule of the reference's linear probe (apex `LARC`
+wrapping that SGD).
 """
 import math
 import numbers
@@ -33,19 +34,27 @@ def scaled_lr(base_lr, global_batch_size):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Per-step linear warmup followed by a half-cosine decay to `final_lr`.
+    """Linear warmup followed by a half-cosine decay to `final_lr`, per step or per epoch.
 
-    With `W = warmup_steps` and `T = total_steps`:
+    Per step (`steps_per_epoch=None`), with `W = warmup_steps` and `T = total_steps`:
 
     - `step < W`: `peak_lr * (step + 1) / W` (reaches `peak_lr` at step `W - 1`);
     - `step >= W`: `final_lr + (peak_lr - final_lr) * 0.5 * (1 + cos(pi * p))` with
       `p = min((step - W) / (T - W), 1)`, so the rate stays at `final_lr` past `T`.
 
+    Per epoch (`steps_per_epoch=S`), as the reference's `adjust_learning_rate`, which
+    sets the rate once at the start of each epoch: the same formula in epochs, with
+    `step` replaced by the epoch index `e = floor(step / S)`, `W` by `warmup_steps / S`
+    and `T` by `total_steps / S`. The rate is constant within an epoch; the warmup is
+    per epoch too (`peak_lr * (e + 1) / W`), so `warmup_steps` and `total_steps` must
+    be whole numbers of epochs. Without warmup and with `final_lr=0` this is
+    `peak_lr * 0.5 * (1 + cos(pi * e / epochs))`, the reference's rule exactly.
+
     The value is a float32 tensor; `step` may be a Python number or a tensor (the
     optimizer passes its `iterations` counter).
     """
 
-    def __init__(self, peak_lr, total_steps, warmup_steps=0, final_lr=0.0):
+    def __init__(self, peak_lr, total_steps, warmup_steps=0, final_lr=0.0, steps_per_epoch=None):
         peak_lr = float(peak_lr)
         final_lr = float(final_lr)
         total_steps = _as_int(total_steps, "total_steps")
@@ -66,18 +75,36 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "`final_lr` must lie in [0, peak_lr]. Received: "
                 f"final_lr={final_lr}, peak_lr={peak_lr}"
             )
+        if steps_per_epoch is not None:
+            steps_per_epoch = _as_int(steps_per_epoch, "steps_per_epoch")
+            if steps_per_epoch < 1:
+                raise ValueError(f"`steps_per_epoch` must be >= 1. Received: steps_per_epoch={steps_per_epoch}")
+            for name, value in (("total_steps", total_steps), ("warmup_steps", warmup_steps)):
+                if value % steps_per_epoch:
+                    raise ValueError(
+                        f"A per-epoch schedule needs `{name}` to be a whole number of epochs. Received: "
+                        f"{name}={value}, steps_per_epoch={steps_per_epoch}; round the warmup to whole "
+                        "epochs or use a per-step schedule (steps_per_epoch=None)."
+                    )
         self.peak_lr = peak_lr
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
         self.final_lr = final_lr
+        self.steps_per_epoch = steps_per_epoch
 
     def __call__(self, step):
-        step = tf.cast(tf.convert_to_tensor(step), tf.float32)
+        step = tf.convert_to_tensor(step)
+        if self.steps_per_epoch:
+            # The epoch index in integers: float32 loses whole steps past 2**24.
+            step = tf.math.floordiv(tf.cast(step, tf.int64), self.steps_per_epoch)
+        step = tf.cast(step, tf.float32)
         peak = tf.constant(self.peak_lr, tf.float32)
         final = tf.constant(self.final_lr, tf.float32)
-        warmup = float(self.warmup_steps)
+        unit = float(self.steps_per_epoch or 1)
+        warmup = self.warmup_steps / unit
+        total = self.total_steps / unit
         warm = peak * (step + 1.0) / max(warmup, 1.0)
-        progress = (step - warmup) / float(self.total_steps - self.warmup_steps)
+        progress = (step - warmup) / (total - warmup)
         progress = tf.clip_by_value(progress, 0.0, 1.0)
         decay = final + (peak - final) * 0.5 * (1.0 + tf.cos(math.pi * progress))
         return tf.where(step < warmup, warm, decay)
@@ -88,6 +115,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "total_steps": self.total_steps,
             "warmup_steps": self.warmup_steps,
             "final_lr": self.final_lr,
+            "steps_per_epoch": self.steps_per_epoch,
         }
 
 
@@ -219,24 +247,32 @@ class CoupledSGD(keras.optimizers.Optimizer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class LARS(keras.optimizers.Optimizer):
-    """LARS with momentum, layer-wise trust ratio on the weight matrices only.
+    """SGD with momentum wrapped in layer-wise rate scaling, step for step apex `LARC(clip=False)`.
 
+    The SimSiam reference's LARS probe (`main_lincls.py --lars`) is
+    `LARC(torch.optim.SGD(..., weight_decay=wd), trust_coefficient=0.001, clip=False)`.
     For each variable `w` with gradient `g`:
 
     ```
-    dp = g
-    if adapted(w):                    # rank > 1 and path not excluded
-        dp = dp + weight_decay * w
-        q = trust_coefficient * ||w|| / ||dp||   if ||w|| > 0 and ||dp|| > 0, else 1
-        dp = dp * q
-    mu = momentum * mu + dp
+    if adapted(w) and ||w|| > 0 and ||g|| > 0:
+        local_lr = trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps)
+        dp = (g + weight_decay * w) * local_lr
+    else:
+        dp = g                        # LARC absorbs SGD's decay: none here
+    mu = momentum * mu + dp           # mu starts at zero, so step 1 gives mu = dp
     w = w - lr * mu
     ```
 
-    Biases and BatchNormalization variables (rank <= 1) get neither weight decay nor
-    adaptation. Under a `tf.distribute` strategy the norms are taken on the
-    all-reduced gradient, so the update equals the single-device one on the global
-    batch (given a loss scaled by `1 / num_replicas`).
+    `||g||` is the norm of the raw gradient, before the decay term. Every variable is
+    adapted by default, biases included; a zero-initialised bias takes one plain step
+    (its norm is 0) and is adapted from then on. With `adapt_rank1=False`, or for
+    variables matching `exclude_from_adaptation`, a variable gets the `else` branch on
+    every step (no decay, no scaling): the usual LARS exclusion of biases and
+    BatchNormalization parameters, not the reference's rule.
+
+    Under a `tf.distribute` strategy the norms are taken on the all-reduced gradient,
+    so the update equals the single-device one on the global batch (given a loss
+    scaled by `1 / num_replicas`).
 
     Args:
         learning_rate: float or `LearningRateSchedule`.
@@ -244,10 +280,14 @@ class LARS(keras.optimizers.Optimizer):
         weight_decay: L2 coefficient added to the gradient of adapted variables. It
             is stored as `coupled_weight_decay`; the base class' `weight_decay` stays
             `None`.
-        trust_coefficient: the trust coefficient of the ratio `q`.
+        trust_coefficient: the trust coefficient of `local_lr` (apex's default is 0.02,
+            the reference passes 0.001).
+        epsilon: added to the denominator of `local_lr` (apex's `eps`, 1e-8).
+        adapt_rank1: adapt variables of rank <= 1 (biases, BatchNormalization) too, as
+            the reference does. False leaves them unadapted and undecayed.
         exclude_from_adaptation: list of regular expressions; a variable whose path
-            (`variable.path`, else its name) matches one with `re.search` is treated
-            as a bias: no decay, no adaptation.
+            (`variable.path`, else its name) matches one with `re.search` is left
+            unadapted and undecayed.
         name, **kwargs: as `keras.optimizers.Optimizer`, except `weight_decay`.
     """
 
@@ -257,6 +297,8 @@ class LARS(keras.optimizers.Optimizer):
         momentum=0.9,
         weight_decay=0.0,
         trust_coefficient=0.001,
+        epsilon=1e-8,
+        adapt_rank1=True,
         exclude_from_adaptation=None,
         name="lars",
         **kwargs,
@@ -265,6 +307,7 @@ class LARS(keras.optimizers.Optimizer):
         momentum = float(momentum)
         weight_decay = float(weight_decay)
         trust_coefficient = float(trust_coefficient)
+        epsilon = float(epsilon)
         if momentum < 0:
             raise ValueError(f"`momentum` must be >= 0. Received: momentum={momentum}")
         if weight_decay < 0:
@@ -275,11 +318,17 @@ class LARS(keras.optimizers.Optimizer):
             raise ValueError(
                 f"`trust_coefficient` must be > 0. Received: trust_coefficient={trust_coefficient}"
             )
+        if not epsilon >= 0:
+            raise ValueError(f"`epsilon` must be >= 0. Received: epsilon={epsilon}")
+        if not isinstance(adapt_rank1, bool):
+            raise ValueError(f"`adapt_rank1` must be True or False. Received: adapt_rank1={adapt_rank1!r}")
         if isinstance(exclude_from_adaptation, str):
             exclude_from_adaptation = [exclude_from_adaptation]
         self.momentum = momentum
         self.coupled_weight_decay = weight_decay
         self.trust_coefficient = trust_coefficient
+        self.epsilon = epsilon
+        self.adapt_rank1 = adapt_rank1
         # Tuples, not lists: attribute lists get wrapped by Keras/TF tracking.
         self._exclude_from_adaptation = (
             None if exclude_from_adaptation is None else tuple(str(p) for p in exclude_from_adaptation)
@@ -293,7 +342,7 @@ class LARS(keras.optimizers.Optimizer):
         return list(self._exclude_from_adaptation)
 
     def _is_adapted(self, variable):
-        if len(variable.shape) <= 1:
+        if len(variable.shape) <= 1 and not self.adapt_rank1:
             return False
         path = getattr(variable, "path", None) or variable.name
         return not any(p.search(path) for p in self._exclude_patterns)
@@ -311,20 +360,21 @@ class LARS(keras.optimizers.Optimizer):
         dtype = variable.dtype
         index = self._get_variable_index(variable)
         lr = tf.cast(learning_rate, dtype)
-        dp = tf.cast(_dense(gradient), dtype)
+        g = tf.cast(_dense(gradient), dtype)
+        dp = g
         if self._adapted[index]:
             w = tf.convert_to_tensor(variable)
-            if self.coupled_weight_decay:
-                dp = dp + tf.cast(self.coupled_weight_decay, dtype) * w
+            wd = tf.cast(self.coupled_weight_decay, dtype)
             w_norm = tf.norm(w)
-            dp_norm = tf.norm(dp)
-            ratio = (
+            g_norm = tf.norm(g)
+            local_lr = (
                 tf.cast(self.trust_coefficient, dtype)
                 * w_norm
-                / tf.where(dp_norm > 0, dp_norm, tf.ones_like(dp_norm))
+                / (g_norm + wd * w_norm + tf.cast(self.epsilon, dtype))
             )
-            q = tf.where((w_norm > 0) & (dp_norm > 0), ratio, tf.ones_like(ratio))
-            dp = dp * q
+            both = (w_norm > 0) & (g_norm > 0)
+            # With epsilon 0 and a zero norm the ratio is nan; the select discards it.
+            dp = tf.where(both, (g + wd * w) * local_lr, g)
         mu = self.momentums[index]
         new_mu = tf.cast(self.momentum, dtype) * tf.convert_to_tensor(mu) + dp
         self.assign(mu, new_mu)
@@ -333,7 +383,7 @@ class LARS(keras.optimizers.Optimizer):
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         raise ValueError(
             "LARS decays exactly the adapted variables; use `exclude_from_adaptation` "
-            "to leave variables out of both decay and adaptation."
+            "(or `adapt_rank1=False`) to leave variables out of both decay and adaptation."
         )
 
     def get_config(self):
@@ -343,6 +393,8 @@ class LARS(keras.optimizers.Optimizer):
                 "momentum": self.momentum,
                 "weight_decay": self.coupled_weight_decay,
                 "trust_coefficient": self.trust_coefficient,
+                "epsilon": self.epsilon,
+                "adapt_rank1": self.adapt_rank1,
                 "exclude_from_adaptation": self.exclude_from_adaptation,
             }
         )

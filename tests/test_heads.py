@@ -106,3 +106,60 @@ def test_fan_in_uniform_serialises():
     assert values.min() >= -0.2 and values.max() <= 0.2 and values.std() > 0.05
     with pytest.raises(ValueError):
         heads.FanInUniform(0)
+
+
+@pytest.mark.parametrize(
+    "bn, types, biases",
+    [
+        # Table 3: (c) the reference, (b) BN on the hidden layers only, (a) no BN.
+        ("all", [Dense, BN, ReLU, Dense, BN, ReLU, Dense, BN], [False, False, False]),
+        ("hidden", [Dense, BN, ReLU, Dense, BN, ReLU, Dense], [False, False, True]),
+        ("none", [Dense, ReLU, Dense, ReLU, Dense], [True, True, True]),
+    ],
+)
+def test_projector_bn_placements(bn, types, biases):
+    proj = heads.build_projector(16, dim=32, hidden_dim=24, bn=bn)
+    assert _types(proj) == types
+    dense = [l for l in proj.layers if isinstance(l, Dense)]
+    assert [d.units for d in dense] == [24, 24, 32]
+    assert [d.use_bias for d in dense] == biases
+    bns = [l for l in proj.layers if isinstance(l, BN)]
+    for layer in bns[:2]:
+        _check_bn(layer)
+    if bn == "all":
+        _check_bn(bns[2], center=False, scale=False)
+    assert proj(np.ones((4, 16), np.float32)).shape == (4, 32)
+
+
+@pytest.mark.parametrize(
+    "bn, types, biases",
+    [
+        ("hidden", [Dense, BN, ReLU, Dense], [False, True]),  # the reference
+        ("all", [Dense, BN, ReLU, Dense, BN], [False, False]),  # Table 3d
+        ("none", [Dense, ReLU, Dense], [True, True]),
+    ],
+)
+def test_predictor_bn_placements(bn, types, biases):
+    pred = heads.build_predictor(dim=32, pred_dim=8, bn=bn, sync_bn=True)
+    assert _types(pred) == types
+    assert [l.use_bias for l in pred.layers if isinstance(l, Dense)] == biases
+    bns = [l for l in pred.layers if isinstance(l, BN)]
+    if bns:
+        _check_bn(bns[0], synchronized=True)
+    if bn == "all":
+        _check_bn(bns[1], center=False, scale=False, synchronized=True)
+        assert pred.layers[-1].name == "predictor_bn2"
+    assert pred(np.ones((4, 32), np.float32)).shape == (4, 32)
+
+
+def test_bn_argument_errors():
+    with pytest.raises(ValueError, match="bn must be one of all, hidden, none; got 'output'"):
+        heads.build_projector(16, dim=32, bn="output")
+    with pytest.raises(ValueError, match="use_bn=False contradicts bn='hidden'"):
+        heads.build_predictor(dim=32, pred_dim=8, use_bn=False, bn="hidden")
+    with pytest.raises(ValueError, match="hidden_dim"):
+        heads.build_projector(16, dim=32, hidden_dim=0)
+    # use_bn=False keeps meaning bn="none".
+    assert _types(heads.build_predictor(dim=32, pred_dim=8, use_bn=False)) == _types(
+        heads.build_predictor(dim=32, pred_dim=8, bn="none")
+    )

@@ -274,3 +274,94 @@ def test_bad_arguments_raise_value_error_naming_valid_values():
         with pytest.raises(ValueError, match=name) as info:
             make()
         assert all(v in str(info.value) for v in valid[name]), str(info.value)
+
+
+# ---------------------------------------------------------------- TF-Addons parity
+
+
+def _np_masked_maximum(data, mask):
+    """tfa.losses.triplet._masked_maximum: the row max under `mask`, the row min when it is empty."""
+    axis_minimums = data.min(axis=1, keepdims=True)
+    return ((data - axis_minimums) * mask).max(axis=1, keepdims=True) + axis_minimums
+
+
+def _np_masked_minimum(data, mask):
+    axis_maximums = data.max(axis=1, keepdims=True)
+    return ((data - axis_maximums) * mask).min(axis=1, keepdims=True) + axis_maximums
+
+
+def np_tfa_triplet_hard(labels, pdist, margin):
+    """tfa.losses.triplet_hard_loss (soft=False), re-derived from its source in NumPy."""
+    labels = np.reshape(labels, [-1, 1])
+    adjacency = (labels == labels.T).astype(np.float64)
+    hard_negatives = _np_masked_minimum(pdist, 1.0 - adjacency)
+    mask_positives = adjacency - np.eye(len(labels))
+    hard_positives = _np_masked_maximum(pdist, mask_positives)
+    return np.mean(np.maximum(hard_positives - hard_negatives + margin, 0.0))
+
+
+def np_tfa_triplet_semihard(labels, pdist, margin):
+    """tfa.losses.triplet_semihard_loss, re-derived from its source in NumPy (tiled masks)."""
+    labels = np.reshape(labels, [-1, 1])
+    n = len(labels)
+    adjacency = labels == labels.T
+    adjacency_not = ~adjacency
+    pdist_tile = np.tile(pdist, [n, 1])
+    mask = np.tile(adjacency_not, [n, 1]) & (pdist_tile > np.reshape(pdist.T, [-1, 1]))
+    mask_final = np.reshape(mask.sum(axis=1, keepdims=True) > 0.0, [n, n]).T
+    negatives_outside = np.reshape(_np_masked_minimum(pdist_tile, mask.astype(np.float64)), [n, n]).T
+    negatives_inside = np.tile(_np_masked_maximum(pdist, adjacency_not.astype(np.float64)), [1, n])
+    semi_hard_negatives = np.where(mask_final, negatives_outside, negatives_inside)
+    loss_mat = margin + pdist - semi_hard_negatives
+    mask_positives = adjacency.astype(np.float64) - np.eye(n)
+    num_positives = mask_positives.sum()
+    with np.errstate(invalid="ignore"):
+        return np.maximum(loss_mat * mask_positives, 0.0).sum() / num_positives
+
+
+@pytest.mark.parametrize("kind", DISTANCES)
+def test_tfa_compat_matches_tf_addons_formulas(kind):
+    rng = np.random.default_rng(11)
+    cases = [
+        rng.integers(0, 4, size=16),  # usually every anchor has a positive
+        np.r_[rng.integers(0, 3, size=12), 7, 8, 9],  # anchors without a positive
+        np.arange(6),  # no positive pair at all
+        np.zeros(5, np.int64),  # no negative at all
+    ]
+    for labels in cases:
+        x = rng.normal(size=(len(labels), 5)).astype(np.float32)
+        d = losses.pairwise_distance(x, kind).numpy().astype(np.float64)
+        for margin in (1.0, 0.3):
+            hard = losses.triplet_loss(labels, x, margin, "batch_hard", kind, tfa_compat=True).numpy()
+            assert hard == pytest.approx(np_tfa_triplet_hard(labels, d, margin), rel=1e-5, abs=1e-6)
+            semi = losses.triplet_loss(labels, x, margin, "semi_hard", kind, tfa_compat=True).numpy()
+            expected = np_tfa_triplet_semihard(labels, d, margin)
+            if np.isnan(expected):
+                assert np.isnan(semi)
+            else:
+                assert semi == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_tfa_compat_differs_only_for_anchors_without_positive_or_negative():
+    # Anchor 2 (x=1) has no positive: TF-Addons' hard loss adds max(0 - 1 + 1, 0) = 0 for it
+    # but still counts it, anchor 3 (x=-2): max(0 - 2 + 1, 0) = 0; both count in the mean.
+    labels = np.array([0, 0, 1, 2])
+    x = np.array([[0.0], [3.0], [1.0], [-2.0]], np.float32)
+    ours = losses.triplet_loss(labels, x, mining="batch_hard").numpy()
+    tfa = losses.triplet_loss(labels, x, mining="batch_hard", tfa_compat=True).numpy()
+    assert ours == pytest.approx(2.5)  # (3 - 1 + 1 + 3 - 2 + 1) / 2
+    assert tfa == pytest.approx(5.0 / 4.0)
+    labels = np.array([0, 0, 1, 1, 2, 2, 3])  # only anchor 6 lacks a positive
+    x = np.random.default_rng(12).normal(size=(7, 3)).astype(np.float32) * 0.1
+    ours = losses.triplet_loss(labels, x, margin=1.0, mining="batch_hard").numpy()
+    tfa = losses.triplet_loss(labels, x, margin=1.0, mining="batch_hard", tfa_compat=True).numpy()
+    d = losses.pairwise_distance(x).numpy()
+    lonely = max(1.0 - d[6, :6].min(), 0.0)
+    assert tfa == pytest.approx((6 * ours + lonely) / 7, rel=1e-5)
+    full = np.array([0, 0, 1, 1, 2, 2])  # every anchor has both: identical
+    for mining in losses.MININGS:
+        a = losses.triplet_loss(full, x[:6], mining=mining).numpy()
+        assert losses.triplet_loss(full, x[:6], mining=mining, tfa_compat=True).numpy() == pytest.approx(a)
+    wrapper = losses.TripletLoss(mining="batch_hard", tfa_compat=True)
+    assert losses.TripletLoss.from_config(wrapper.get_config()).tfa_compat is True
+    assert wrapper(labels, x).numpy() == pytest.approx(tfa, rel=1e-6)

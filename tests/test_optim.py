@@ -69,19 +69,27 @@ def _torch_sgd_np(values, grads, lr_of, momentum, weight_decay, nesterov=False):
     return w
 
 
-def _lars_np(values, grads, lr, momentum, weight_decay, trust, adapted):
+def _larc_np(values, grads, lr_of, momentum, weight_decay, trust, adapted, eps=1e-8):
+    """apex `LARC(torch.optim.SGD(momentum, weight_decay), trust, clip=False)`, step by step.
+
+    `LARC.step` takes the group's weight decay away from SGD; for a parameter whose
+    weight and gradient norms are both non-zero it adds `wd * p` to the gradient and
+    scales it by `trust * ||p|| / (||g|| + ||p|| * wd + eps)`; then SGD steps with
+    weight decay 0 (buf = g on the first step, `momentum * buf + g` after). `adapted`
+    names the parameters LARC sees; the others get the inner SGD step with no decay.
+    """
     w = {n: v.astype(np.float64).copy() for n, v in values.items()}
-    mu = {n: np.zeros_like(v) for n, v in w.items()}
-    for g_step in grads:
+    buf = {}
+    for step, g_step in enumerate(grads):
         for n in w:
-            dp = g_step[n]
-            if adapted[n]:
-                dp = dp + weight_decay * w[n]
-                w_norm, dp_norm = np.linalg.norm(w[n]), np.linalg.norm(dp)
-                q = trust * w_norm / dp_norm if w_norm > 0 and dp_norm > 0 else 1.0
-                dp = dp * q
-            mu[n] = momentum * mu[n] + dp
-            w[n] = w[n] - lr * mu[n]
+            g = g_step[n].astype(np.float64).copy()
+            param_norm, grad_norm = np.linalg.norm(w[n]), np.linalg.norm(g)
+            if adapted[n] and param_norm != 0 and grad_norm != 0:
+                adaptive_lr = trust * param_norm / (grad_norm + param_norm * weight_decay + eps)
+                g += weight_decay * w[n]
+                g *= adaptive_lr
+            buf[n] = g.copy() if n not in buf else momentum * buf[n] + g
+            w[n] = w[n] - lr_of(step) * buf[n]
     return w
 
 
@@ -128,6 +136,75 @@ def test_warmup_cosine_values():
         rtol=1e-6,
         atol=1e-7,
     )
+
+
+def _reference_epoch_lr(init_lr, epoch, epochs):
+    """main_simsiam.py / main_lincls.py `adjust_learning_rate`, called at the start of each epoch."""
+    return init_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def test_per_epoch_schedule_is_the_reference_rule():
+    init_lr, epochs, steps_per_epoch = 0.1, 5, 3
+    s = WarmupCosine(init_lr, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
+    got = [float(s(step)) for step in range(epochs * steps_per_epoch)]
+    expected = [_reference_epoch_lr(init_lr, step // steps_per_epoch, epochs) for step in range(len(got))]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[0] == got[1] == got[2] == pytest.approx(init_lr)
+    # Past the end it stays at final_lr, as the per-step schedule.
+    assert float(s(epochs * steps_per_epoch + 7)) == pytest.approx(0.0, abs=1e-9)
+    per_step = WarmupCosine(init_lr, total_steps=epochs * steps_per_epoch)
+    assert abs(float(per_step(4)) - got[4]) > 1e-3
+    # Compiled, on the optimizer's int64 counter, and exact at steps float32 cannot count.
+    compiled = tf.function(lambda step: s(step))
+    assert float(compiled(tf.constant(7, tf.int64))) == pytest.approx(expected[7], rel=1e-6)
+    big = WarmupCosine(init_lr, total_steps=7 * 2**23, steps_per_epoch=7)
+    edge = 7 * 2**22
+    for step in (edge - 1, edge):
+        assert float(big(tf.constant(step, tf.int64))) == pytest.approx(
+            _reference_epoch_lr(init_lr, step // 7, 2**23), rel=1e-6
+        ), step
+
+
+def test_per_epoch_schedule_with_warmup_and_final_lr():
+    peak, final, epochs, warmup_epochs, steps_per_epoch = 0.8, 0.01, 10, 2, 4
+    s = WarmupCosine(
+        peak, total_steps=epochs * steps_per_epoch, warmup_steps=warmup_epochs * steps_per_epoch,
+        final_lr=final, steps_per_epoch=steps_per_epoch,
+    )
+    for step in range(epochs * steps_per_epoch + 5):
+        epoch = step // steps_per_epoch
+        if epoch < warmup_epochs:
+            expected = peak * (epoch + 1) / warmup_epochs
+        else:
+            progress = min((epoch - warmup_epochs) / (epochs - warmup_epochs), 1.0)
+            expected = final + (peak - final) * 0.5 * (1 + math.cos(math.pi * progress))
+        assert float(s(step)) == pytest.approx(expected, rel=1e-6), step
+    with pytest.raises(ValueError, match="whole number of epochs.*warmup_steps=3"):
+        WarmupCosine(peak, total_steps=40, warmup_steps=3, steps_per_epoch=4)
+    with pytest.raises(ValueError, match="whole number of epochs.*total_steps=41"):
+        WarmupCosine(peak, total_steps=41, steps_per_epoch=4)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        WarmupCosine(peak, total_steps=40, steps_per_epoch=0)
+
+
+def test_coupled_sgd_with_per_epoch_schedule_and_fixed_predictor_lr():
+    # The reference's pretraining step: lr set per epoch, the predictor at init_lr (fix_pred_lr).
+    values = _initial_values()
+    grads = _gradients(SHAPES)
+    init_lr, wd, steps_per_epoch, epochs = 0.4, 1e-2, 2, 3
+    variables = _keras_variables(values)
+    opt = CoupledSGD(
+        WarmupCosine(init_lr, total_steps=steps_per_epoch * epochs, steps_per_epoch=steps_per_epoch),
+        weight_decay=wd,
+        fixed_lr=init_lr,
+        fixed_lr_variables=[variables["gamma"]],
+    )
+    got = _run(opt, variables, grads, compiled=True)
+
+    def lr_of(name, step):
+        return init_lr if name == "gamma" else _reference_epoch_lr(init_lr, step // steps_per_epoch, epochs)
+
+    _assert_close(got, _torch_sgd_np(values, grads, lr_of, 0.9, wd))
 
 
 @pytest.mark.parametrize(
@@ -230,48 +307,95 @@ def test_fixed_lr_argument_errors():
         CoupledSGD(0.1).exclude_from_weight_decay(var_names=["bias"])
 
 
-def test_lars_matches_reference_rule():
+def _lars_case():
+    """Variables and gradients that visit every branch of the reference rule."""
     values = _initial_values()
-    values["zero_kernel"] = np.zeros((3, 3))  # ||w|| = 0: q = 1 on the first step
+    values["zero_bias"] = np.zeros((3,))  # as the probe's bias: norm 0, plain first step
     values["head_kernel"] = np.random.default_rng(2).normal(size=(3, 2))
+    values["frozen_out"] = np.random.default_rng(4).normal(size=(2, 2))
     grads = _gradients({n: v.shape for n, v in values.items()}, seed=3)
-    lr, momentum, wd, trust = 1.0, 0.9, 0.05, 0.01
-    opt = LARS(
-        lr,
-        momentum=momentum,
-        weight_decay=wd,
-        trust_coefficient=trust,
-        exclude_from_adaptation=["head"],
-    )
+    for step in (0, 1, 3):  # a variable whose gradient is zero on some steps
+        grads[step]["frozen_out"] = np.zeros((2, 2))
+    return values, grads
+
+
+def test_lars_matches_apex_larc():
+    values, grads = _lars_case()
+    momentum, wd, trust = 0.9, 0.05, 0.01
+    schedule = WarmupCosine(2.0, total_steps=6, steps_per_epoch=2)
+    opt = LARS(schedule, momentum=momentum, weight_decay=wd, trust_coefficient=trust)
+    assert opt.adapt_rank1 and opt.epsilon == 1e-8
     got = _run(opt, _keras_variables(values), grads, compiled=True)
-    adapted = {"kernel": True, "zero_kernel": True, "bias": False, "gamma": False, "head_kernel": False}
-    expected = _lars_np(values, grads, lr, momentum, wd, trust, adapted)
+    expected = _larc_np(
+        values, grads, lambda step: float(schedule(step)), momentum, wd, trust, dict.fromkeys(values, True)
+    )
     _assert_close(got, expected)
-    # The zero kernel must have moved by a full, unscaled first step.
-    assert np.abs(got["zero_kernel"]).max() > 0.5
+    # The zero bias took one plain step (lr * g), then adapted steps, far smaller than plain SGD's.
+    plain = _torch_sgd_np(values, grads, lambda n, step: float(schedule(step)), momentum, 0.0)
+    assert np.abs(got["zero_bias"] - plain["zero_bias"]).max() > 0.5
+    one_step = _larc_np(values, grads[:1], lambda step: 2.0, momentum, wd, trust, dict.fromkeys(values, True))
+    np.testing.assert_allclose(one_step["zero_bias"], -2.0 * grads[0]["zero_bias"])
 
 
-def test_lars_leaves_rank1_and_excluded_variables_unadapted():
-    lr, wd, trust = 0.5, 1.0, 0.001
+def test_lars_rank1_and_pattern_exclusion():
+    values, grads = _lars_case()
+    lr, momentum, wd, trust = 1.0, 0.9, 0.05, 0.01
+    adapted = {n: len(v.shape) > 1 and not n.startswith("head") for n, v in values.items()}
+    assert adapted["kernel"] and not adapted["bias"] and not adapted["head_kernel"]
+    opt = LARS(lr, momentum=momentum, weight_decay=wd, trust_coefficient=trust, adapt_rank1=False,
+               exclude_from_adaptation=["head"])
+    got = _run(opt, _keras_variables(values), grads, compiled=True)
+    _assert_close(got, _larc_np(values, grads, lambda step: lr, momentum, wd, trust, adapted))
+    # Only the pattern: rank-1 variables are adapted, "head_kernel" is not.
+    adapted = {n: not n.startswith("head") for n in values}
+    opt = LARS(lr, momentum=momentum, weight_decay=wd, trust_coefficient=trust, exclude_from_adaptation="head")
+    got = _run(opt, _keras_variables(values), grads)
+    _assert_close(got, _larc_np(values, grads, lambda step: lr, momentum, wd, trust, adapted))
+
+
+def test_lars_single_step_by_hand():
+    lr, wd, trust, eps = 0.5, 1.0, 0.001, 1e-3
     kernel = keras.Variable(np.full((2, 2), 2.0, np.float32), name="kernel")
-    excluded = keras.Variable(np.full((2, 2), 2.0, np.float32), name="skip_me")
     bias = keras.Variable(np.full((2,), 2.0, np.float32), name="bias")
+    zero = keras.Variable(np.zeros((2,), np.float32), name="zero")
+    still = keras.Variable(np.full((2,), 2.0, np.float32), name="still")
     g2, g1 = np.full((2, 2), 3.0, np.float32), np.full((2,), 3.0, np.float32)
-    opt = LARS(lr, weight_decay=wd, trust_coefficient=trust, exclude_from_adaptation=["skip"])
-    opt.apply([tf.constant(g2), tf.constant(g2), tf.constant(g1)], [kernel, excluded, bias])
-    # Not adapted: plain momentum step from a zero buffer, no decay.
-    np.testing.assert_allclose(bias.numpy(), 2.0 - lr * 3.0, rtol=1e-6)
-    np.testing.assert_allclose(excluded.numpy(), 2.0 - lr * 3.0, rtol=1e-6)
-    dp = g2 + wd * 2.0
-    q = trust * np.linalg.norm(np.full((2, 2), 2.0)) / np.linalg.norm(dp)
-    np.testing.assert_allclose(kernel.numpy(), 2.0 - lr * q * dp, rtol=1e-6)
-    with pytest.raises(ValueError):
+    opt = LARS(lr, weight_decay=wd, trust_coefficient=trust, epsilon=eps)
+    opt.apply([tf.constant(g2), tf.constant(g1), tf.constant(g1), tf.zeros((2,))], [kernel, bias, zero, still])
+    # ||w|| = 4, ||g|| = 6 (kernel); ||w|| = ||g|| = 2.83, 4.24 (bias).
+    q = trust * 4.0 / (6.0 + wd * 4.0 + eps)
+    np.testing.assert_allclose(kernel.numpy(), 2.0 - lr * q * (3.0 + wd * 2.0), rtol=1e-6)
+    w_norm, g_norm = math.sqrt(8.0), math.sqrt(18.0)
+    q = trust * w_norm / (g_norm + wd * w_norm + eps)
+    np.testing.assert_allclose(bias.numpy(), 2.0 - lr * q * (3.0 + wd * 2.0), rtol=1e-6)
+    # ||w|| = 0: no decay, no scaling. ||g|| = 0: no decay either, so the variable stays put.
+    np.testing.assert_allclose(zero.numpy(), -lr * 3.0, rtol=1e-6)
+    np.testing.assert_array_equal(still.numpy(), [2.0, 2.0])
+    with pytest.raises(ValueError, match="exclude_from_adaptation"):
         opt.exclude_from_weight_decay(var_names=["bias"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(trust_coefficient=0.0), "trust_coefficient"),
+        (dict(epsilon=-1.0), "epsilon"),
+        (dict(adapt_rank1="no"), "adapt_rank1"),
+        (dict(momentum=-0.1), "momentum"),
+        (dict(weight_decay=-1e-4), "weight_decay"),
+    ],
+)
+def test_lars_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LARS(0.1, **kwargs)
 
 
 def test_schedule_config_round_trip():
     s = WarmupCosine(0.3, total_steps=50, warmup_steps=5, final_lr=0.001)
     assert WarmupCosine.from_config(s.get_config()).get_config() == s.get_config()
+    per_epoch = WarmupCosine(0.3, total_steps=50, warmup_steps=5, steps_per_epoch=5)
+    restored = WarmupCosine.from_config(json.loads(json.dumps(per_epoch.get_config())))
+    assert restored.steps_per_epoch == 5 and float(restored(9)) == pytest.approx(float(per_epoch(9)))
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
     assert isinstance(restored, WarmupCosine)
     assert restored.get_config() == s.get_config()
@@ -298,11 +422,15 @@ def test_optimizer_config_round_trip():
         assert isinstance(restored._learning_rate, WarmupCosine)
         assert restored.get_config() == config
 
-    lars = LARS(0.2, momentum=0.95, weight_decay=1e-6, trust_coefficient=0.002, exclude_from_adaptation=["head"])
+    lars = LARS(
+        0.2, momentum=0.95, weight_decay=1e-6, trust_coefficient=0.002, epsilon=1e-6, adapt_rank1=False,
+        exclude_from_adaptation=["head"],
+    )
     restored = keras.optimizers.deserialize(json.loads(json.dumps(keras.optimizers.serialize(lars))))
     assert isinstance(restored, LARS)
     assert restored.get_config() == lars.get_config()
     assert restored.get_config()["exclude_from_adaptation"] == ["head"]
+    assert restored.adapt_rank1 is False and restored.epsilon == 1e-6
 
 
 def test_fit_and_saved_model_reload_optimizer(tmp_path):
