@@ -5,11 +5,9 @@ import logging
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
-
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
 
 from simsiam_tf.runs import common, lock
 

@@ -1,8 +1,6 @@
+import keras
 import numpy as np
-import pytest
-
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf
 
 from simsiam_tf import finite
 

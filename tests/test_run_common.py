@@ -2,11 +2,10 @@ import json
 import os
 import stat
 
+import keras
 import numpy as np
 import pytest
-
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf
 
 from simsiam_tf.runs import common
 
