@@ -117,7 +117,14 @@ def reference_step(ref, args):
             torch.cuda.synchronize()
         return float(loss.detach())
 
-    return step, "torch " + torch.__version__
+    return step, _torch_description(torch)
+
+
+def _torch_description(torch):
+    """The reference's framework version, ATen's CPU kernel level and thread count, e.g.
+    "torch 2.13.0+cpu (ATen AVX2, 1 threads)"."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__} (ATen {capability}, {torch.get_num_threads()} threads)"
 
 
 def our_step(args):

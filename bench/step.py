@@ -62,8 +62,8 @@ def add_model_args(parser):
     parser.add_argument("--projector_layers", type=int, default=REFERENCE_MODEL["projector_layers"], choices=(2, 3))
     parser.add_argument(
         "--small_map_grad", default="auto", choices=("auto", "on", "off"),
-        help="filter gradient of small-map backbone convs as a forward convolution: auto (the per-CPU, "
-        "per-dtype default of simsiam_tf.backbones.small_map_grad_by_default), on or off",
+        help="filter gradient of small-map backbone convs as a forward convolution: auto (the per-dtype "
+        "default of simsiam_tf.backbones.small_map_grad_by_default), on or off",
     )
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")

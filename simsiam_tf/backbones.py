@@ -142,20 +142,19 @@ SMALL_MAP_POSITIONS = 64
 _warned_emulated = set()
 
 
-def small_map_grad_by_default(dtype_name, info=None):
+def small_map_grad_by_default(dtype_name):
     """Whether `Conv2D` computes small-map filter gradients as forward convolutions by default.
 
-    Chosen per compute dtype and CPU from measurements (bench/RESULTS.md): on by default
-    only in 16-bit compute with native 16-bit kernels, where oneDNN's backward-weights
-    kernel is the slow one; off in float32 and where 16-bit is emulated.
-    `info` is a `simsiam_tf.cpu.CpuInfo` (default: this host).
+    Chosen from the step measured with the rewrite on and off (bench/RESULTS.md, "The
+    small-map filter gradient per CPU kind"): in bfloat16 it was faster on every CPU
+    kind measured, with native kernels (AVX-512 BF16 on AMD Zen 4, AMX on an Intel
+    Xeon: 1.07-1.10x per CPU second) and with emulated ones (TensorFlow's own bfloat16
+    kernels, as a CPU without native bfloat16 runs them: 1.26x); in float32 it was
+    slower on every kind (AMX host 0.93x, the same host capped to AVX2 0.98x, Zen 4
+    at 4x4 maps). So the dtype decides, not the ISA. float16 follows bfloat16 (the
+    same kernels' structure; not measured separately).
     """
-    info = info or cpu_lib.host()
-    if dtype_name == "bfloat16":
-        return info.native_bf16
-    if dtype_name == "float16":
-        return info.native_fp16
-    return False
+    return dtype_name in ("bfloat16", "float16")
 
 
 def warn_if_emulated_precision():
@@ -204,10 +203,10 @@ class Conv2D(layers.Conv2D):
     gradient is the usual one. Dilated or grouped convolutions, unknown shapes and GPUs
     always keep the Keras layer.
 
-    `small_map_grad`: None (default) chooses per compute dtype and CPU
-    (`small_map_grad_by_default`: on in 16-bit compute where the CPU has native 16-bit
-    kernels, measured 1.07-1.1x faster there; off in float32 and where 16-bit is
-    emulated); True or False forces it on or off for the layers it can apply to. The
+    `small_map_grad`: None (default) chooses per compute dtype
+    (`small_map_grad_by_default`: on in 16-bit compute, where it measured faster on
+    every CPU kind, native or emulated 16-bit; off in float32, where it measured
+    slower); True or False forces it on or off for the layers it can apply to. The
     attribute may be changed before the model is traced, e.g. to time one against the
     other.
     """
