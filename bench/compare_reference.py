@@ -117,7 +117,14 @@ def reference_step(ref, args):
             torch.cuda.synchronize()
         return float(loss.detach())
 
-    return step, "torch " + torch.__version__
+    return step, _torch_description(torch)
+
+
+def _torch_description(torch):
+    """The reference's framework version, ATen's CPU kernel level and thread count, e.g.
+    "torch 2.13.0+cpu (ATen AVX2, 1 threads)"."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__} (ATen {capability}, {torch.get_num_threads()} threads)"
 
 
 def our_step(args):
@@ -127,6 +134,7 @@ def our_step(args):
     config = step_bench.pretrain_config(args)
     config.validate()
     model = step_bench.build_compiled_model(config)
+    step_bench.set_small_map_grad(model, step_bench.SMALL_MAP_GRAD[args.small_map_grad])
     model.make_train_function()
     iterator = iter(tf.data.Dataset.from_tensors(step_bench.random_views(args.batch, args.image_size, args.seed)).repeat())
 
@@ -289,6 +297,7 @@ def run_subprocess(args):
         "--pred_dim", str(args.pred_dim), "--projector_layers", str(args.projector_layers),
         "--warmup", str(args.warmup), "--steps", str(args.steps),
         "--intra_op_threads", str(args.intra_op_threads), "--inter_op_threads", str(args.inter_op_threads),
+        "--small_map_grad", args.small_map_grad,
     ]
     ours_med, ref_med = [], []
     runs = []
@@ -327,6 +336,7 @@ def main(argv=None):
         batch=args.batch,
         precision=args.precision,
         jit_compile=args.jit_compile,
+        small_map_grad=step_bench.resolved_small_map_grad(args),
         ref_precision=args.ref_precision,
         channels_last=args.channels_last,
         compile=args.compile,

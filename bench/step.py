@@ -60,6 +60,11 @@ def add_model_args(parser):
     parser.add_argument("--dim", type=int, default=REFERENCE_MODEL["dim"])
     parser.add_argument("--pred_dim", type=int, default=REFERENCE_MODEL["pred_dim"])
     parser.add_argument("--projector_layers", type=int, default=REFERENCE_MODEL["projector_layers"], choices=(2, 3))
+    parser.add_argument(
+        "--small_map_grad", default="auto", choices=("auto", "on", "off"),
+        help="filter gradient of small-map backbone convs as a forward convolution: auto (the per-dtype "
+        "default of simsiam_tf.backbones.small_map_grad_by_default), on or off",
+    )
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
     parser.add_argument("--seed", type=int, default=0)
@@ -81,7 +86,8 @@ def parse_args(argv=None):
         "--ab", default="none", choices=("none", "keras_bn", "conv_grad", "jit"),
         help="also time the same model with one setting changed, alternating steps in this process: "
         "keras_bn (Keras' BatchNormalization computation instead of the fused kernel), conv_grad (the "
-        "oneDNN filter gradient on small maps instead of the forward-convolution form) or jit (XLA flipped); "
+        "small-map filter gradient flipped: the forward-convolution form against oneDNN's backward-weights "
+        "kernel) or jit (XLA flipped); "
         "reported under 'ab' as the default's speed-up",
     )
     args = parser.parse_args(argv)
@@ -193,34 +199,33 @@ def peak_memory_mb():
 
 
 def environment():
+    """Versions, devices and the CPU (model, family/model, ISA flags, ISA cap, threads)."""
     import keras
     import tensorflow as tf
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from simsiam_tf import cpu as cpu_lib
+
     gpus = tf.config.list_physical_devices("GPU")
     gpu_names = []
     for gpu in gpus:
         details = tf.config.experimental.get_device_details(gpu)
         gpu_names.append(details.get("device_name", gpu.name))
-    return {
+    info = cpu_lib.host()
+    env = {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_cores": len(os.sched_getaffinity(0)),
-        "gpus": gpu_names,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-        "intra_op_threads": _threads("intra"),
-        "inter_op_threads": _threads("inter"),
+        "cpu": info.model_name,
+        "cpu_cores": info.threads,
     }
+    env.update(info.summary())
+    env.update(
+        gpus=gpu_names,
+        onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        intra_op_threads=_threads("intra"),
+        inter_op_threads=_threads("inter"),
+    )
+    return env
 
 
 def _threads(kind):
@@ -253,13 +258,27 @@ def unfuse_batchnorm(model):
             layer.fused = False
 
 
-def native_conv_grads(model):
-    """Switches every backbone conv of `model` to the backward-weights kernel on every map size."""
+def set_small_map_grad(model, value):
+    """Sets `small_map_grad` (None: per-CPU default, True, False) on every backbone conv of `model`."""
     from simsiam_tf import backbones
 
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, backbones.Conv2D):
-            layer.small_map_grad = False
+            layer.small_map_grad = value
+
+
+SMALL_MAP_GRAD = {"auto": None, "on": True, "off": False}
+
+
+def resolved_small_map_grad(args):
+    """Whether the small-map filter gradient is on for the run's compute dtype (auto resolved)."""
+    from simsiam_tf import backbones
+
+    value = SMALL_MAP_GRAD[args.small_map_grad]
+    if value is not None:
+        return value
+    dtype = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}[args.precision]
+    return backbones.small_map_grad_by_default(dtype)
 
 
 def timed_step(model, views, feed):
@@ -296,6 +315,7 @@ def run(args):
     config.validate()
     flops = forward_flops_per_image(args)
     model = build_compiled_model(config)
+    set_small_map_grad(model, SMALL_MAP_GRAD[args.small_map_grad])
     gpu = bool(tf.config.list_logical_devices("GPU"))
     views = random_views(args.batch, args.image_size, args.seed, "/GPU:0" if gpu and args.feed == "tensors" else None)
     variants = {"default": timed_step(model, views, args.feed)}
@@ -311,7 +331,9 @@ def run(args):
         if args.ab == "keras_bn":
             unfuse_batchnorm(other)
         elif args.ab == "conv_grad":
-            native_conv_grads(other)
+            set_small_map_grad(other, not resolved_small_map_grad(args))
+        else:
+            set_small_map_grad(other, SMALL_MAP_GRAD[args.small_map_grad])
         variants["other"] = timed_step(other, views, args.feed)
 
     first_step_s, first_loss = {}, {}
@@ -345,6 +367,7 @@ def run(args):
         "dim": args.dim,
         "pred_dim": args.pred_dim,
         "projector_layers": args.projector_layers,
+        "small_map_grad": resolved_small_map_grad(args),
         "feed": args.feed,
         "device": "gpu" if gpu else "cpu",
         "warmup": args.warmup,
@@ -370,7 +393,9 @@ def run(args):
     if args.ab != "none":
         ratios = [o / d for d, o in zip(times["default"], times["other"])]
         cpu_ratios = [o / d for d, o in zip(cpu_times["default"], cpu_times["other"])]
-        other = {"changed": args.ab if args.ab != "jit" else f"jit_compile={not args.jit_compile}"}
+        changed = {"jit": f"jit_compile={not args.jit_compile}",
+                   "conv_grad": f"small_map_grad={not resolved_small_map_grad(args)}"}.get(args.ab, args.ab)
+        other = {"changed": changed}
         other.update(summarize(times["other"], args.batch))
         other.update(
             cpu_s_per_step_median=round(statistics.median(cpu_times["other"]), 4),

@@ -90,6 +90,7 @@ def run(args):
     config = step_bench.pretrain_config(args)
     config.validate()
     model = step_bench.build_compiled_model(config)
+    step_bench.set_small_map_grad(model, step_bench.SMALL_MAP_GRAD[args.small_map_grad])
 
     source = data.load_source("synthetic", image_size=args.image_size, seed=args.seed, num_examples=args.num_examples)
     augment, recipe = pipeline_bench.make_augment(args.image_size, args.recipe)
@@ -129,6 +130,7 @@ def run(args):
         "batch": args.batch,
         "precision": args.precision,
         "jit_compile": args.jit_compile,
+        "small_map_grad": step_bench.resolved_small_map_grad(args),
         "recipe": recipe,
         "steps": args.steps,
         "rounds": args.rounds,

@@ -7,7 +7,10 @@ to the global-average-pooled feature vector.
 """
 import keras
 import tensorflow as tf
+from absl import logging
 from keras import layers, ops
+
+from simsiam_tf import cpu as cpu_lib
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -136,6 +139,34 @@ class FusedBatchNormalization(layers.BatchNormalization):
 # is the faster one on larger feature maps.
 SMALL_MAP_POSITIONS = 64
 
+_warned_emulated = set()
+
+
+def small_map_grad_by_default(dtype_name):
+    """Whether `Conv2D` computes small-map filter gradients as forward convolutions by default.
+
+    Chosen from the step measured with the rewrite on and off (bench/RESULTS.md, "The
+    small-map filter gradient per CPU kind"): in bfloat16 it was faster on every CPU
+    kind measured, with native kernels (AVX-512 BF16 on AMD Zen 4, AMX on an Intel
+    Xeon: 1.07-1.10x per CPU second) and with emulated ones (TensorFlow's own bfloat16
+    kernels, as a CPU without native bfloat16 runs them: 1.26x); in float32 it was
+    slower on every kind (AMX host 0.93x, the same host capped to AVX2 0.98x, Zen 4
+    at 4x4 maps). So the dtype decides, not the ISA. float16 follows bfloat16 (the
+    same kernels' structure; not measured separately).
+    """
+    return dtype_name in ("bfloat16", "float16")
+
+
+def warn_if_emulated_precision():
+    """Logs once per policy when the global mixed precision policy is emulated on this CPU."""
+    policy = keras.mixed_precision.global_policy().name
+    if policy != "mixed_bfloat16" or policy in _warned_emulated:
+        return
+    message = cpu_lib.emulated_precision_warning(policy, on_gpu=bool(tf.config.list_logical_devices("GPU")))
+    if message:
+        _warned_emulated.add(policy)
+        logging.warning(message)
+
 
 def _filter_grad_as_conv(x, dy, kernel_size, strides, padding):
     """dL/dW of a convolution, computed as a forward convolution of x with dy.
@@ -165,33 +196,37 @@ def _filter_grad_as_conv(x, dy, kernel_size, strides, padding):
 class Conv2D(layers.Conv2D):
     """`keras.layers.Conv2D` with a faster filter gradient on small feature maps on CPU.
 
-    Same weights, arguments and results as the Keras layer. On CPU, in 16-bit compute
-    (mixed precision), for kernels larger than 1x1 whose output map has at most
-    `SMALL_MAP_POSITIONS` positions (the last two stages of a ResNet at 32 px), oneDNN's
-    backward-weights kernel runs 1.5-3x slower than a forward convolution of the same
-    size, so the filter gradient is computed as that forward convolution
-    (`_filter_grad_as_conv`); the input gradient is the usual one. Elsewhere (float32,
-    1x1 kernels, larger maps, GPUs, dilated or grouped convolutions, unknown shapes)
-    the layer is the Keras layer, which is as fast or faster there.
-    `small_map_grad=False` turns the rewrite off (the attribute may be changed before
-    the model is traced, e.g. to time one against the other).
+    Same weights, arguments and results as the Keras layer. For kernels larger than 1x1
+    whose output map has at most `SMALL_MAP_POSITIONS` positions (the last two stages
+    of a ResNet at 32 px), the filter gradient can be computed as a forward convolution
+    (`_filter_grad_as_conv`) instead of oneDNN's backward-weights kernel; the input
+    gradient is the usual one. Dilated or grouped convolutions, unknown shapes and GPUs
+    always keep the Keras layer.
+
+    `small_map_grad`: None (default) chooses per compute dtype
+    (`small_map_grad_by_default`: on in 16-bit compute, where it measured faster on
+    every CPU kind, native or emulated 16-bit; off in float32, where it measured
+    slower); True or False forces it on or off for the layers it can apply to. The
+    attribute may be changed before the model is traced, e.g. to time one against the
+    other.
     """
 
-    def __init__(self, *args, small_map_grad=True, **kwargs):
+    def __init__(self, *args, small_map_grad=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.small_map_grad = bool(small_map_grad)
+        self.small_map_grad = None if small_map_grad is None else bool(small_map_grad)
 
     def get_config(self):
         config = super().get_config()
         config["small_map_grad"] = self.small_map_grad
         return config
 
-    def _use_small_map_grad(self, inputs):
-        if not self.small_map_grad or self.data_format != "channels_last":
+    def _small_map_grad_applies(self, inputs):
+        """The rewrite is valid and worth considering for this layer and input shape."""
+        if self.data_format != "channels_last":
             return False
         if tuple(self.dilation_rate) != (1, 1) or self.groups != 1 or max(self.kernel_size) == 1:
             return False
-        if inputs.dtype not in (tf.bfloat16, tf.float16):
+        if inputs.dtype not in (tf.bfloat16, tf.float16, tf.float32):
             return False
         if self.padding == "same" and (tuple(self.strides) != (1, 1) or min(self.kernel_size) % 2 == 0):
             return False
@@ -203,6 +238,13 @@ class Conv2D(layers.Conv2D):
         if out_h * out_w > SMALL_MAP_POSITIONS:
             return False
         return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+    def _use_small_map_grad(self, inputs):
+        if self.small_map_grad is False or not self._small_map_grad_applies(inputs):
+            return False
+        if self.small_map_grad is None:
+            return small_map_grad_by_default(inputs.dtype.name)
+        return True
 
     def convolution_op(self, inputs, kernel):
         if not self._use_small_map_grad(inputs):
@@ -351,6 +393,7 @@ def build_backbone(
     if name is None:
         name = arch + (_CIFAR_SUFFIX if cifar_stem else "")
 
+    warn_if_emulated_precision()
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = ImageNormalization(name="normalize")(inputs)
     if cifar_stem:

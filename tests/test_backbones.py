@@ -220,3 +220,108 @@ def test_small_map_filter_gradient_equals_the_keras_one(kernel_size, stride, pad
     np.testing.assert_array_equal(dx, dx_ref)
     np.testing.assert_allclose(dw, dw_ref, rtol=0, atol=1e-2 * np.abs(dw_ref).max())
     assert backbones.Conv2D.from_config(convs[0].get_config()).small_map_grad
+
+
+_ZEN3_CPUINFO = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fma avx avx2\n"
+_ZEN4_CPUINFO = (
+    "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9B14\n"
+    "flags\t\t: fma avx avx2 avx512f avx512_bf16\n"
+)
+
+
+def _fake_host(monkeypatch, cpuinfo, environ=None):
+    from simsiam_tf import cpu
+
+    info = cpu.describe(cpuinfo, environ=environ or {}, machine="x86_64", threads=2)
+    monkeypatch.setattr(backbones.cpu_lib, "host", lambda: info)
+    return info
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, environ, dtype, expected",
+    [
+        # bfloat16: measured faster with native kernels and with emulated ones alike.
+        (_ZEN4_CPUINFO, {}, "bfloat16", True),
+        (_ZEN4_CPUINFO, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "bfloat16", True),
+        (_ZEN3_CPUINFO, {}, "bfloat16", True),
+        (_ZEN3_CPUINFO, {}, "float16", True),
+        # float32: measured slower on every kind.
+        (_ZEN4_CPUINFO, {}, "float32", False),
+        (_ZEN3_CPUINFO, {}, "float32", False),
+        (_ZEN4_CPUINFO, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "float32", False),
+    ],
+)
+def test_small_map_grad_default_per_dtype_on_each_cpu_kind(monkeypatch, cpuinfo, environ, dtype, expected):
+    _fake_host(monkeypatch, cpuinfo, environ)
+    assert backbones.small_map_grad_by_default(dtype) is expected
+    conv = backbones.Conv2D(8, 3, padding="same", use_bias=False)
+    x = tf.zeros((2, 4, 4, 8), dtype)
+    conv.build(x.shape)
+    assert conv._use_small_map_grad(x) is expected
+    # Larger maps keep the backward-weights kernel whatever the dtype.
+    assert not conv._use_small_map_grad(tf.zeros((2, 16, 16, 8), dtype))
+
+
+def test_small_map_grad_override_beats_the_default():
+    x = tf.zeros((2, 4, 4, 8), tf.bfloat16)
+    x32 = tf.zeros((2, 4, 4, 8), tf.float32)
+    forced_on = backbones.Conv2D(8, 3, padding="same", small_map_grad=True)
+    forced_off = backbones.Conv2D(8, 3, padding="same", small_map_grad=False)
+    for conv in (forced_on, forced_off):
+        conv.build(x.shape)
+    assert forced_on._use_small_map_grad(x32) and not forced_off._use_small_map_grad(x)
+    # Where the rewrite cannot apply, forcing it changes nothing: 1x1 kernels, large maps.
+    assert not backbones.Conv2D(8, 1, small_map_grad=True)._use_small_map_grad(x)
+    assert not backbones.Conv2D(8, 3, padding="same", small_map_grad=True)._use_small_map_grad(
+        tf.zeros((2, 16, 16, 8), tf.bfloat16)
+    )
+    config = backbones.Conv2D(8, 3).get_config()
+    assert config["small_map_grad"] is None
+    assert backbones.Conv2D.from_config(config).small_map_grad is None
+
+
+def test_forced_small_map_filter_gradient_in_float32_equals_the_keras_one():
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.standard_normal((4, 8, 8, 8)).astype(np.float32))
+    convs = [backbones.Conv2D(16, 3, padding="same", use_bias=False, small_map_grad=f) for f in (True, False)]
+    for conv in convs:
+        conv.build(x.shape)
+    convs[1].kernel.assign(convs[0].kernel)
+    assert convs[0]._use_small_map_grad(x) and not convs[1]._use_small_map_grad(x)
+
+    def grads(conv):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.square(conv.convolution_op(x, conv.kernel)))
+        return [g.numpy() for g in tape.gradient(loss, [x, conv.kernel])]
+
+    (dx, dw), (dx_ref, dw_ref) = grads(convs[0]), grads(convs[1])
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-4 * np.abs(dw_ref).max())
+
+
+def test_mixed_bfloat16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
+    _fake_host(monkeypatch, _ZEN3_CPUINFO)
+    monkeypatch.setattr(backbones, "_warned_emulated", set())
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        with caplog.at_level("WARNING"):
+            for _ in range(2):
+                backbones.build_backbone("resnet18", cifar_stem=True, width_multiplier=0.125)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    warnings = [r.getMessage() for r in caplog.records if "emulated" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "AMD EPYC 7B13" in warnings[0] and "--precision=float32" in warnings[0]
+
+
+def test_mixed_bfloat16_on_a_cpu_with_native_bf16_does_not_warn(monkeypatch, caplog):
+    _fake_host(monkeypatch, _ZEN4_CPUINFO)
+    monkeypatch.setattr(backbones, "_warned_emulated", set())
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        with caplog.at_level("WARNING"):
+            backbones.build_backbone("resnet18", cifar_stem=True, width_multiplier=0.125)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert not [r for r in caplog.records if "emulated" in r.getMessage()]

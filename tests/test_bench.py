@@ -73,3 +73,64 @@ def test_flop_count_of_resnet18_cifar(bench_modules):
     flops = step.forward_flops_per_image(args)
     heads = 2 * (512 * 512 * 2 + 512 * 2048) + 2 * 2 * 2048 * 512
     assert (flops - heads) / 2 == pytest.approx(0.556e9, rel=0.01)
+
+
+CPU_FIELDS = ("cpu_model", "cpu_family", "cpu_model_number", "cpu_flags", "isa_cap", "effective_isa", "threads")
+
+
+def _assert_names_the_cpu(result):
+    env = result["environment"]
+    for field in CPU_FIELDS:
+        assert field in env, field
+    assert env["threads"] == len(os.sched_getaffinity(0))
+    with open("/proc/cpuinfo") as f:
+        text = f.read()
+    model_name = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+    assert env["cpu_model"] == model_name
+    flags = set(next(line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")).split())
+    assert ("avx2" in env["cpu_flags"]) == ("avx2" in flags)
+    assert ("avx512f" in env["cpu_flags"]) == ("avx512f" in flags)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs Linux /proc/cpuinfo")
+def test_step_bench_names_the_cpu_and_its_isa_cap(bench_modules, capsys, monkeypatch):
+    step, _, _ = bench_modules
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # read by the JSON; oneDNN itself read it at start-up
+    step.main(TINY_MODEL + ["--steps", "1", "--warmup", "1", "--no-jit_compile", "--ab", "conv_grad"])
+    result = _last_json(capsys)
+    _assert_names_the_cpu(result)
+    assert result["environment"]["isa_cap"] == "AVX2" and result["environment"]["native_bf16"] is False
+    # float32 keeps the backward-weights kernel by default; --ab conv_grad times the rewrite against it.
+    assert result["small_map_grad"] is False
+    assert result["ab"]["changed"] == "small_map_grad=True"
+    assert result["ab"]["first_loss"] == pytest.approx(result["first_loss"], abs=1e-4)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs Linux /proc/cpuinfo")
+def test_train_bench_names_the_cpu(bench_modules, capsys):
+    _, _, train = bench_modules
+    train.main(TINY_MODEL + ["--steps", "1", "--warmup", "1", "--rounds", "1", "--num_examples", "16",
+                             "--no-jit_compile", "--small_map_grad", "on"])
+    result = _last_json(capsys)
+    _assert_names_the_cpu(result)
+    assert result["small_map_grad"] is True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs Linux /proc/cpuinfo")
+def test_compare_reference_names_the_cpu(bench_modules, capsys):
+    pytest.importorskip("torch")
+    # As bench/README.md runs it: the reference script beside the repository.
+    reference = os.path.join(os.path.dirname(BENCH), "..", "shared", "reference", "torch_simsiam_step.py")
+    reference = os.environ.get("SIMSIAM_REFERENCE_STEP", reference)
+    if not os.path.exists(reference):
+        pytest.skip("the PyTorch reference step script is not beside the repository")
+    sys.path.insert(0, BENCH)
+    import compare_reference
+
+    compare_reference.main([
+        "--reference", reference, "--batch", "4", "--image_size", "16", "--dim", "32", "--pred_dim", "8",
+        "--projector_layers", "2", "--warmup", "1", "--rounds", "1", "--ref_threads", "1", "--no-jit_compile",
+    ])
+    result = _last_json(capsys)
+    _assert_names_the_cpu(result)
+    assert result["ratio"] > 0 and "ATen" in result["reference_framework"]
