@@ -15,9 +15,12 @@ Contenders:
   package    `simsiam_tf.data.load_source("folder")` + `make_pretrain_dataset` with
              `TwoViewAugment(224)`, the ImageNet recipe of flags/imagenet_resnet50.cfg.
   fast       JPEG crop windows from the header and partial decodes
-             (`simsiam_tf.jpeg.random_view_crops`, mode `--fast_mode`), uint8 crops
-             batched, then the package's `TwoViewAugment.appearance` per view.
-             `fast:MODE` picks a decode mode per contender (per_view, union, full).
+             (`simsiam_tf.jpeg.random_view_crops`), then the package's colour,
+             grayscale and blur ops per image, only those each view drew
+             (`simsiam_tf.per_image.appearance`), then batching. Options, joined
+             with ':': the decode mode (per_view, the default; union; full), noaa
+             (plain bilinear resize), batched (uint8 crops batched, then
+             `TwoViewAugment.appearance` on the batch).
 
 A round builds a fresh iterator, pulls one batch untimed (the pipeline fills), then
 times `--batches_per_round` batches (wall and CPU seconds of the worker, all threads)
@@ -92,11 +95,16 @@ def package_dataset(data_dir, batch, image_size, seed):
     return data.make_pretrain_dataset(source, batch, augment.TwoViewAugment(image_size), seed=seed)
 
 
-def fast_dataset(paths, batch, image_size, seed, mode="per_view", antialias=True):
-    """The JPEG fast path: header crop windows, partial decodes, uint8 crops, then the package's appearance ops."""
+def fast_dataset(paths, batch, image_size, seed, mode="per_view", antialias=True, batched=False):
+    """The JPEG fast path: header crop windows, partial decodes, uint8 crops, then the package's appearance ops.
+
+    By default the photometric stage runs per image before batching
+    (`simsiam_tf.per_image.appearance`); `batched=True` runs `TwoViewAugment.appearance`
+    on the batched uint8 crops instead.
+    """
     import tensorflow as tf
 
-    from simsiam_tf import augment, jpeg
+    from simsiam_tf import augment, jpeg, per_image
 
     aug = augment.TwoViewAugment(image_size)
     base = tf.constant([seed, 0], tf.int64)
@@ -108,13 +116,22 @@ def fast_dataset(paths, batch, image_size, seed, mode="per_view", antialias=True
             mode=mode, antialias=antialias,
         )
 
-    def views(step, pairs):
+    def views_of_image(index, path):
+        pair = crops(index, path)
+        s1, s2 = tf.unstack(tf.random.experimental.stateless_split(fold(fold(base, -1), index), 2))
+        return per_image.appearance(pair[0], s1, aug), per_image.appearance(pair[1], s2, aug)
+
+    def views_of_batch(step, pairs):
         s1, s2 = tf.unstack(tf.random.experimental.stateless_split(fold(fold(base, -1), step), 2))
         return aug.appearance(pairs[:, 0], s1), aug.appearance(pairs[:, 1], s2)
 
     ds = tf.data.Dataset.from_tensor_slices(paths).repeat().enumerate()
-    ds = ds.map(crops, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True)
-    return ds.enumerate().map(views, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if batched:
+        ds = ds.map(crops, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True)
+        ds = ds.enumerate().map(views_of_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(views_of_image, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class _TFContender:
@@ -159,18 +176,22 @@ class _ReferenceContender:
 
 
 def parse_contender(name):
-    """'fast:union:noaa' -> ('fast', {'mode': 'union', 'antialias': False})."""
+    """'fast:union:noaa' -> ('fast', {'mode': 'union', 'antialias': False}); 'fast:batched' batches the appearance."""
     kind, *options = name.split(":")
     if kind not in CONTENDERS:
-        raise ValueError(f"unknown contender {name!r}: expected one of {CONTENDERS}, 'fast:MODE' or 'fast:MODE:noaa'")
+        raise ValueError(f"unknown contender {name!r}: expected one of {CONTENDERS} or fast:OPTION[:OPTION...]")
     settings = {}
     for option in options:
         if kind != "fast":
             raise ValueError(f"contender {kind!r} takes no options, got {name!r}")
         if option == "noaa":
             settings["antialias"] = False
-        else:
+        elif option == "batched":
+            settings["batched"] = True
+        elif option in ("per_view", "union", "full"):
             settings["mode"] = option
+        else:
+            raise ValueError(f"unknown option {option!r} in {name!r}: expected per_view, union, full, noaa or batched")
     return kind, settings
 
 

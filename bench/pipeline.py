@@ -48,7 +48,8 @@ def parse_args(argv=None):
                         "contenders side by side on one core each")
     jpeg = parser.add_argument_group("--source jpeg")
     jpeg.add_argument("--contenders", nargs="+", default=["reference", "package", "fast"],
-                      help="reference, package, fast or fast:MODE[:noaa] (MODE per_view, union, full)")
+                      help="reference, package, fast, or fast with options joined by ':' "
+                      "(per_view|union|full, noaa, batched), e.g. fast:union:noaa")
     jpeg.add_argument("--rounds", type=int, default=7, help="timed rounds of each contender, alternating")
     jpeg.add_argument("--batches_per_round", type=int, default=4)
     jpeg.add_argument("--num_images", type=int, default=256, help="JPEGs to generate")

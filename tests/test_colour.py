@@ -93,3 +93,17 @@ def test_color_jitter_hue_slot_uses_the_same_hue():
     ours = augment.color_jitter(images, factors, order).numpy()
     expected = np.stack([numpy_adjust_hue(img, d) for img, d in zip(images, (0.1, -0.2, 0.3, 0.0))])
     np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_saturation_contrast_grayscale_per_image_factors_match_numpy():
+    """One colour matrix per image: each image's own factor, blended with its own luma."""
+    images = _images(seed=2)
+    gray = images.astype(np.float64) @ np.array(augment.GRAY_WEIGHTS)
+    factors = np.array([0.6, 1.0, 1.4, 0.0])
+    saturated = augment.adjust_saturation(images, tf.constant(factors, tf.float32)).numpy()
+    contrasted = augment.adjust_contrast(images, tf.constant(factors, tf.float32)).numpy()
+    for i, f in enumerate(factors):
+        np.testing.assert_allclose(saturated[i], np.clip(f * images[i] + (1 - f) * gray[i][..., None], 0, 1), atol=1e-6)
+        np.testing.assert_allclose(contrasted[i], np.clip(f * images[i] + (1 - f) * gray[i].mean(), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(augment.grayscale(images, channels=3).numpy(), np.repeat(gray[..., None], 3, -1),
+                               atol=1e-6)
