@@ -18,7 +18,7 @@ Contenders:
              (`simsiam_tf.jpeg.random_view_crops`), then the package's colour,
              grayscale and blur ops per image, only those each view drew
              (`simsiam_tf.per_image.appearance`), then batching. Options, joined
-             with ':': the decode mode (per_view, the default; union; full), noaa
+             with ':': the decode mode (union, the default; per_view; full), noaa
              (plain bilinear resize), batched (uint8 crops batched, then
              `TwoViewAugment.appearance` on the batch).
 
@@ -95,7 +95,7 @@ def package_dataset(data_dir, batch, image_size, seed):
     return data.make_pretrain_dataset(source, batch, augment.TwoViewAugment(image_size), seed=seed)
 
 
-def fast_dataset(paths, batch, image_size, seed, mode="per_view", antialias=True, batched=False):
+def fast_dataset(paths, batch, image_size, seed, mode="union", antialias=True, batched=False):
     """The JPEG fast path: header crop windows, partial decodes, uint8 crops, then the package's appearance ops.
 
     By default the photometric stage runs per image before batching
