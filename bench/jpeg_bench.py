@@ -20,7 +20,9 @@ Contenders:
              (`simsiam_tf.per_image.appearance`), then batching. Options, joined
              with ':': the decode mode (union, the default; per_view; full), noaa
              (plain bilinear resize), batched (uint8 crops batched, then
-             `TwoViewAugment.appearance` on the batch).
+             `TwoViewAugment.appearance` on the batch), crops (stop after the
+             geometric stage: the host's share when the photometric ops run on
+             the accelerator; uint8 views).
 
 A round builds a fresh iterator, pulls one batch untimed (the pipeline fills), then
 times `--batches_per_round` batches (wall and CPU seconds of the worker, all threads)
@@ -95,12 +97,14 @@ def package_dataset(data_dir, batch, image_size, seed):
     return data.make_pretrain_dataset(source, batch, augment.TwoViewAugment(image_size), seed=seed)
 
 
-def fast_dataset(paths, batch, image_size, seed, mode="union", antialias=True, batched=False):
+def fast_dataset(paths, batch, image_size, seed, mode="union", antialias=True, batched=False, crops_only=False):
     """The JPEG fast path: header crop windows, partial decodes, uint8 crops, then the package's appearance ops.
 
     By default the photometric stage runs per image before batching
     (`simsiam_tf.per_image.appearance`); `batched=True` runs `TwoViewAugment.appearance`
-    on the batched uint8 crops instead.
+    on the batched uint8 crops instead. `crops_only=True` stops after the geometric
+    stage: uint8 views, what the host would still do with the photometric stage on
+    the accelerator.
     """
     import tensorflow as tf
 
@@ -126,7 +130,10 @@ def fast_dataset(paths, batch, image_size, seed, mode="union", antialias=True, b
         return aug.appearance(pairs[:, 0], s1), aug.appearance(pairs[:, 1], s2)
 
     ds = tf.data.Dataset.from_tensor_slices(paths).repeat().enumerate()
-    if batched:
+    if crops_only:
+        ds = ds.map(crops, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True)
+        ds = ds.map(lambda pairs: (pairs[:, 0], pairs[:, 1]))
+    elif batched:
         ds = ds.map(crops, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True)
         ds = ds.enumerate().map(views_of_batch, num_parallel_calls=tf.data.AUTOTUNE)
     else:
@@ -147,7 +154,7 @@ class _TFContender:
         for _ in range(batches):
             v1, v2 = next(iterator)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        assert v1.shape == (self.batch, self.image_size, self.image_size, 3) and v2.dtype.name == "float32"
+        assert v1.shape == (self.batch, self.image_size, self.image_size, 3) == v2.shape
         del iterator
         return wall, cpu
 
@@ -188,10 +195,12 @@ def parse_contender(name):
             settings["antialias"] = False
         elif option == "batched":
             settings["batched"] = True
+        elif option == "crops":
+            settings["crops_only"] = True
         elif option in ("per_view", "union", "full"):
             settings["mode"] = option
         else:
-            raise ValueError(f"unknown option {option!r} in {name!r}: expected per_view, union, full, noaa or batched")
+            raise ValueError(f"unknown option {option!r} in {name!r}: expected per_view, union, full, noaa, batched or crops")
     return kind, settings
 
 

@@ -49,7 +49,7 @@ def parse_args(argv=None):
     jpeg = parser.add_argument_group("--source jpeg")
     jpeg.add_argument("--contenders", nargs="+", default=["reference", "package", "fast"],
                       help="reference, package, fast, or fast with options joined by ':' "
-                      "(per_view|union|full, noaa, batched), e.g. fast:union:noaa")
+                      "(union|per_view|full, noaa, batched, crops), e.g. fast:per_view:noaa")
     jpeg.add_argument("--rounds", type=int, default=7, help="timed rounds of each contender, alternating")
     jpeg.add_argument("--batches_per_round", type=int, default=4)
     jpeg.add_argument("--num_images", type=int, default=256, help="JPEGs to generate")
