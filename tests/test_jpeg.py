@@ -129,7 +129,9 @@ def _torchvision_params(rng, height, width, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 
 def _ks(a, b):
     """Two-sample Kolmogorov-Smirnov statistic."""
     grid = np.sort(np.concatenate([a, b]))
-    cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)
+    def cdf(x):
+        return np.searchsorted(np.sort(x), grid, side="right") / len(x)
+
     return np.max(np.abs(cdf(a) - cdf(b)))
 
 

@@ -62,7 +62,9 @@ def test_draw_probabilities():
     jitter_only = augment.TwoViewAugment(16, jitter_strength=(0.4, 0.0, 0.0, 0.0), grayscale_prob=0.0, blur_prob=0.0)
     gray_only = augment.TwoViewAugment(16, jitter_prob=0.0, grayscale_prob=0.2, blur_prob=0.0)
     blur_only = augment.TwoViewAugment(16, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.5)
-    differs = lambda x, y: not np.allclose(x, y, atol=1e-6)
+    def differs(x, y):
+        return not np.allclose(x, y, atol=1e-6)
+
     assert abs(_fraction(jitter_only, differs) - 0.8) < 0.06
     assert abs(_fraction(gray_only, lambda x, y: np.allclose(y[..., 0], y[..., 2])) - 0.2) < 0.06
     assert abs(_fraction(blur_only, differs) - 0.5) < 0.075
