@@ -251,9 +251,30 @@ def random_flip(images, seed, prob=0.5):
 # --------------------------------------------------------------------------- colour
 
 
-def grayscale(images):
-    """Luma `[B, H, W, 1]` with ITU-R 601-2 weights."""
-    return tf.reduce_sum(images * tf.constant(GRAY_WEIGHTS, images.dtype), axis=-1, keepdims=True)
+def _mix_channels(images, matrix):
+    """`images [..., 3] @ matrix [3, k]` (or `[B, 3, k]` per image of a batch) -> `[..., k]`.
+
+    A matrix product over the pixels runs several times faster than the channel
+    reduction `reduce_sum(images * w, axis=-1)`, whose innermost axis has length 3.
+    """
+    shape = tf.shape(images)
+    k = matrix.shape[-1]
+    if matrix.shape.rank == 2:
+        out = tf.matmul(tf.reshape(images, [-1, 3]), matrix)
+    else:
+        out = tf.matmul(tf.reshape(images, [shape[0], -1, 3]), matrix)
+    return tf.reshape(out, tf.concat([shape[:-1], [k]], axis=0))
+
+
+def _gray_weights(dtype, copies=1):
+    """`[3, copies]`: each column the luma weights."""
+    return tf.tile(tf.constant(GRAY_WEIGHTS, dtype)[:, tf.newaxis], [1, copies])
+
+
+def grayscale(images, channels=1):
+    """Luma `[..., channels]` with ITU-R 601-2 weights (`channels` equal copies)."""
+    images = tf.convert_to_tensor(images)
+    return _mix_channels(images, _gray_weights(images.dtype, channels))
 
 
 def _blend(images, target, factor):
@@ -263,29 +284,47 @@ def _blend(images, target, factor):
 @_batched
 def adjust_brightness(images, factor):
     """torchvision adjust_brightness: `clip(f * x)`, one factor per image."""
-    return _blend(images, 0.0, _per_image(factor))
+    return tf.clip_by_value(_per_image(factor) * images, 0.0, 1.0)
 
 
 @_batched
 def adjust_contrast(images, factor):
     """torchvision adjust_contrast: blend with the mean of the image's grayscale."""
-    mean = tf.reduce_mean(grayscale(images), axis=[1, 2, 3], keepdims=True)
+    mean = grayscale(tf.reduce_mean(images, axis=[1, 2], keepdims=True))
     return _blend(images, mean, _per_image(factor))
 
 
 @_batched
 def adjust_saturation(images, factor):
-    """torchvision adjust_saturation: blend with the grayscale image."""
-    return _blend(images, grayscale(images), _per_image(factor))
+    """torchvision adjust_saturation: blend with the grayscale image, as one 3x3 colour matrix per image."""
+    factor = tf.reshape(tf.cast(factor, images.dtype), [-1, 1, 1])
+    factor = tf.broadcast_to(factor, tf.stack([tf.shape(images)[0], 1, 1]))
+    matrix = factor * tf.eye(3, dtype=images.dtype) + (1.0 - factor) * _gray_weights(images.dtype, 3)
+    return tf.clip_by_value(_mix_channels(images, matrix), 0.0, 1.0)
+
+
+def _hue_shift(image_and_delta):
+    image, delta = image_and_delta
+    return tf.image.adjust_hue(image, delta)
 
 
 @_batched
 def adjust_hue(images, delta):
-    """torchvision adjust_hue: rotate the HSV hue by `delta` (fractions of a turn) per image."""
-    hsv = tf.image.rgb_to_hsv(images)
-    hue = hsv[..., :1] + _per_image(delta)
-    hue = hue - tf.floor(hue)
-    return tf.clip_by_value(tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], axis=-1)), 0.0, 1.0)
+    """torchvision adjust_hue: rotate the HSV hue by `delta` (fractions of a turn) per image.
+
+    `tf.image.adjust_hue` does RGB -> HSV -> shift -> RGB per pixel in one kernel, with
+    torchvision's float HSV maths; it takes one shift per call, hence a loop over the
+    images. About twice as fast as `rgb_to_hsv`, the shift and `hsv_to_rgb` as
+    separate ops on the batch, each of which writes a whole batch.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    delta = tf.broadcast_to(tf.reshape(tf.cast(delta, tf.float32), [-1]), tf.shape(images)[:1])
+    shifted = tf.cond(
+        tf.shape(images)[0] > 0,
+        lambda: tf.map_fn(_hue_shift, (images, delta), fn_output_signature=tf.float32),
+        lambda: tf.identity(images),
+    )
+    return tf.clip_by_value(tf.ensure_shape(shifted, images.shape), 0.0, 1.0)
 
 
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
@@ -355,7 +394,7 @@ def random_color_jitter(images, seed, strength=(0.4, 0.4, 0.4, 0.1), prob=0.8):
 def random_grayscale(images, seed, prob=0.2):
     """Grayscale (kept as 3 equal channels) with probability `prob` per image."""
     picked = tf.where(_bernoulli(tf.shape(images)[0], _seed_tensor(seed), prob))
-    return _apply_to_picked(images, picked, lambda x: tf.repeat(grayscale(x), 3, axis=-1))
+    return _apply_to_picked(images, picked, lambda x: grayscale(x, channels=3))
 
 
 # --------------------------------------------------------------------------- blur

@@ -134,3 +134,34 @@ def test_compare_reference_names_the_cpu(bench_modules, capsys):
     result = _last_json(capsys)
     _assert_names_the_cpu(result)
     assert result["ratio"] > 0 and "ATen" in result["reference_framework"]
+
+
+def test_pipeline_bench_jpeg_side_by_side(bench_modules, capsys):
+    """Each contender runs in a worker pinned to one core; ratios are against the reference's rounds."""
+    _, pipeline, _ = bench_modules
+    pipeline.main([
+        "--source", "jpeg", "--image_size", "32", "--batch", "4", "--num_images", "8", "--jpeg_size", "64", "48",
+        "--rounds", "2", "--batches_per_round", "1", "--contenders", "reference", "package", "fast:union:noaa",
+    ])
+    result = _last_json(capsys)
+    assert result["source"] == "jpeg" and result["jpegs"]["count"] == 8 and result["jpegs"]["mean_bytes"] > 0
+    assert set(result["results"]) == {"reference", "package", "fast:union:noaa"}
+    for name, entry in result["results"].items():
+        assert entry["cores"] == 1 and entry["images_per_cpu_s"]["median"] > 0
+        assert entry["images_per_s_per_core"]["min"] <= entry["images_per_s_per_core"]["median"]
+        if name != "reference":
+            assert entry["tf_threads"] == [1, 1] and entry["ratio_to_reference"]["median"] > 0
+    assert "ratio_to_reference" not in result["results"]["reference"]
+
+
+def test_jpeg_contender_names_are_checked(bench_modules):
+    sys.path.insert(0, BENCH)
+    try:
+        import jpeg_bench
+    finally:
+        sys.path.remove(BENCH)
+    assert jpeg_bench.parse_contender("fast:full:noaa") == ("fast", {"mode": "full", "antialias": False})
+    with pytest.raises(ValueError, match="unknown option 'fastest'"):
+        jpeg_bench.parse_contender("fast:fastest")
+    with pytest.raises(ValueError, match="unknown contender"):
+        jpeg_bench.parse_contender("dali")

@@ -1,0 +1,140 @@
+"""Two SimSiam crops straight from an encoded JPEG: crop windows drawn from the header, partial decodes.
+
+RandomResizedCrop only needs the image size, which `tf.image.extract_jpeg_shape`
+reads from the JPEG header without decoding; `tf.image.decode_and_crop_jpeg` then
+decodes just the rows and MCU columns a window covers. Both views of an image come
+from one file read, either as two partial decodes ("per_view") or one decode of the
+smallest box holding both windows, cut twice ("union"); "full" decodes the whole image
+once, as a plain decode-then-crop pipeline does.
+
+One decode of the union box costs less than two partial decodes, since the entropy-coded
+data has to be parsed up to a window's last row whatever the crop: at 500 x 375 about
+0.7 ms of CPU per image less, the same as a full decode (on larger images the union
+decodes less than the full image).
+
+Each view is resized to `size` x `size` with antialiased bilinear interpolation (as
+PIL's resize, which the reference's RandomResizedCrop calls), rounded back to uint8
+and optionally mirrored. The photometric stage follows, per image
+(`simsiam_tf.per_image.appearance`) or on batches (`TwoViewAugment.appearance`).
+"""
+import tensorflow as tf
+
+from simsiam_tf import augment
+
+DECODE_MODES = ("union", "per_view", "full")
+
+
+def _seed_tensor(seed):
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64):
+        seed = tf.cast(seed, tf.int64)
+    seed.shape.assert_is_compatible_with([2])
+    return seed
+
+
+def jpeg_size(contents):
+    """(height, width) of an encoded JPEG from its header, int32 scalars; nothing is decoded."""
+    shape = tf.image.extract_jpeg_shape(contents)
+    return shape[0], shape[1]
+
+
+def crop_windows(contents, seed, num_views=2, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """RandomResizedCrop windows of an encoded JPEG, int32 `[num_views, 4]` rows (top, left, height, width).
+
+    The sampler is torchvision's (`augment.crop_boxes`): area fraction ~ U(scale),
+    log aspect ratio ~ U(log ratio), 10 attempts, else a centre crop with the ratio
+    clamped; the image size comes from the header.
+    """
+    height, width = jpeg_size(contents)
+    top, left, crop_h, crop_w = augment.crop_boxes(_seed_tensor(seed), num_views, height, width, scale, ratio)
+    return tf.cast(tf.stack([top, left, crop_h, crop_w], axis=1), tf.int32)
+
+
+def union_window(windows):
+    """The smallest window (top, left, height, width) `[4]` containing every row of `windows` `[V, 4]`."""
+    top = tf.reduce_min(windows[:, 0])
+    left = tf.reduce_min(windows[:, 1])
+    bottom = tf.reduce_max(windows[:, 0] + windows[:, 2])
+    right = tf.reduce_max(windows[:, 1] + windows[:, 3])
+    return tf.stack([top, left, bottom - top, right - left])
+
+
+# Columns decoded beyond each side of a window. libjpeg's fancy chroma upsampling treats
+# the edge of a cropped decode as the image edge and replicates the chroma there, which
+# moves the outermost column by up to ~15 levels at 4:2:0; with real neighbours decoded
+# the window's pixels equal those of the full decode (8 covers 4x horizontal subsampling).
+_CHROMA_MARGIN = 8
+
+
+def decode_window(contents, window):
+    """uint8 `[h, w, 3]`: the pixels of `window` (top, left, height, width), decoding only what it covers.
+
+    Equal to decoding the whole image and cutting the window out.
+    """
+    top, left, height, width = tf.unstack(tf.cast(window, tf.int32))
+    image_width = tf.image.extract_jpeg_shape(contents)[1]
+    first = tf.maximum(left - _CHROMA_MARGIN, 0)
+    last = tf.minimum(left + width + _CHROMA_MARGIN, image_width)
+    wide = tf.image.decode_and_crop_jpeg(contents, tf.stack([top, first, height, last - first]), channels=3)
+    return wide[:, left - first : left - first + width]
+
+
+def _resize(crop, size, antialias):
+    resized = tf.image.resize(crop, [size, size], method="bilinear", antialias=antialias)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def _cut(image, window, origin):
+    top = window[0] - origin[0]
+    left = window[1] - origin[1]
+    return image[top : top + window[2], left : left + window[3]]
+
+
+def decode_views(contents, windows, size, flip=None, mode="union", antialias=True):
+    """uint8 `[V, size, size, 3]`: each window of `windows` `[V, 4]` decoded, resized and (where `flip`) mirrored.
+
+    mode: "union" (default) decodes the box holding all windows once and cuts them
+    from it; "per_view" decodes each window on its own; "full" decodes the whole
+    image once.
+    The pixels are the same in every mode (a JPEG decodes identically in part).
+    antialias=False resizes with plain bilinear sampling instead (cheaper; it aliases
+    where a window shrinks).
+    """
+    if mode not in DECODE_MODES:
+        raise ValueError(f"mode must be one of {DECODE_MODES}, got {mode!r}")
+    windows = tf.cast(windows, tf.int32)
+    num_views = windows.shape[0]
+    if num_views is None:
+        raise ValueError("decode_views needs a static number of windows")
+    if mode == "per_view":
+        crops = [decode_window(contents, windows[v]) for v in range(num_views)]
+    else:
+        if mode == "union":
+            origin = union_window(windows)
+            image = decode_window(contents, origin)
+        else:
+            origin = tf.zeros([2], tf.int32)
+            image = tf.io.decode_jpeg(contents, channels=3)
+        crops = [_cut(image, windows[v], origin) for v in range(num_views)]
+    views = []
+    for v, crop in enumerate(crops):
+        view = _resize(crop, size, antialias)
+        if flip is not None:
+            view = tf.cond(flip[v], lambda view=view: tf.reverse(view, axis=[1]), lambda view=view: view)
+        views.append(view)
+    return tf.stack(views)
+
+
+@tf.autograph.experimental.do_not_convert
+def random_view_crops(contents, seed, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.5, num_views=2,
+                      mode="union", antialias=True):
+    """The geometric stage of `num_views` SimSiam views of one encoded JPEG: uint8 `[num_views, size, size, 3]`.
+
+    RandomResizedCrop windows drawn from the header (`crop_windows`), decoded by
+    `decode_views` in `mode`, each mirrored left-right with probability `flip_prob`.
+    The same seed repeats the views.
+    """
+    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(_seed_tensor(seed), 2))
+    windows = crop_windows(contents, window_seed, num_views, scale, ratio)
+    flip = tf.random.stateless_uniform([num_views], flip_seed) < flip_prob
+    return decode_views(contents, windows, size, flip, mode, antialias)

@@ -1,0 +1,77 @@
+"""SimSiam's photometric stage on one image at a time, running only the ops an image draws.
+
+`TwoViewAugment.appearance` works on a batch: every image goes through every slot of
+the colour jitter (identity factors where an op is not drawn), and the ops applied
+with a probability gather and scatter the images that drew them. On one image the
+draws are known before any pixel is touched, so `appearance` branches instead: the
+four jitter slots each run the one op they drew (`tf.switch_case`), and jitter,
+grayscale and blur run only when drawn (`tf.cond`). The image (224 x 224 x 3 float32,
+600 kB) stays in the core's cache between ops. It runs inside a per-image `tf.data`
+map, before batching.
+
+The ops are the package's (`simsiam_tf.augment`), the draws the same distributions as
+`TwoViewAugment.appearance` (ColorJitter with probability `jitter_prob`, its four
+factors and a random order; grayscale; blur with sigma ~ U(blur_sigma)).
+"""
+import tensorflow as tf
+
+from simsiam_tf import augment
+
+
+def _split(seed, num):
+    return tf.unstack(tf.random.experimental.stateless_split(seed, num=num))
+
+
+def _draw(seed):
+    return tf.random.stateless_uniform([], seed=seed)
+
+
+def _hue(image, delta):
+    return tf.clip_by_value(tf.image.adjust_hue(image, delta), 0.0, 1.0)
+
+
+def jitter(image, factors, order):
+    """ColorJitter of one image `[H, W, 3]` float in [0, 1]: `factors` `[4]` applied in `order` `[4]`.
+
+    The same maths as `augment.color_jitter` on a batch of one.
+    """
+    ops = [
+        lambda x: augment.adjust_brightness(x, factors[augment.BRIGHTNESS]),
+        lambda x: augment.adjust_contrast(x, factors[augment.CONTRAST]),
+        lambda x: augment.adjust_saturation(x, factors[augment.SATURATION]),
+        lambda x: _hue(x, factors[augment.HUE]),
+    ]
+    for slot in range(4):
+        image = tf.switch_case(order[slot], [lambda op=op, x=image: op(x) for op in ops])
+    return image
+
+
+@tf.autograph.experimental.do_not_convert
+def appearance(image, seed, aug):
+    """The photometric stage of `aug` (a `TwoViewAugment`) on one crop `[H, W, 3]` (uint8 or float): float32 in [0, 1]."""
+    image = augment.to_float(image)
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64):
+        seed = tf.cast(seed, tf.int64)
+    jitter_seed, gray_seed, blur_seed = _split(seed, 3)
+    if aug.jitter_prob > 0 and any(aug.jitter_strength):
+        apply_seed, factor_seed = _split(jitter_seed, 2)
+        factors, order = augment.jitter_factors(factor_seed, 1, aug.jitter_strength)
+        image = tf.cond(
+            _draw(apply_seed) < aug.jitter_prob, lambda: jitter(image, factors[0], order[0]), lambda: image
+        )
+    if aug.grayscale_prob > 0:
+        image = tf.cond(
+            _draw(gray_seed) < aug.grayscale_prob,
+            lambda: augment.grayscale(image, channels=3),
+            lambda: image,
+        )
+    if aug.blur_prob > 0:
+        apply_seed, sigma_seed = _split(blur_seed, 2)
+        sigma = tf.random.stateless_uniform([1], sigma_seed, aug.blur_sigma[0], aug.blur_sigma[1])
+        image = tf.cond(
+            _draw(apply_seed) < aug.blur_prob,
+            lambda: augment.gaussian_blur(image, sigma, aug.blur_radius),
+            lambda: image,
+        )
+    return image
