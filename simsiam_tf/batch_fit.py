@@ -72,3 +72,54 @@ def fit_batch_size(batch_size, num_examples, explicit=False, drop_remainder=True
         f"{fitted} ({fitted_steps} steps per epoch; set {flag} to override)"
     )
     return BatchFit(fitted, batch_size, fitted_steps, message=message)
+
+
+# The reference's linear protocol (main_lincls.py), for the choices a LinearConfig leaves at None.
+REFERENCE_BATCH_SIZE = 4096
+REFERENCE_PROTOCOL = {"optimizer": "lars", "augment": True, "standardize": False}
+# On a small set the probe trains as the demo's quick probe does. LARS with trust 0.001
+# moves each weight by about lr x 0.001 x its norm per step: the reference's 28,000
+# ImageNet steps at lr 1.6 add up, a small set's few thousand steps at a fitted batch's
+# lr do not. Random crops of a few thousand small images add little a linear layer can
+# use, and cost an encoder pass per step; standardised features let one lr fit a trained
+# and a random-init encoder alike.
+SMALL_DATA_PROTOCOL = {"optimizer": "sgd", "augment": False, "standardize": True}
+
+
+def is_small_training_set(num_examples):
+    """Whether the reference batch leaves fewer than `MIN_STEPS_PER_EPOCH` steps per epoch on this many images."""
+    return num_examples // REFERENCE_BATCH_SIZE < MIN_STEPS_PER_EPOCH
+
+
+def _flag_text(value):
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def fit_linear_config(config, num_train_examples):
+    """A `LinearConfig` with every choice left at None filled in for `num_train_examples` training images.
+
+    Returns (config, notes, warnings): `notes` say what the rule chose, `warnings` what
+    it would have chosen for a batch the config holds. Choices the config already holds
+    (given on the command line or in a flagfile) stay.
+    """
+    small = is_small_training_set(num_train_examples)
+    protocol = SMALL_DATA_PROTOCOL if small else REFERENCE_PROTOCOL
+    changes = {name: value for name, value in protocol.items() if getattr(config, name) is None}
+    if changes.get("standardize") and (config.augment or config.cache_features is False):
+        changes["standardize"] = False  # end-to-end training asked for: raw features
+    notes = []
+    if small and changes:
+        chosen = " ".join(f"--{name}={_flag_text(value)}" for name, value in changes.items())
+        notes.append(
+            f"{num_train_examples} training images is a small set for the reference's linear protocol (LARS, "
+            f"batch 4096, augmented crops): using {chosen}; set these flags to override"
+        )
+    fitted = dataclasses.replace(config, **changes)
+    explicit = config.batch_size is not None
+    fit = fit_batch_size(
+        config.batch_size if explicit else REFERENCE_BATCH_SIZE, num_train_examples, explicit=explicit,
+        drop_remainder=not fitted.cached,
+    )
+    if fit.message:
+        notes.append(fit.message)
+    return dataclasses.replace(fitted, batch_size=fit.batch_size), notes, [fit.warning] if fit.warning else []
