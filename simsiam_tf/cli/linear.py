@@ -9,7 +9,7 @@ flags/demo_linear.cfg (the embedded demo's run).
 
 What describes the data and the encoder (--dataset, --data_dir, --image_size, the splits
 and example counts, --seed, --backbone, --width_multiplier) defaults to the flags.cfg of
-the --init_from run, so `simsiam-linear --init_from=runs/demo` alone probes the demo's
+the --init_from run, so `simsiam-linear --init_from=outputs/demo` alone probes the demo's
 encoder on the demo's data; flags given on the command line or in a --flagfile win.
 --optimizer, --batch_size, --augment and --standardize not given are chosen for the
 training set: the reference's protocol (LARS, batch 4096, augmented crops, raw
