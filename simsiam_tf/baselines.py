@@ -11,6 +11,7 @@ standardised pixels, with the `embed` / `score_embeddings` interface of `PairVer
 so pair and trial scoring and `pair_metrics` treat it as any verifier.
 `baseline_warnings` compares figures of the trained encoder with those of the baselines.
 """
+
 import keras
 import numpy as np
 import tensorflow as tf

@@ -6,6 +6,7 @@ then asks for a large learning rate that the run takes only a handful of steps w
 `fit_batch_size` halves the batch until an epoch has at least `MIN_STEPS_PER_EPOCH`
 steps; the learning rate follows through the scaling rule.
 """
+
 import dataclasses
 from typing import Optional
 
@@ -117,7 +118,9 @@ def fit_linear_config(config, num_train_examples):
     fitted = dataclasses.replace(config, **changes)
     explicit = config.batch_size is not None
     fit = fit_batch_size(
-        config.batch_size if explicit else REFERENCE_BATCH_SIZE, num_train_examples, explicit=explicit,
+        config.batch_size if explicit else REFERENCE_BATCH_SIZE,
+        num_train_examples,
+        explicit=explicit,
         drop_remainder=not fitted.cached,
     )
     if fit.message:

@@ -1,4 +1,5 @@
 """Raw-pixel baselines (features, kNN, probe, pair scores) and the plain-words warnings."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -111,8 +112,11 @@ def test_random_init_encoder_falls_short_of_pixels_and_the_warning_says_so():
 
 def test_warnings_name_every_figure_that_falls_short_and_only_those():
     metrics = {
-        "top1": 0.61, "pixels_top1": 0.72, "random_init_top1": 0.40,
-        "knn_top1": 0.80, "pixels_knn_top1": 0.70,
+        "top1": 0.61,
+        "pixels_top1": 0.72,
+        "random_init_top1": 0.40,
+        "knn_top1": 0.80,
+        "pixels_knn_top1": 0.70,
     }
     expected = "the trained encoder is not better than raw pixels on this data: linear probe top-1 0.610 vs 0.720"
     assert baselines.baseline_warnings(metrics) == [expected + " for raw pixels"]

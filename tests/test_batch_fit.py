@@ -1,4 +1,5 @@
 """The small-dataset rule: a recipe's batch halved until an epoch has enough steps."""
+
 import pytest
 
 from simsiam_tf import batch_fit
