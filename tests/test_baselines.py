@@ -1,5 +1,6 @@
 """Raw-pixel baselines (features, kNN, probe, pair scores) and the plain-words warnings."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -168,3 +169,20 @@ def test_large_images_skip_the_pixel_baseline_with_a_reason():
     assert baselines.pixel_baseline_note((64, 64, 3)) is None
     note = baselines.pixel_baseline_note((224, 224, 3))
     assert "224x224x3" in note and "150528" in note
+
+
+def test_no_warning_when_the_encoder_beats_pixels():
+    # Noise this strong hides the square from single pixels; averaging each quadrant finds it.
+    train_x, train_y = quadrant_set(12, seed=5, noise=10.0)
+    test_x, test_y = quadrant_set(6, seed=6, noise=10.0)
+    train_ds, test_ds = as_dataset(train_x, train_y), as_dataset(test_x, test_y)
+    quadrant_means = keras.Sequential(
+        [keras.Input((SIZE, SIZE, 3)), keras.layers.AveragePooling2D(SIZE // 2), keras.layers.Flatten()]
+    )
+    figures = {}
+    for prefix, encoder in (("", quadrant_means), ("pixels_", baselines.fit_pixel_encoder(train_ds))):
+        bank, bank_y = monitor.extract_features(encoder, train_ds, normalize=False)
+        queries, query_y = monitor.extract_features(encoder, test_ds, normalize=False)
+        figures[prefix + "knn_top1"] = monitor.knn_accuracy(bank, bank_y, queries, query_y, 4, k=5)
+    assert figures["knn_top1"] > figures["pixels_knn_top1"]
+    assert baselines.baseline_warnings(figures) == []
