@@ -252,24 +252,31 @@ def replace(config, **changes):
 class LinearConfig:
     """Linear evaluation of a pretrained encoder: frozen encoder, linear classifier on top.
 
-    Defaults are the reference protocol (main_lincls.py): LARS, batch 4096, base lr 0.1
-    (lr = base_lr * batch_size / 256), no weight decay, 90 epochs, random-resized-crop +
-    flip for training. `cache_features` None means: cache exactly when `augment` is off.
+    The protocol is the reference's (main_lincls.py): base lr 0.1 (lr = base_lr *
+    batch_size / 256), no weight decay, 90 epochs; `cache_features` None means: cache
+    exactly when `augment` is off. `optimizer`, `batch_size`, `augment` and `standardize`
+    left at None are chosen for the training set by `batch_fit.fit_linear_config`: the
+    reference's LARS, batch 4096 and random-resized-crop + flip on raw features for a
+    large set; on a small one (where batch 4096 leaves fewer than 20 steps per epoch)
+    SGD on cached, standardised features and a batch fitted to the set.
+    `compare_baselines`: also probe the same encoder at random init and raw pixels.
     """
 
     runtime: RuntimeConfig = RuntimeConfig(model_dir="outputs/linear")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     init_from: Optional[str] = None
-    optimizer: str = "lars"
-    batch_size: int = 4096
+    optimizer: Optional[str] = None
+    batch_size: Optional[int] = None
     epochs: int = 90
     base_lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
-    augment: bool = True
+    augment: Optional[bool] = None
+    standardize: Optional[bool] = None
     crop_scale: Tuple[float, float] = (0.08, 1.0)
     cache_features: Optional[bool] = None
+    compare_baselines: bool = True
     compare_random_init: bool = False
     eval_batch_size: int = 256
     checkpoint_every_steps: int = 500
@@ -293,8 +300,14 @@ class LinearConfig:
                 "cache_features=true needs augment=false: cached features are extracted once, so the "
                 "training crops cannot change from epoch to epoch"
             )
-        check_choice("optimizer", self.optimizer, PROBE_OPTIMIZERS)
-        if self.batch_size < 1 or self.eval_batch_size < 1:
+        if self.standardize and (self.augment or self.cache_features is False):
+            raise ValueError(
+                "standardize=true needs cached features (augment=false): the mean and std are those of the "
+                "features extracted once"
+            )
+        if self.optimizer is not None:
+            check_choice("optimizer", self.optimizer, PROBE_OPTIMIZERS)
+        if (self.batch_size is not None and self.batch_size < 1) or self.eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be positive, got {self.batch_size} and {self.eval_batch_size}")
         _check_sgd(self)
         _check_crop_scale(self.crop_scale)
@@ -338,6 +351,7 @@ class VerifyConfig:
     freeze_encoder: bool = False
     init_from: Optional[str] = None
     compare_random_init: bool = False
+    compare_pixels: bool = True
     closed_set: bool = False
     eval_fraction: float = 0.5
     val_fraction: float = 0.3

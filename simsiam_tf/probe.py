@@ -44,6 +44,19 @@ def topk_accuracy(logits, labels, k):
     return float(np.mean(np.any(topk == labels[:, None], axis=1)))
 
 
+def feature_statistics(features):
+    """(mean, std), each float32 [1, D], of training features as the probe standardises them (std + 1e-6)."""
+    features = np.asarray(features, np.float32)
+    return features.mean(axis=0, keepdims=True), features.std(axis=0, keepdims=True) + 1e-6
+
+
+def fold_standardization(classifier, mean, std):
+    """Rewrites a Dense layer trained on (x - mean) / std so that it gives the same logits on x itself."""
+    kernel, bias = classifier.get_weights()
+    mean, std = np.reshape(mean, [-1]), np.reshape(std, [-1])
+    classifier.set_weights([kernel / std[:, None], bias - (mean / std) @ kernel])
+
+
 def train_linear_on_features(
     train_features,
     train_labels,
@@ -88,8 +101,7 @@ def train_linear_on_features(
     if train_labels.min() < 0 or max(train_labels.max(), test_labels.max()) >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}); the probe needs a labelled dataset")
     if standardize:
-        mean = train_features.mean(axis=0, keepdims=True)
-        std = train_features.std(axis=0, keepdims=True) + 1e-6
+        mean, std = feature_statistics(train_features)
         train_features = (train_features - mean) / std
         test_features = (test_features - mean) / std
     keras.utils.set_random_seed(seed)

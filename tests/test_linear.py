@@ -46,7 +46,7 @@ def pretrained(tmp_path_factory):
 def tiny_linear(init_from, model_dir, **changes):
     base = {
         "runtime.model_dir": str(model_dir), "runtime.verbose": 0, "model.width_multiplier": 0.125,
-        "batch_size": 16, "epochs": 1, "checkpoint_every_steps": 2,
+        "batch_size": 16, "epochs": 1, "checkpoint_every_steps": 2, "augment": True, "compare_baselines": False,
     }
     base.update(TINY_DATA)
     base.update(changes)
@@ -145,7 +145,7 @@ def test_linear_config_names_the_problem(changes, message):
 
 
 def test_cache_features_defaults_to_not_augment():
-    c = config.LinearConfig(init_from="outputs/demo")
+    c = config.LinearConfig(init_from="outputs/demo", augment=True)
     assert not c.cached
     assert config.replace(c, augment=False).cached
     assert not config.replace(c, augment=False, cache_features=False).cached
@@ -303,3 +303,97 @@ def test_paper_recipes_use_the_reference_protocol(name):
         "optimizer": "lars", "batch_size": "4096", "base_lr": "0.1", "weight_decay": "0.0", "epochs": "90",
         "augment": "true",
     }
+
+
+# --------------------------------------------------------------------------- fitting the run to the data
+
+
+def test_small_training_sets_get_sgd_on_cached_standardised_features_and_a_fitted_batch():
+    small, notes, warnings = linear.batch_fit.fit_linear_config(config.LinearConfig(init_from="r"), 5000)
+    assert (small.optimizer, small.augment, small.standardize, small.batch_size) == ("sgd", False, True, 256)
+    assert small.cached and warnings == []
+    assert "--optimizer=sgd --augment=false --standardize=true" in notes[0]
+    assert "using batch 256 (20 steps per epoch" in notes[1]
+    large, notes, _ = linear.batch_fit.fit_linear_config(config.LinearConfig(init_from="r"), 1_281_167)
+    assert (large.optimizer, large.augment, large.standardize, large.batch_size) == ("lars", True, False, 4096)
+    assert notes == []
+
+
+def test_choices_given_stay_and_a_batch_given_only_warns():
+    given = config.LinearConfig(init_from="r", optimizer="lars", batch_size=4096)
+    fitted, _, warnings = linear.batch_fit.fit_linear_config(given, 5000)
+    assert (fitted.optimizer, fitted.batch_size, fitted.augment) == ("lars", 4096, False)
+    assert warnings == [
+        "--batch_size=4096 leaves 2 steps per epoch on 5000 training images (fewer than 20); --batch_size=256 "
+        "would give 20"
+    ]
+    # end-to-end training asked for: the features stay raw
+    fitted, _, _ = linear.batch_fit.fit_linear_config(config.LinearConfig(init_from="r", augment=True), 5000)
+    assert (fitted.augment, fitted.standardize, fitted.optimizer, fitted.batch_size) == (True, False, "sgd", 128)
+
+
+def test_standardised_probe_is_folded_into_a_classifier_on_raw_features():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 5.0, size=(40, 6)).astype(np.float32)
+    mean, std = probe.feature_statistics(x)
+    classifier = probe.build_linear_classifier(4, 6)
+    classifier.set_weights([rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)])
+    kernel, bias = classifier.get_weights()
+    expected = ((x - mean) / std) @ kernel + bias
+    probe.fold_standardization(classifier, mean, std)
+    np.testing.assert_allclose(classifier(x).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def write_fake_run(run_dir, lines):
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "flags.cfg"), "w") as f:
+        f.write("# Resolved flags of this run; repeat it with --flagfile=<this file>.\n" + "\n".join(lines) + "\n")
+
+
+def test_cli_takes_data_and_encoder_flags_from_the_run_and_the_command_line_wins(tmp_path):
+    run_dir = str(tmp_path / "pretrain")
+    write_fake_run(run_dir, [
+        f"--model_dir={run_dir}", "--seed=7", "--dataset=synthetic", "--image_size=24", "--num_train_examples=300",
+        "--backbone=resnet34_cifar", "--width_multiplier=0.5", "--dim=64", "--batch_size=32", "--base_lr=0.05",
+    ])
+    recipe = tmp_path / "recipe.cfg"
+    recipe.write_text("--width_multiplier=0.125\n")
+    result = run_cli(f"--init_from={run_dir}", f"--model_dir={tmp_path / 'probe'}", "--image_size=16",
+                     f"--flagfile={recipe}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    resolved = dict(line[2:].split("=", 1) for line in result.stdout.splitlines() if line.startswith("--"))
+    # from the run: what describes its data and encoder; not its optimisation flags
+    assert {k: resolved[k] for k in ("seed", "dataset", "num_train_examples", "backbone")} == {
+        "seed": "7", "dataset": "synthetic", "num_train_examples": "300", "backbone": "resnet34_cifar",
+    }
+    assert "batch_size" not in resolved and resolved["base_lr"] == "0.1"
+    # given on the command line or in a flagfile: kept
+    assert resolved["image_size"] == "16" and resolved["width_multiplier"] == "0.125"
+    assert f"from the flags.cfg of {run_dir}:" in result.stdout
+
+
+def test_cli_prints_the_batch_lr_and_steps_it_uses(pretrained, tmp_path):
+    model_dir = tmp_path / "fitted"
+    flags = [f for f in TINY_FLAGS if not f.startswith("--batch_size")]
+    result = run_cli(f"--init_from={pretrained}", f"--model_dir={model_dir}", "--compare_baselines=false", *flags)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # 64 images: 4096 -> 16, the floor (4 steps); sgd on cached standardised features as for any small set
+    line = ("linear probe: batch 16, lr 0.00625 (base_lr 0.1 x 16 / 256), 4 steps per epoch x 1 epochs = 4 steps; "
+            "sgd on cached, standardised features")
+    assert line in result.stdout.splitlines()
+    metrics = json.load(open(model_dir / "metrics.json"))
+    assert {k: metrics[k] for k in ("batch_size", "lr", "steps_per_epoch", "total_steps", "optimizer", "mode")} == {
+        "batch_size": 16, "lr": 0.00625, "steps_per_epoch": 4, "total_steps": 4, "optimizer": "sgd",
+        "mode": "cached_features",
+    }
+    assert metrics["warnings"] == []
+
+
+@pytest.mark.slow
+def test_baselines_go_through_the_same_probe(pretrained, tmp_path):
+    metrics = linear.run(tiny_linear(pretrained, tmp_path / "baselines", augment=None, compare_baselines=True))
+    assert 0.0 <= metrics["pixels_top1"] <= metrics["pixels_top5"] <= 1.0
+    assert 0.0 <= metrics["random_init_top1"] <= 1.0
+    assert os.path.exists(tmp_path / "baselines" / "pixels" / "checkpoints")
+    assert metrics["warnings"] == linear.baselines.baseline_warnings(metrics)
+    assert json.load(open(tmp_path / "baselines" / "metrics.json")) == metrics

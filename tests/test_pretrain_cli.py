@@ -131,3 +131,56 @@ def test_invalid_flags_fail_fast():
     result = run_cli("--crop_scale=0.2", "--dry_run")
     assert result.returncode == 2
     assert "--crop_scale must be 2 comma-separated numbers" in result.stderr
+
+
+def write_quadrant_folder(root, per_class, seed):
+    """4 classes, a brighter 8x8 square in quadrant c of a noisy 16x16 image: separable in pixel space."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for c in range(4):
+        row, col = divmod(c, 2)
+        os.makedirs(root / f"class{c}", exist_ok=True)
+        for i in range(per_class):
+            image = rng.uniform(0.0, 1.0, (16, 16, 3))
+            image[row * 8 : row * 8 + 8, col * 8 : col * 8 + 8] += 0.5
+            image = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+            (root / f"class{c}" / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+            images.append(image.astype(np.float32) / 255)
+            labels.append(c)
+    return np.asarray(images), np.asarray(labels)
+
+
+@pytest.mark.slow
+def test_evaluation_puts_raw_pixels_beside_random_init_and_says_when_they_win(tmp_path):
+    train_x, train_y = write_quadrant_folder(tmp_path / "data" / "train", 12, seed=0)
+    test_x, test_y = write_quadrant_folder(tmp_path / "data" / "test", 6, seed=1)
+    model_dir = tmp_path / "run"
+    flags = [f for f in TINY_FLAGS if not f.startswith(("--num_", "--epochs"))]
+    result = run_cli(
+        f"--model_dir={model_dir}", "--dataset=folder", f"--data_dir={tmp_path / 'data'}", "--epochs=1",
+        "--evaluate", "--probe_epochs=20", "--knn_k=5", *flags,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+
+    # The oracle: 1-nearest-neighbour by cosine on the standardised pixels, in NumPy.
+    flat = train_x.reshape(len(train_x), -1).astype(np.float64)
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    bank = (flat - mean) / std
+    queries = (test_x.reshape(len(test_x), -1) - mean) / std
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    oracle = float(np.mean(train_y[np.argmax(queries @ bank.T, axis=1)] == test_y))
+    assert oracle == 1.0 and metrics["pixels_knn_top1"] == oracle
+    assert metrics["pixels_probe_top1"] == 1.0
+
+    # Three steps of pretraining leave an encoder about as blind to position as at init.
+    assert metrics["knn_top1"] < 1.0
+    pixel_warnings = [w for w in metrics["warnings"] if "than raw pixels" in w]
+    assert len(pixel_warnings) == 1
+    assert pixel_warnings[0].startswith(
+        f"the trained encoder is not better than raw pixels on this data: kNN top-1 {metrics['knn_top1']:.3f} vs "
+        "1.000 for raw pixels"
+    )
+    assert f"warning: {pixel_warnings[0]}" in result.stdout.splitlines()
+    assert any(line.split() == ["SimSiam", "random", "init", "raw", "pixels"] for line in result.stdout.splitlines())

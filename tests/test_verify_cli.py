@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import builders, config, data, models, pair_metrics, verification
+from simsiam_tf import baselines, builders, config, data, models, pair_metrics, verification
 from simsiam_tf.data import pairs
 from simsiam_tf.runs import common, verify
 
@@ -80,6 +80,11 @@ def test_cli_end_to_end_with_random_init_comparison(tmp_path, pretrain_run):
         # The synthetic set has 10 classes, 5 of them for evaluation: no 20-way trial exists.
         assert metrics[prefix + "one_shot_20way"] is None
     assert any("one_shot_20way" in note for note in metrics["notes"])
+    # The pixel-distance verifier scored the same plan, through the same metrics; the warnings compare with it.
+    for key in ("roc_auc", "eer", "accuracy", "tar_at_far_1e-2", "one_shot_5way"):
+        assert 0.0 <= metrics["pixels_" + key] <= 1.0, key
+    assert metrics["warnings"] == baselines.baseline_warnings(metrics)
+    assert any(line.startswith("raw pixels") for line in result.stdout.splitlines())
 
     for directory in (model_dir, model_dir / verify.RANDOM_INIT_SUBDIR):
         assert (directory / "roc.png").read_bytes()[:8] == PNG_SIGNATURE

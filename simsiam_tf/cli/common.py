@@ -101,6 +101,29 @@ def write_flags_file(model_dir):
     return path
 
 
+def inherit_run_flags(init_from, names):
+    """Sets each flag of `names` not given on the command line (or in a --flagfile) from the flags.cfg of the run at `init_from`.
+
+    Returns the names taken over. A value the flag cannot parse ends the tool with exit code 2.
+    """
+    path = flagfile.find_run_flags(init_from)
+    try:
+        found = flagfile.read_flags_file(path) if path else {}
+    except RunError as err:
+        fail(str(err))
+    taken = []
+    for name in names:
+        value = found.get(name)
+        if value is None or FLAGS[name].present:
+            continue
+        try:
+            FLAGS[name].parse(value)
+        except (flags.IllegalFlagValueError, ValueError):
+            fail(f"the flags.cfg of --init_from={init_from} has --{name}={value}, which is not valid here")
+        taken.append(name)
+    return taken
+
+
 def fail(message, exit_code=2):
     """Ends the tool with a one-line message on stderr and a non-zero exit code."""
     print(f"error: {message}", file=sys.stderr, flush=True)

@@ -18,8 +18,6 @@ common.quiet_tensorflow()
 from absl import app, flags  # noqa: E402
 
 from simsiam_tf import config as config_lib  # noqa: E402
-from simsiam_tf import flagfile  # noqa: E402
-from simsiam_tf.errors import RunError  # noqa: E402
 
 FLAGS = flags.FLAGS
 _D = config_lib.VerifyConfig()
@@ -43,6 +41,9 @@ def define_flags():
                    "Keep the encoder fixed (weights and BatchNorm statistics) and train only the head.")
     common.define("bool", "compare_random_init", _D.compare_random_init,
                    "Also train the same head on a random-init encoder (in model_dir/random_init) and report its figures.")
+    common.define("bool", "compare_pixels", _D.compare_pixels,
+                   "Also score the evaluation pairs by the cosine similarity of their standardised raw pixels (no "
+                   "training) and report its figures as pixels_*; the output warns when the encoder does no better.")
     common.define("enum", "head", _D.head, list(config_lib.VERIFY_HEADS),
                    "contrastive (loss on the euclidean distance), triplet (in-batch mining), or classifier "
                    "(MLP on [|e1-e2|, e1*e2], binary cross-entropy).")
@@ -84,19 +85,7 @@ def define_flags():
 
 def _inherit_encoder_flags():
     """Takes --backbone/--width_multiplier from the --init_from run unless given."""
-    path = flagfile.find_run_flags(FLAGS.init_from)
-    try:
-        found = flagfile.read_flags_file(path) if path else {}
-    except RunError as err:
-        common.fail(str(err))
-    for name in ("backbone", "width_multiplier"):
-        value = found.get(name)
-        if value is None or FLAGS[name].present:
-            continue
-        try:
-            FLAGS[name].parse(value)
-        except (flags.IllegalFlagValueError, ValueError):
-            common.fail(f"the flags.cfg of --init_from={FLAGS.init_from} has --{name}={value}, which is not valid here")
+    common.inherit_run_flags(FLAGS.init_from, ("backbone", "width_multiplier"))
 
 
 def report(config, metrics):

@@ -16,11 +16,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from simsiam_tf import data, distribute, models, monitor, optim, probe
+from simsiam_tf import baselines, batch_fit, data, distribute, models, monitor, optim, probe
 from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop
 from simsiam_tf.runs import common
 
 RANDOM_INIT_SUBDIR = "random_init"
+PIXELS_SUBDIR = "pixels"
 
 
 class EncoderChangedError(common.RunError):
@@ -103,6 +104,41 @@ def _write_scalars(log_dir, step, values):
     writer.close()
 
 
+def _steps_per_epoch(config, num_examples):
+    if config.cached:
+        return math.ceil(num_examples / config.batch_size)
+    if num_examples < config.batch_size:
+        raise common.RunError(
+            f"batch_size {config.batch_size} is larger than the training set ({num_examples} images): lower --batch_size"
+        )
+    return num_examples // config.batch_size
+
+
+def fit_to_data(config, num_train_examples):
+    """`batch_fit.fit_linear_config`, its notes logged and its warnings kept; returns (config, warnings)."""
+    config, notes, warnings = batch_fit.fit_linear_config(config, num_train_examples)
+    for note in notes:
+        logging.info("%s", note)
+    for warning in warnings:
+        logging.warning("%s", warning)
+    return config, warnings
+
+
+def schedule_line(config, num_train_examples):
+    """The line the job starts with: batch, learning rate, steps per epoch and in all, optimizer and features."""
+    steps = _steps_per_epoch(config, num_train_examples)
+    lr = optim.scaled_lr(config.base_lr, config.batch_size)
+    if config.cached:
+        features = "cached, standardised features" if config.standardize else "cached raw features"
+    else:
+        features = "augmented crops" if config.augment else "the evaluation preprocessing, end to end"
+    return (
+        f"linear probe: batch {config.batch_size}, lr {lr:g} (base_lr {config.base_lr:g} x {config.batch_size} / 256), "
+        f"{steps} steps per epoch x {config.epochs} epochs = {steps * config.epochs} steps; "
+        f"{config.optimizer} on {features}"
+    )
+
+
 def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir):
     """Trains and evaluates a linear classifier on the frozen `encoder`, in `run_dir`.
 
@@ -113,15 +149,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
     image_size, center_crop = config.data.image_size, eval_center_crop(config.data.image_size)
     num_classes = train_source.num_classes
     cached = config.cached
-    if cached:
-        steps_per_epoch = math.ceil(train_source.num_examples / config.batch_size)
-    else:
-        if train_source.num_examples < config.batch_size:
-            raise common.RunError(
-                f"batch_size {config.batch_size} is larger than the training set ({train_source.num_examples} "
-                "images): lower --batch_size"
-            )
-        steps_per_epoch = train_source.num_examples // config.batch_size
+    steps_per_epoch = _steps_per_epoch(config, train_source.num_examples)
     total_steps = steps_per_epoch * config.epochs
 
     # The cached-feature classifier trains as a plain Keras model on one device: the
@@ -152,12 +180,19 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
             train_ds = data.make_eval_dataset(train_source, config.eval_batch_size, image_size, center_crop=center_crop)
             train_x, train_y = monitor.extract_features(encoder, train_ds, normalize=False)
             test = monitor.extract_features(encoder, eval_ds, normalize=False)
+            test_x = test[0]
+            if config.standardize:
+                mean, std = probe.feature_statistics(train_x)
+                train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
             probe.train_linear_on_features(
-                train_x, train_y, *test, num_classes, epochs=config.epochs, batch_size=config.batch_size,
+                train_x, train_y, test_x, test[1], num_classes, epochs=config.epochs, batch_size=config.batch_size,
                 standardize=False, seed=rt.seed, verbose=rt.verbose, optimizer=optimizer,
                 classifier=linear_probe.classifier,
                 callbacks=[nan_guard, common.ScalarLogger(log_dir, config.log_every_steps), history],
             )
+            if config.standardize:
+                # The stored classifier then acts on the encoder's features as they are.
+                probe.fold_standardization(linear_probe.classifier, mean, std)
     else:
         def make_dataset(step):
             # The probe pipeline is deterministic in (seed, step), so skipping `step`
@@ -212,6 +247,8 @@ def run(config):
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
     train_source, eval_source = _load_sources(config)
+    config, warnings = fit_to_data(config, train_source.num_examples)
+    print(schedule_line(config, train_source.num_examples), flush=True)
 
     encoder, prefix = load_encoder(config, strategy, checkpoint)
     logging.info("probing the encoder of %s", prefix)
@@ -223,12 +260,16 @@ def run(config):
         "init_from": prefix,
         "mode": "cached_features" if config.cached else "end_to_end",
         "optimizer": config.optimizer,
+        "batch_size": config.batch_size,
         "lr": optim.scaled_lr(config.base_lr, config.batch_size),
+        "epochs": config.epochs,
+        "standardize": bool(config.standardize),
+        "num_train_examples": train_source.num_examples,
         "num_classes": train_source.num_classes,
         "sanity_check": "passed",
     }
     metrics.update(result)
-    if config.compare_random_init:
+    if config.compare_random_init or config.compare_baselines:
         with strategy.scope():
             random_encoder = build_encoder(config.model, strategy, rt.seed)
         initial = snapshot(random_encoder)
@@ -236,8 +277,28 @@ def run(config):
                                  os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR))
         check_unchanged(random_encoder, initial, "its random initialisation")
         metrics.update(random_init_top1=baseline["top1"], random_init_top5=baseline["top5"])
+    if config.compare_baselines:
+        metrics.update(_probe_pixels(config, strategy, train_source, eval_source))
+    comparison = baselines.baseline_warnings(metrics)
+    for warning in comparison:
+        logging.warning("%s", warning)
+    metrics["warnings"] = warnings + comparison
     common.write_json_atomic(os.path.join(rt.model_dir, "metrics.json"), metrics)
     return metrics
+
+
+def _probe_pixels(config, strategy, train_source, eval_source):
+    """The raw-pixel baseline through the same probe: pixels_top1/top5, or a note saying why there is none."""
+    size = config.data.image_size
+    note = baselines.pixel_baseline_note((size, size, 3))
+    if note:
+        logging.info("%s", note)
+        return {"notes": [note]}
+    train_ds = data.make_eval_dataset(train_source, config.eval_batch_size, size, center_crop=eval_center_crop(size))
+    pixels = baselines.fit_pixel_encoder(train_ds)
+    result = probe_encoder(config, strategy, pixels, train_source, eval_source,
+                           os.path.join(config.runtime.model_dir, PIXELS_SUBDIR))
+    return {"pixels_top1": result["top1"], "pixels_top5": result["top5"]}
 
 
 def summary(metrics):
@@ -248,5 +309,11 @@ def summary(metrics):
             f"same encoder at random init:  top-1 {metrics['random_init_top1']:.4f}  "
             f"top-5 {metrics['random_init_top5']:.4f}"
         )
+    if "pixels_top1" in metrics:
+        lines.append(
+            f"raw pixels, same probe:       top-1 {metrics['pixels_top1']:.4f}  top-5 {metrics['pixels_top5']:.4f}"
+        )
     lines.append(f"sanity check: {metrics['sanity_check']} (the frozen encoder is bit-identical to {metrics['init_from']})")
+    lines += [f"note: {note}" for note in metrics.get("notes", [])]
+    lines += [f"warning: {warning}" for warning in metrics.get("warnings", [])]
     return "\n".join(lines)

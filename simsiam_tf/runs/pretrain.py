@@ -5,7 +5,7 @@ import time
 import numpy as np
 from absl import logging
 
-from simsiam_tf import data, distribute, export, monitor, probe
+from simsiam_tf import baselines, data, distribute, export, monitor, probe
 from simsiam_tf.builders import (
     build_encoder,
     build_model,
@@ -202,14 +202,31 @@ def _compare_with_random_init(config, model, strategy, source, eval_sets):
     baseline = evaluate_encoder(random_encoder, *eval_sets, **kwargs)
     out = dict(trained)
     out.update({"random_init_" + k: v for k, v in baseline.items()})
+    size = config.data.image_size
+    note = baselines.pixel_baseline_note((size, size, 3))
+    if note:
+        logging.info("%s", note)
+        out["notes"] = [note]
+    else:
+        pixels = evaluate_encoder(baselines.fit_pixel_encoder(eval_sets[0]), *eval_sets, **kwargs)
+        out.update({"pixels_" + k: v for k, v in pixels.items()})
+    out["warnings"] = baselines.baseline_warnings(out)
+    for warning in out["warnings"]:
+        logging.warning("%s", warning)
     return out
 
 
 def summary_table(metrics):
-    """The short table the demo prints: trained encoder against the same encoder at random init."""
-    rows = [("", "SimSiam", "random init")]
+    """The short table the demo prints: trained encoder against random init and raw pixels, then any warnings."""
+    columns = [("", "SimSiam"), ("random_init_", "random init")]
+    if "pixels_knn_top1" in metrics:
+        columns.append(("pixels_", "raw pixels"))
+    rows = [[""] + [name for _, name in columns]]
     for key, label in (("knn_top1", "kNN top-1"), ("probe_top1", "linear probe top-1")):
         if key in metrics:
-            rows.append((label, f"{metrics[key]:.3f}", f"{metrics['random_init_' + key]:.3f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+            rows.append([label] + [f"{metrics[prefix + key]:.3f}" for prefix, _ in columns])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines += [f"note: {note}" for note in metrics.get("notes", [])]
+    lines += [f"warning: {warning}" for warning in metrics.get("warnings", [])]
+    return "\n".join(lines)

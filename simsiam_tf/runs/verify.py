@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from simsiam_tf import distribute, pair_metrics
+from simsiam_tf import baselines, distribute, pair_metrics
 from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
 from simsiam_tf.data import pairs
 from simsiam_tf.runs import common
@@ -225,13 +225,38 @@ def run(config):
     )
     if plan.notes:
         metrics["notes"] = plan.notes
+    if config.compare_pixels:
+        metrics.update(evaluate_pixels(config, pools, plan))
     if config.compare_random_init:
         baseline, _ = train_and_evaluate(
             config, strategy, pools, plan, os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR), None, "random-init encoder"
         )
         metrics.update({f"random_init_{k}": baseline[k] for k in FIGURE_KEYS + ("val_accuracy", "train_seconds")})
+    if config.compare_pixels or config.compare_random_init:
+        metrics["warnings"] = baselines.baseline_warnings(metrics)
+        for warning in metrics["warnings"]:
+            logging.warning("%s", warning)
     common.write_json_atomic(os.path.join(rt.model_dir, "metrics.json"), metrics)
     return metrics
+
+
+def evaluate_pixels(config, pools, plan):
+    """The pixel-distance verifier's figures on the run's plan, as pixels_*: cosine similarity of standardised pixels.
+
+    The pixels are standardised with the statistics of the training pool's images, seen
+    as evaluation sees them (`pairs.make_image_dataset`); nothing is trained.
+    """
+    size = config.data.image_size
+    note = baselines.pixel_baseline_note((size, size, 3))
+    if note:
+        logging.info("%s", note)
+        return {"pixels_note": note}
+    train_images = pairs.make_image_dataset(
+        pools.train.table, pools.train.indices, size, config.eval_batch_size, config.crop_fraction
+    )
+    verifier = baselines.PixelVerifier(baselines.fit_pixel_encoder(train_images), distance="cosine")
+    figures, _ = evaluate(verifier, pools, plan, config)
+    return {f"pixels_{k}": figures[k] for k in FIGURE_KEYS}
 
 
 def summary_table(metrics):
@@ -241,6 +266,8 @@ def summary_table(metrics):
     encoders = [("", "SimSiam init" if metrics.get("encoder") != "random init" else "random init")]
     if "random_init_roc_auc" in metrics:
         encoders.append(("random_init_", "random init"))
+    if "pixels_roc_auc" in metrics:
+        encoders.append(("pixels_", "raw pixels"))
     for prefix, name in encoders:
         row = [str(name)]
         for _, key in columns[1:]:
@@ -248,4 +275,6 @@ def summary_table(metrics):
             row.append("-" if value is None else f"{value:.3f}")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines += [f"warning: {warning}" for warning in metrics.get("warnings", [])]
+    return "\n".join(lines)
