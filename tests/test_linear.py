@@ -104,8 +104,9 @@ def test_train_linear_on_features_with_each_optimizer(optimizer):
     train_x, train_y = _blobs(96, 0)
     test_x, test_y = _blobs(48, 1)
     classifier = probe.build_linear_classifier(3, feature_dim=4)
-    # LARS moves each weight matrix by ~trust * lr * |w| per step, so it needs a larger lr.
-    lr = 20.0 if optimizer == "lars" else 0.1
+    # LARS moves each parameter by ~trust * lr * |w| per step (the bias too, as apex's LARC), so it
+    # needs a far larger lr.
+    lr = 100.0 if optimizer == "lars" else 0.1
     result = probe.train_linear_on_features(
         train_x, train_y, test_x, test_y, 3, epochs=20, batch_size=32, base_lr=lr, standardize=False,
         optimizer=optimizer, weight_decay=1e-4, classifier=classifier,

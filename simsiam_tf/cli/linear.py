@@ -97,7 +97,8 @@ RUN_FLAGS = (
 def inherit_run_flags():
     taken = common.inherit_run_flags(FLAGS.init_from, RUN_FLAGS)
     if taken:
-        print(f"from the flags.cfg of {FLAGS.init_from}: " + " ".join(FLAGS[n].serialize() for n in taken), flush=True)
+        # A comment line, so that --dry_run's output stays a flagfile.
+        print(f"# from the flags.cfg of {FLAGS.init_from}: " + " ".join(FLAGS[n].serialize() for n in taken), flush=True)
 
 
 def main(argv):
