@@ -11,6 +11,7 @@ from absl import logging
 from keras import layers, ops
 
 from simsiam_tf import cpu as cpu_lib
+from simsiam_tf import distribute
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -365,7 +366,7 @@ def build_backbone(
     arch="resnet18",
     cifar_stem=False,
     width_multiplier=1.0,
-    sync_bn=False,
+    sync_bn="auto",
     zero_init_residual=True,
     input_shape=(None, None, 3),
     name=None,
@@ -377,7 +378,8 @@ def build_backbone(
       cifar_stem: 3x3/1 stem conv without max-pool (small images) instead of the
         ImageNet 7x7/2 conv + 3x3/2 max-pool.
       width_multiplier: scales every channel width (at least 8 channels per stage).
-      sync_bn: BatchNormalization synchronised across replicas.
+      sync_bn: BatchNormalization synchronised across replicas: True, False, or "auto"
+        (on when the strategy in scope when the backbone is built has more than one replica).
       zero_init_residual: the last BN of each residual branch starts with gamma = 0,
         so every block starts as the identity.
       input_shape: per-example shape; None spatial dims accept any image size.
@@ -387,6 +389,7 @@ def build_backbone(
         raise ValueError(f"Unknown arch {arch!r}; valid: {', '.join(sorted(_ARCHS))}")
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
+    sync_bn = distribute.resolve_sync_bn(sync_bn, tf.distribute.get_strategy())
     block_type, depths = _ARCHS[arch]
     block_fn = _basic_block if block_type == "basic" else _bottleneck_block
     widths = stage_widths(width_multiplier)

@@ -49,6 +49,9 @@ def build_model(config, strategy):
         use_predictor=m.use_predictor,
         heads_bn=m.heads_bn,
         sync_bn=distribute.resolve_sync_bn(m.sync_bn, strategy),
+        projector_hidden_dim=m.projector_hidden_dim or None,
+        projector_bn=m.head_bn()[0],
+        predictor_bn=m.head_bn()[1],
     )
 
 
@@ -56,7 +59,8 @@ def build_pretrain_optimizer(config, model, total_steps, steps_per_epoch):
     """SGD with coupled weight decay on the paper's scaled, cosine-decayed learning rate."""
     peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
     schedule = optim.WarmupCosine(
-        peak_lr=peak_lr, total_steps=total_steps, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch))
+        peak_lr=peak_lr, total_steps=total_steps, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
+        steps_per_epoch=schedule_steps_per_epoch(config, steps_per_epoch),
     )
     fixed_lr, fixed_vars = None, None
     if config.fixed_random_predictor:
@@ -72,12 +76,25 @@ def build_pretrain_optimizer(config, model, total_steps, steps_per_epoch):
     )
 
 
-def build_linear_optimizer(config, total_steps):
-    """The probe's LARS or SGD on the scaled learning rate, cosine-decayed to 0 (a `LinearConfig`)."""
+def schedule_steps_per_epoch(config, steps_per_epoch):
+    """The `steps_per_epoch` of `optim.WarmupCosine` for a config's lr_schedule: None (per step) or the epoch length."""
+    return steps_per_epoch if config.lr_schedule == "epoch" else None
+
+
+def build_linear_optimizer(config, total_steps, steps_per_epoch=None):
+    """The probe's LARS or SGD on the scaled learning rate, cosine-decayed to 0 (a `LinearConfig`).
+
+    With lr_schedule="epoch" the rate changes once per epoch of `steps_per_epoch` steps
+    (needed then), as the reference's `adjust_learning_rate`.
+    """
+    if config.lr_schedule == "epoch" and steps_per_epoch is None:
+        raise ValueError("lr_schedule='epoch' needs steps_per_epoch")
     peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
+    schedule = optim.WarmupCosine(
+        peak_lr=peak_lr, total_steps=total_steps, steps_per_epoch=schedule_steps_per_epoch(config, steps_per_epoch)
+    )
     return probe.linear_optimizer(
-        config.optimizer, optim.WarmupCosine(peak_lr=peak_lr, total_steps=total_steps),
-        momentum=config.momentum, weight_decay=config.weight_decay,
+        config.optimizer, schedule, momentum=config.momentum, weight_decay=config.weight_decay,
     )
 
 

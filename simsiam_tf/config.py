@@ -21,6 +21,9 @@ DISTANCES = ("l2", "squared_l2", "angular")
 EXPORT_KINDS = ("pretrain", "linear", "verify")
 ON_BAD_FILE = ("error", "skip")
 SYNC_BN = ("auto", "true", "false")
+LR_SCHEDULES = ("step", "epoch")
+PROJECTOR_BN = ("all", "hidden", "none")
+PREDICTOR_BN = ("hidden", "all", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,9 @@ class ModelConfig:
     dim: int = 512
     pred_dim: int = 128
     projector_layers: int = 2
+    projector_hidden_dim: int = 0
+    projector_bn: str = "all"
+    predictor_bn: str = "hidden"
     stop_gradient: bool = True
     use_predictor: bool = True
     heads_bn: bool = True
@@ -96,6 +102,24 @@ class ModelConfig:
         if self.dim < 1 or self.pred_dim < 1:
             raise ValueError("dim and pred_dim must be positive")
         check_choice("sync_bn", self.sync_bn, SYNC_BN)
+        if self.projector_hidden_dim < 0:
+            raise ValueError(
+                f"projector_hidden_dim must be >= 0 (0: the backbone's feature width), got {self.projector_hidden_dim}"
+            )
+        check_choice("projector_bn", self.projector_bn, PROJECTOR_BN)
+        check_choice("predictor_bn", self.predictor_bn, PREDICTOR_BN)
+        # heads_bn=false is the older spelling of none for both; a variant other than the default says otherwise.
+        if not self.heads_bn and (self.projector_bn not in ("all", "none") or self.predictor_bn not in ("hidden", "none")):
+            raise ValueError(
+                f"heads_bn=false (no BatchNorm in the heads) contradicts projector_bn={self.projector_bn} "
+                f"predictor_bn={self.predictor_bn}: drop heads_bn=false, or set both to none"
+            )
+
+    def head_bn(self):
+        """(projector_bn, predictor_bn) as the heads build them: heads_bn=False means none for both."""
+        if not self.heads_bn:
+            return "none", "none"
+        return self.projector_bn, self.predictor_bn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +158,7 @@ class PretrainConfig:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: float = 0.0
+    lr_schedule: str = "step"
     fix_pred_lr: bool = False
     fixed_random_predictor: bool = False
     checkpoint_every_steps: int = 100
@@ -176,6 +201,12 @@ class PretrainConfig:
         _check_sgd(self)
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} with epochs={self.epochs}")
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_schedule == "epoch" and self.warmup_epochs != int(self.warmup_epochs):
+            raise ValueError(
+                f"lr_schedule=epoch sets the rate once per epoch, so the warmup must be whole epochs; got "
+                f"warmup_epochs={self.warmup_epochs}: round it, or use lr_schedule=step"
+            )
         _check_cadence(self)
         if self.knn_every < 0:
             raise ValueError(f"knn_every must be >= 0 (0 turns the kNN monitor off), got {self.knn_every}")
@@ -272,6 +303,7 @@ class LinearConfig:
     base_lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
+    lr_schedule: str = "step"
     augment: Optional[bool] = None
     standardize: Optional[bool] = None
     crop_scale: Tuple[float, float] = (0.08, 1.0)
@@ -310,6 +342,7 @@ class LinearConfig:
         if (self.batch_size is not None and self.batch_size < 1) or self.eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be positive, got {self.batch_size} and {self.eval_batch_size}")
         _check_sgd(self)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_crop_scale(self.crop_scale)
         _check_cadence(self)
         if _inside(self.init_from, self.runtime.model_dir):

@@ -59,7 +59,8 @@ def _bn(name, sync_bn, center=True, scale=True):
 BN_PLACEMENTS = ("all", "hidden", "none")
 
 
-def _placement(bn, use_bn, default, who):
+def resolve_bn(bn, use_bn, default, who):
+    """The BN placement a head builds: `bn`, or without it `default` (`use_bn`) or "none"; ValueError on a contradiction."""
     if bn is None:
         return default if use_bn else "none"
     if bn not in BN_PLACEMENTS:
@@ -95,7 +96,7 @@ def build_projector(
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     if hidden_dim is not None and (int(hidden_dim) != hidden_dim or hidden_dim < 1):
         raise ValueError(f"hidden_dim must be a positive integer or None (the input width), got {hidden_dim}")
-    bn = _placement(bn, use_bn, "all", "projector")
+    bn = resolve_bn(bn, use_bn, "all", "projector")
     hidden_bn, output_bn = bn in ("all", "hidden"), bn == "all"
     hidden_dim = int(hidden_dim or in_dim)
     stack = [keras.Input(shape=(in_dim,), name=f"{name}_input")]
@@ -122,7 +123,7 @@ def build_predictor(dim=2048, pred_dim=512, use_bn=True, sync_bn=False, name="pr
     its BN no centre or scale, as the projector's output BN: the paper does not say
     which), or "none" (both Dense with a bias). `use_bn=False` is `bn="none"`.
     """
-    bn = _placement(bn, use_bn, "hidden", "predictor")
+    bn = resolve_bn(bn, use_bn, "hidden", "predictor")
     hidden_bn, output_bn = bn in ("all", "hidden"), bn == "all"
     stack = [
         keras.Input(shape=(dim,), name=f"{name}_input"),

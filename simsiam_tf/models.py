@@ -2,7 +2,7 @@
 import keras
 import tensorflow as tf
 
-from simsiam_tf import backbones, heads, losses, monitor
+from simsiam_tf import backbones, distribute, heads, losses, monitor
 
 
 class TrainStepModel(keras.Model):
@@ -51,11 +51,16 @@ class SimSiam(TrainStepModel):
       dim: projector output width (and predictor output width).
       pred_dim: predictor bottleneck width.
       projector_layers: 3 for the ImageNet recipe, 2 for the CIFAR recipe.
-      projector_hidden_dim: projector hidden width; defaults to the backbone feature width.
+      projector_hidden_dim: projector hidden width; None (or 0) is the backbone feature
+        width, as the reference (the paper's "hidden fc is 2048-d" for ResNet-50).
       stop_gradient: False is the paper's collapse ablation (gradients flow into targets).
       use_predictor: False is the no-predictor ablation (p = z).
-      heads_bn: False drops BN from projector and predictor (the paper's Table 3 ablation).
-      sync_bn: synchronised BN across replicas in the heads.
+      heads_bn: False drops BN from projector and predictor (Table 3a); the older
+        spelling of projector_bn="none", predictor_bn="none".
+      projector_bn: "all" (the reference, Table 3c), "hidden" (Table 3b) or "none".
+      predictor_bn: "hidden" (the reference), "all" (BN on the output too, Table 3d) or "none".
+      sync_bn: synchronised BN across replicas in the heads: True, False, or "auto" (on
+        when the strategy in scope at construction has more than one replica).
     """
 
     def __init__(
@@ -68,7 +73,9 @@ class SimSiam(TrainStepModel):
         stop_gradient=True,
         use_predictor=True,
         heads_bn=True,
-        sync_bn=False,
+        sync_bn="auto",
+        projector_bn=None,
+        predictor_bn=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -76,25 +83,31 @@ class SimSiam(TrainStepModel):
         self.dim = int(dim)
         self.pred_dim = int(pred_dim)
         self.projector_layers = int(projector_layers)
-        self.projector_hidden_dim = projector_hidden_dim
+        self.projector_hidden_dim = int(projector_hidden_dim) if projector_hidden_dim else None
         self.stop_gradient = bool(stop_gradient)
         self.use_predictor = bool(use_predictor)
         self.heads_bn = bool(heads_bn)
-        self.sync_bn = bool(sync_bn)
+        self.sync_bn = distribute.resolve_sync_bn(sync_bn, tf.distribute.get_strategy())
 
         self.projector = heads.build_projector(
             backbones.feature_dim(backbone),
             dim=self.dim,
-            hidden_dim=projector_hidden_dim,
+            hidden_dim=self.projector_hidden_dim,
             num_layers=self.projector_layers,
             use_bn=self.heads_bn,
             sync_bn=self.sync_bn,
+            bn=projector_bn,
         )
         self.predictor = (
-            heads.build_predictor(self.dim, self.pred_dim, use_bn=self.heads_bn, sync_bn=self.sync_bn)
+            heads.build_predictor(
+                self.dim, self.pred_dim, use_bn=self.heads_bn, sync_bn=self.sync_bn, bn=predictor_bn
+            )
             if self.use_predictor
             else None
         )
+        # As built: heads_bn=False resolves to "none" (the heads reject a contradicting variant).
+        self.projector_bn = heads.resolve_bn(projector_bn, self.heads_bn, "all", "projector")
+        self.predictor_bn = heads.resolve_bn(predictor_bn, self.heads_bn, "hidden", "predictor")
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.z_std_tracker = keras.metrics.Mean(name="z_std")
@@ -178,6 +191,8 @@ class SimSiam(TrainStepModel):
             use_predictor=self.use_predictor,
             heads_bn=self.heads_bn,
             sync_bn=self.sync_bn,
+            projector_bn=self.projector_bn,
+            predictor_bn=self.predictor_bn,
         )
         return config
 

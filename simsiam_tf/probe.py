@@ -3,7 +3,7 @@ import keras
 import numpy as np
 
 from simsiam_tf import optim
-from simsiam_tf.config import PROBE_OPTIMIZERS, check_choice
+from simsiam_tf.config import LR_SCHEDULES, PROBE_OPTIMIZERS, check_choice
 
 
 def build_linear_classifier(num_classes, feature_dim=None, name="classifier"):
@@ -74,6 +74,7 @@ def train_linear_on_features(
     optimizer="sgd",
     classifier=None,
     callbacks=None,
+    lr_schedule="step",
 ):
     """Trains a linear classifier on fixed features with a cosine schedule.
 
@@ -86,6 +87,8 @@ def train_linear_on_features(
         `base_lr` to 0 over the run, with `momentum` and `weight_decay`; or a Keras
         optimizer instance, used as it is (with its own learning rate; `base_lr`,
         `momentum` and `weight_decay` are then unused).
+    lr_schedule: "step" (the cosine decays every step) or "epoch" (once per epoch, as the
+        reference's `adjust_learning_rate`); for a named optimizer only.
     classifier: a Dense layer from `build_linear_classifier` to train in place (so the
         caller keeps it); by default a new one.
     callbacks: Keras callbacks for the fit.
@@ -107,7 +110,11 @@ def train_linear_on_features(
     keras.utils.set_random_seed(seed)
     if isinstance(optimizer, str):
         steps_per_epoch = max(1, int(np.ceil(len(train_features) / batch_size)))
-        schedule = optim.WarmupCosine(peak_lr=base_lr, total_steps=epochs * steps_per_epoch)
+        check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+        schedule = optim.WarmupCosine(
+            peak_lr=base_lr, total_steps=epochs * steps_per_epoch,
+            steps_per_epoch=steps_per_epoch if lr_schedule == "epoch" else None,
+        )
         optimizer = linear_optimizer(optimizer, schedule, momentum=momentum, weight_decay=weight_decay)
     if classifier is None:
         classifier = build_linear_classifier(num_classes)

@@ -6,6 +6,7 @@ TensorFlow, which a pytest process (TF long started) cannot do.
   mirrored OUT                      one device against MirroredStrategy on 2 logical CPUs
   multi_worker OUT MODEL_DIR STEPS  one worker of the cluster in TF_CONFIG: train, checkpoint, restore
   checkpoint_loop MODEL_DIR         restore the latest checkpoint, then save forever
+  sync_bn_default OUT               SimSiam and build_backbone with sync_bn left at its default, per strategy
 """
 import os
 import sys
@@ -78,6 +79,29 @@ def mirrored(out):
         **{f"single_{i}": v.numpy() for i, v in enumerate(single.weights)},
         **{f"synced_{i}": v.numpy() for i, v in enumerate(synced.weights)},
         **{f"unsynced_{i}": v.numpy() for i, v in enumerate(unsynced.weights)},
+    )
+
+
+def sync_bn_default(out):
+    """Which BatchNorm layers come out synchronized when the Python API's sync_bn is left at its default."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from simsiam_tf import backbones, models
+
+    def synchronized(strategy):
+        with strategy.scope():
+            backbone = backbones.build_backbone("resnet18", cifar_stem=True, width_multiplier=0.125)
+            model = models.SimSiam(backbone, dim=16, pred_dim=8, projector_layers=2)
+        layers = model.backbone.layers + model.projector.layers + model.predictor.layers
+        return [layer.synchronized for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    np.savez(
+        out,
+        two_replicas=synchronized(two),
+        default_strategy=synchronized(tf.distribute.get_strategy()),
+        one_device=synchronized(tf.distribute.OneDeviceStrategy("/cpu:0")),
+        replicas=two.num_replicas_in_sync,
     )
 
 
@@ -178,6 +202,8 @@ if __name__ == "__main__":
         mirrored(*args)
     elif mode == "multi_worker":
         multi_worker(args[0], args[1], int(args[2]))
+    elif mode == "sync_bn_default":
+        sync_bn_default(*args)
     elif mode == "checkpoint_loop":
         checkpoint_loop(*args)
     else:

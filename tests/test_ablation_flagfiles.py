@@ -13,6 +13,8 @@ SWITCHES = {
     "fixed_random_predictor": {"fixed_random_predictor": "true"},
     "predictor_lr_decay": {"fix_pred_lr": "true"},
     "no_bn": {"heads_bn": "false"},
+    "bn_hidden_only": {"projector_bn": "hidden"},
+    "bn_predictor_output": {"predictor_bn": "all"},
 }
 
 

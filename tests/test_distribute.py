@@ -148,6 +148,18 @@ def test_mirrored_two_replicas_with_sync_bn_match_one_device(tmp_path):
     assert np.abs(result["unsynced_losses"] - result["single_losses"]).max() > 1e-3
 
 
+def test_python_api_sync_bn_defaults_to_the_strategy_in_scope(tmp_path):
+    """SimSiam(...) and build_backbone(...) without sync_bn: synchronized under 2 replicas, not on one device."""
+    out, log = tmp_path / "sync_bn.npz", tmp_path / "sync_bn.log"
+    _wait(_worker(log, "sync_bn_default", out), log)
+    result = np.load(out)
+    assert int(result["replicas"]) == 2
+    # ResNet-18: stem + 8 blocks x 2 + 3 downsample BN = 20; projector 2, predictor 1.
+    assert len(result["two_replicas"]) == 23 and result["two_replicas"].all()
+    assert len(result["default_strategy"]) == 23 and not result["default_strategy"].any()
+    assert len(result["one_device"]) == 23 and not result["one_device"].any()
+
+
 def _free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     try:

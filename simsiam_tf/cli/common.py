@@ -65,11 +65,30 @@ def define_model_flags(defaults=config_lib.ModelConfig()):
     define("integer", "dim", defaults.dim, "Projector output width (the paper: 2048).")
     define("integer", "pred_dim", defaults.pred_dim, "Predictor bottleneck width (the paper: 512).")
     define("integer", "projector_layers", defaults.projector_layers, "3 (ImageNet recipe) or 2 (CIFAR recipe).")
+    define("integer", "projector_hidden_dim", defaults.projector_hidden_dim,
+            "Projector hidden width; 0 = the backbone's feature width, as the reference (2048 for ResNet-50).")
+    define("enum", "projector_bn", defaults.projector_bn, list(config_lib.PROJECTOR_BN),
+            "BatchNorm in the projector (paper Table 3): all (the reference, 3c), hidden (hidden layers only, 3b), "
+            "none (3a).")
+    define("enum", "predictor_bn", defaults.predictor_bn, list(config_lib.PREDICTOR_BN),
+            "BatchNorm in the predictor: hidden (the reference), all (also on its output, Table 3d, unstable), none.")
     define("bool", "stop_gradient", defaults.stop_gradient, "Stop-gradient on the target branch (off: the collapse ablation).")
     define("bool", "use_predictor", defaults.use_predictor, "Use the predictor MLP (off: Table 1a ablation).")
-    define("bool", "heads_bn", defaults.heads_bn, "BatchNorm in the projector and predictor (off: Table 3 ablation).")
+    define("bool", "heads_bn", defaults.heads_bn,
+            "BatchNorm in the projector and predictor; false = --projector_bn=none --predictor_bn=none (Table 3a).")
     define("enum", "sync_bn", defaults.sync_bn, list(config_lib.SYNC_BN),
             "Synchronized BatchNorm across replicas; auto = on with more than one replica.")
+
+
+LR_SCHEDULE_HELP = (
+    "When the cosine learning rate changes: epoch (once at the start of each epoch, as the reference's "
+    "adjust_learning_rate; the paper's recipes set it) or step (every step, a smooth curve; the default, with "
+    "which the demo's figures were measured)."
+)
+
+
+def define_lr_schedule_flag(default):
+    define("enum", "lr_schedule", default, list(config_lib.LR_SCHEDULES), LR_SCHEDULE_HELP)
 
 
 def define_dry_run_flag():

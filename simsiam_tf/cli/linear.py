@@ -57,6 +57,7 @@ def define_flags():
     common.define("integer", "epochs", _D.epochs, "Training epochs.")
     common.define("float", "base_lr", _D.base_lr,
                    "Base learning rate; the rate used is base_lr * batch_size / 256, cosine-decayed to 0.")
+    common.define_lr_schedule_flag(_D.lr_schedule)
     common.define("float", "momentum", _D.momentum, "Momentum.")
     common.define("float", "weight_decay", _D.weight_decay, "Weight decay (LARS: on the weights only; sgd: coupled L2).")
     common.define("bool", "augment", _D.augment,

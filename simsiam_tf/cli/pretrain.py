@@ -42,7 +42,9 @@ def define_flags():
     common.define("float", "base_lr", _D.base_lr, "Base learning rate; the rate used is base_lr * batch_size / 256.")
     common.define("float", "weight_decay", _D.weight_decay, "Coupled L2 weight decay (PyTorch SGD semantics).")
     common.define("float", "momentum", _D.momentum, "SGD momentum.")
-    common.define("float", "warmup_epochs", _D.warmup_epochs, "Linear warmup before the cosine decay, in epochs.")
+    common.define("float", "warmup_epochs", _D.warmup_epochs,
+                   "Linear warmup before the cosine decay, in epochs (whole epochs with --lr_schedule=epoch).")
+    common.define_lr_schedule_flag(_D.lr_schedule)
     common.define("bool", "fix_pred_lr", _D.fix_pred_lr, "Keep the predictor at the initial learning rate.")
     common.define("bool", "fixed_random_predictor", _D.fixed_random_predictor,
                    "Never update the predictor (Table 1b ablation).")

@@ -156,7 +156,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
     # encoder already ran, and a linear layer gains nothing from replicas.
     with contextlib.nullcontext() if cached else strategy.scope():
         linear_probe = models.LinearProbe(encoder, num_classes)
-        optimizer = build_linear_optimizer(config, total_steps)
+        optimizer = build_linear_optimizer(config, total_steps, steps_per_epoch)
         optimizer.build(linear_probe.trainable_variables)
     checkpoint = common.RunCheckpoint(run_dir, model=linear_probe, optimizer=optimizer)
     restored = checkpoint.restore_latest()
