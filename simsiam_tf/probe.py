@@ -44,6 +44,42 @@ def topk_accuracy(logits, labels, k):
     return float(np.mean(np.any(topk == labels[:, None], axis=1)))
 
 
+class EpochEvaluation(keras.callbacks.Callback):
+    """After every epoch, top-1/top-5 of `classifier` on fixed evaluation features.
+
+    The reference's linear evaluation validates after every epoch and reports the best
+    epoch's top-1 (main_lincls.py's best_acc1). The encoder is frozen, so its features
+    of the evaluation images are extracted once; every image counts, the last partial
+    batch included. The values go into the epoch's logs as `val_top1` and `val_top5`,
+    where callbacks after this one (a history file) see them.
+    """
+
+    def __init__(self, classifier, features, labels, batch_size=4096):
+        super().__init__()
+        self.classifier = classifier
+        self.features = np.asarray(features, np.float32)
+        self.labels = np.asarray(labels, np.int64)
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        logits = np.concatenate([
+            keras.ops.convert_to_numpy(self.classifier(self.features[i:i + self.batch_size]))
+            for i in range(0, len(self.features), self.batch_size)
+        ])
+        if logs is not None:
+            logs["val_top1"] = topk_accuracy(logits, self.labels, 1)
+            logs["val_top5"] = topk_accuracy(logits, self.labels, 5)
+
+
+def best_epoch(history):
+    """(best top-1, its epoch) over epoch records {"epoch", "val_top1", ...}; the first epoch wins a tie; None without any."""
+    scored = [(record["val_top1"], -record["epoch"]) for record in history if "val_top1" in record]
+    if not scored:
+        return None
+    top1, negative_epoch = max(scored)
+    return top1, -negative_epoch
+
+
 def feature_statistics(features):
     """(mean, std), each float32 [1, D], of training features as the probe standardises them (std + 1e-6)."""
     features = np.asarray(features, np.float32)
