@@ -68,7 +68,9 @@ def _stream(
     `num_examples // global_batch_size` steps), so the union over replicas is the
     single-device batch and any step can be produced without its predecessors.
     Streamed sources are sharded per input pipeline and shuffled per epoch with a seed
-    of that epoch; a resumed stream skips into its epoch. `element_fn(chunk, k, image)`
+    of that epoch (stored in several files, `Source.epoch_records`, their files are
+    read in an order of that epoch too, then shuffled); a resumed stream skips into its
+    epoch. `element_fn(chunk, k, image)`
     runs per image before batching (for images of varying size).
     """
     start_chunk = start_step * replicas_here
@@ -88,6 +90,7 @@ def _stream(
         records = source.dataset if source.records is None else source.records
         decode = source.decode or (lambda image, label: (image, label))
         n = source.num_examples
+        pipelines, pipeline = 1, 0
         if input_context is not None and input_context.num_input_pipelines > 1:
             pipelines, pipeline = input_context.num_input_pipelines, input_context.input_pipeline_id
             records = records.shard(pipelines, pipeline)
@@ -96,6 +99,7 @@ def _stream(
         if chunks_per_epoch < 1:
             raise ValueError(f"the per-replica batch ({batch}) is larger than this input pipeline's {n} examples")
         order_seed = stream_seed(seed, 1)
+        file_seed = stream_seed(seed, 4)
         buffer = max(1, min(n, buffer))
 
         def epoch_records(epoch):
@@ -106,7 +110,15 @@ def _stream(
             shuffle_seed = tf.random.stateless_uniform(
                 [], fold_in(order_seed, epoch), minval=None, maxval=None, dtype=tf.int64
             )
-            return records.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False).take(chunks_per_epoch * batch)
+            epoch_order = records
+            if source.epoch_records is not None:
+                # Files in an order of this epoch (the same for every input pipeline), then this pipeline's shard.
+                epoch_order = source.epoch_records(fold_in(file_seed, epoch))
+                if pipelines > 1:
+                    epoch_order = epoch_order.shard(pipelines, pipeline)
+            return epoch_order.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False).take(
+                chunks_per_epoch * batch
+            )
 
         stream = tf.data.Dataset.counter(start_chunk // chunks_per_epoch).flat_map(epoch_records)
         stream = stream.skip((start_chunk % chunks_per_epoch) * batch)

@@ -46,6 +46,10 @@ class Source:
         access: the pipelines shuffle exactly, per epoch) or a `tf.data.Dataset`
         (streamed; shuffled through a buffer). `decode(*record)` gives
         `(image, label)`; None means the records already are `(images, labels)`.
+    epoch_records: streamed sources stored in several files: `epoch_records(seed)`
+        gives the elements of `records` with the files read in an order drawn from
+        the stateless `seed` [2]; the pipelines pass a seed of (seed, epoch), so the
+        file order changes every epoch and a resumed run reads the same one.
     """
 
     dataset: tf.data.Dataset
@@ -56,6 +60,7 @@ class Source:
     name: str
     records: Any = None
     decode: Optional[Callable] = None
+    epoch_records: Optional[Callable] = None
 
     @property
     def labelled(self):
@@ -168,6 +173,64 @@ def _identity_source(raw, decode, image_shape, name, split):
     return table_source((images, labels.astype(np.int64)), decode, len(class_names), image_shape, class_names, name)
 
 
+def file_order(num_files, seed):
+    """A permutation of range(num_files) drawn from the stateless `seed` [2] (int64 [num_files])."""
+    return tf.random.experimental.index_shuffle(tf.range(num_files, dtype=tf.int64), seed, num_files - 1)
+
+
+def shuffled_file_records(filenames, skips, takes, parse, cycle_length=16, block_length=16):
+    """`epoch_records(seed)` of a `Source` whose records are TFRecord files (a TFDS split's file instructions).
+
+    Each call reads `takes[i]` records after `skips[i]` from every file, the files in
+    the order `file_order(len(filenames), seed)`, `cycle_length` files interleaved
+    (in blocks of `block_length` records, deterministically, as TFDS reads
+    `shuffle_files=True`), each record through `parse`.
+    """
+    filenames = tf.constant(list(filenames), tf.string)
+    skips = tf.constant(list(skips), tf.int64)
+    takes = tf.constant(list(takes), tf.int64)
+    count = int(filenames.shape[0])
+    if count < 1:
+        raise ValueError("shuffled_file_records needs at least one file")
+
+    def read(filename, skip, take):
+        return tf.data.TFRecordDataset(filename).skip(skip).take(take)
+
+    def epoch_records(seed):
+        order = file_order(count, seed)
+        files = tf.data.Dataset.from_tensor_slices(
+            (tf.gather(filenames, order), tf.gather(skips, order), tf.gather(takes, order))
+        )
+        records = files.interleave(
+            read, cycle_length=min(cycle_length, count), block_length=block_length, num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        return map_ordered(records, parse)
+
+    return epoch_records
+
+
+def _tfds_epoch_records(builder, split, decoders, to_pair):
+    """`shuffled_file_records` of a TFDS split, or None when its files are not TFRecord or there is only one."""
+    file_format = getattr(builder.info, "file_format", None)
+    if file_format is not None and getattr(file_format, "value", str(file_format)) != "tfrecord":
+        return None
+    try:
+        instructions = builder.info.splits[split].file_instructions
+    except (KeyError, ValueError, AttributeError):
+        return None
+    if len(instructions) < 2:
+        return None
+    features = builder.info.features
+
+    def parse(serialized):
+        return to_pair(features.deserialize_example(serialized, decoders=decoders))
+
+    return shuffled_file_records(
+        [i.filename for i in instructions], [i.skip for i in instructions], [i.take for i in instructions], parse
+    )
+
+
 def _tfds_source(name, split, data_dir, num_examples, download, identities=False):
     import tensorflow_datasets as tfds
 
@@ -209,9 +272,12 @@ def _tfds_source(name, split, data_dir, num_examples, download, identities=False
         raise ValueError(f"TFDS dataset {name!r}: cannot read split {split!r} from {where}: {error}") from None
 
     if label_key is not None:
-        raw = map_ordered(raw, lambda ex: (ex[image_key], ex[label_key]), parallel=False)
+        def to_pair(ex):
+            return ex[image_key], ex[label_key]
     else:
-        raw = map_ordered(raw, lambda ex: (ex[image_key], tf.constant(-1, tf.int64)), parallel=False)
+        def to_pair(ex):
+            return ex[image_key], tf.constant(-1, tf.int64)
+    raw = map_ordered(raw, to_pair, parallel=False)
     if num_examples is not None:
         raw = raw.take(num_examples)
     h, w, _ = feature.shape
@@ -246,6 +312,8 @@ def _tfds_source(name, split, data_dir, num_examples, download, identities=False
         name=name,
         records=raw,
         decode=decode,
+        # A subset (num_examples) is the first images in the files' stored order; all of a split can vary it.
+        epoch_records=None if num_examples is not None else _tfds_epoch_records(builder, split, decoders, to_pair),
     )
 
 
