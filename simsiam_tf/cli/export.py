@@ -15,7 +15,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
@@ -25,6 +25,7 @@ _AUTO = "auto"
 
 
 def define_flags():
+    common.group("run")
     common.define("string", "model_dir", _D.model_dir,
                   "Run directory to export (written by simsiam-pretrain, simsiam-linear or simsiam-verify).")
     common.define("string", "output_dir", _D.output_dir,
@@ -68,7 +69,7 @@ define_flags()
 
 
 def run_main():
-    app.run(main)
+    common.run_main(main, __doc__)
 
 
 if __name__ == "__main__":
