@@ -1,4 +1,6 @@
-"""What every tool does with its flags before any work: --help, absl's parse errors, invalid values (exit 2)."""
+"""What every tool does before any work: --help, absl's parse errors and invalid values (exit 2), and a
+console kept free of TensorFlow's start-up and checkpoint chatter."""
+import logging
 import os
 import subprocess
 import sys
@@ -9,11 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = ("pretrain", "linear", "verify", "export")
 
 
-def run_tool(tool, *args, cwd=ROOT):
+def run_tool(tool, *args, cwd=ROOT, env=None):
     return subprocess.run(
         [sys.executable, "-m", f"simsiam_tf.cli.{tool}", *args],
         cwd=cwd, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
+        env=env or dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
     )
 
 
@@ -73,3 +75,32 @@ def test_invalid_values_exit_2_naming_the_flag_on_dry_run(tool, args, flag):
     result = run_tool(tool, *args, "--dry_run")
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {flag} "), result.stderr
+
+
+def test_a_cpu_start_prints_only_the_tools_own_lines(tmp_path):
+    # No TF_CPP_MIN_LOG_LEVEL: the tool's defaults. TensorFlow loads, looks for devices, and the
+    # tool fails on the empty run directory with its one line, without CUDA or oneDNN notices.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = ROOT
+    result = run_tool("export", f"--model_dir={tmp_path}", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: no checkpoint in {str(tmp_path)!r} (looked in {str(tmp_path / 'checkpoints')}): train the run "
+        "first, or give the directory of a run that saved one"
+    ]
+
+
+def test_checkpoint_sharding_timings_stay_off_the_console(caplog):
+    from absl import logging as absl_logging
+
+    from simsiam_tf.cli import common
+
+    logger = absl_logging.get_absl_logger()
+    logger.addFilter(common._drop_checkpoint_chatter)
+    try:
+        with caplog.at_level(logging.INFO):
+            absl_logging.info("Sharding callback duration: %s microseconds", 42)
+            absl_logging.info("resuming from %s", "ckpt-4")
+    finally:
+        logger.removeFilter(common._drop_checkpoint_chatter)
+    assert [r.getMessage() for r in caplog.records] == ["resuming from ckpt-4"]

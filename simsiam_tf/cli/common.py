@@ -4,12 +4,15 @@ The flag defaults are read from the config dataclasses, and a tool's config is b
 from its flags by field name (`flagfile.config_from_flag_values`), so the command line,
 the Python API and `flags/demo.cfg` cannot drift apart.
 """
+import contextlib
 import importlib
+import logging as py_logging
 import os
 import re
 import sys
+import tempfile
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from simsiam_tf import config as config_lib
 from simsiam_tf import flagfile
@@ -161,7 +164,13 @@ def run_main(main, description, argv=None):
     if any(arg in ("--helpfull", "-helpfull") for arg in options):  # absl's own --helpfull exits 1
         print(description.strip() + "\n\nEvery flag, absl's own included:\n\n" + FLAGS.get_help())
         sys.exit(0)
+    logging.get_absl_logger().addFilter(_drop_checkpoint_chatter)
     app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
+def _drop_checkpoint_chatter(record):
+    """absl logging filter: TensorFlow's per-save "Sharding callback duration" INFO line would break the progress bar."""
+    return not (record.levelno <= py_logging.INFO and str(record.msg).startswith("Sharding callback duration"))
 
 
 def _parse_flags(argv):
@@ -206,6 +215,55 @@ def quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+# What TensorFlow prints on stderr while it loads and looks for devices, on a machine without
+# a GPU or not: written before its C++ logging is initialised, TF_CPP_MIN_LOG_LEVEL does not hide it.
+START_UP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "computation placer already registered",
+    "TF-TRT Warning: Could not find TensorRT",
+)
+
+
+@contextlib.contextmanager
+def _without_start_up_noise():
+    """Holds back everything written to stderr (file descriptor 2, so C++ too) and then writes
+    it out without the lines of START_UP_NOISE. TF_CPP_MIN_LOG_LEVEL=0 keeps every line."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not any(noise in line for noise in START_UP_NOISE)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def import_job(job):
+    """`simsiam_tf.runs.<job>`, importing TensorFlow and finding the devices without the start-up noise."""
+    with _without_start_up_noise():
+        module = importlib.import_module(f"simsiam_tf.runs.{job}")
+        sys.modules["tensorflow"].config.list_physical_devices()
+    return module
+
+
 def flag_values():
     """{name: parsed value} of the flags this package defined."""
     return {name: FLAGS[name].value for name in DEFINED}
@@ -245,7 +303,7 @@ def run_tool(argv, config_cls, job, report=None, dry_run=None, write_flags=True,
             return 0
         if write_flags:
             write_flags_file(config.runtime.model_dir)
-        result = importlib.import_module(f"simsiam_tf.runs.{job}").run(config)
+        result = import_job(job).run(config)
     except RunError as err:
         _quiet_tensorflow_at_exit()
         fail(str(err), err.exit_code)

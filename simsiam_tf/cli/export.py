@@ -41,8 +41,7 @@ def _field_values(values):
 
 
 def dry_run(config):
-    from simsiam_tf.runs import export as export_job
-
+    export_job = common.import_job("export")
     info = export_job.inspect_run(config.model_dir, config.kind)
     print(common.resolved_flags_text())
     print(f"would export the {info.kind} run {config.model_dir} from {info.checkpoint} "
