@@ -124,6 +124,7 @@ def load_tile_set(config, split, num_examples=None):
         d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed,
         num_examples=num_examples, pattern=config.tile_pattern, neighbourhood=config.neighbourhood,
         on_mismatch=config.tile_on_mismatch, tiles_per_side=config.tiles_per_side, on_corrupt=d.on_corrupt,
+        label_splits=(d.train_split, d.eval_split),
     )
 
 

@@ -37,6 +37,8 @@ class RuntimeConfig:
     verbose: int = 1
 
     def validate(self):
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("precision", self.precision, PRECISIONS)
         if self.strategy == "tpu" and not self.tpu:

@@ -78,6 +78,7 @@ NAN, INF = float("nan"), float("inf")
         ({"collapse_threshold": 1.5}, "collapse_threshold"),
         ({"collapse_threshold": -0.1}, "collapse_threshold"),
         ({"batch_size": 64, "data.num_train_examples": 32}, "batch_size 64 is larger than the training set"),
+        ({"runtime.seed": -1}, "seed"),
     ],
 )
 def test_pretrain_numbers_must_be_finite_and_in_range(changes, flag):
