@@ -141,17 +141,21 @@ def load_tile_set(config, split, num_examples=None):
         d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed,
         num_examples=num_examples, pattern=config.tile_pattern, neighbourhood=config.neighbourhood,
         on_mismatch=config.tile_on_mismatch, tiles_per_side=config.tiles_per_side, on_corrupt=d.on_corrupt,
+        label_splits=(d.train_split, d.eval_split),
     )
 
 
 def load_split_source(config, split, num_examples):
-    """The images of one split of a `PretrainConfig`'s dataset (the tiles' images for synthetic_tiles)."""
+    """The images of one split of a `PretrainConfig`'s dataset (the tiles' images for synthetic_tiles).
+
+    Folder splits share one label space: the class folders of the train and eval splits, by name."""
     d = config.data
     if d.dataset == tiles.SYNTHETIC_TILES:
         return load_tile_set(config, split, num_examples).source
     return data.load_source(
         d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size,
         seed=config.runtime.seed, num_examples=num_examples, on_corrupt=d.on_corrupt,
+        label_splits=(d.train_split, d.eval_split),
     )
 
 

@@ -4,6 +4,7 @@ The command-line tools turn absl flags into these; notebooks and tests build the
 directly. Nothing here imports absl or TensorFlow.
 """
 import dataclasses
+import math
 from typing import Optional, Tuple
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
@@ -39,6 +40,8 @@ class RuntimeConfig:
     verbose: int = 1
 
     def validate(self):
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("precision", self.precision, PRECISIONS)
         if self.strategy == "tpu" and not self.tpu:
@@ -95,8 +98,7 @@ class ModelConfig:
         if arch not in from_names:
             valid = ", ".join(n + s for n in from_names for s in ("", "_cifar"))
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {valid}")
-        if self.width_multiplier <= 0:
-            raise ValueError(f"width_multiplier must be positive, got {self.width_multiplier}")
+        check_number("width_multiplier", self.width_multiplier, low=0, low_open=True)
         if self.projector_layers not in (2, 3):
             raise ValueError(f"projector_layers must be 2 (CIFAR recipe) or 3 (ImageNet recipe), got {self.projector_layers}")
         if self.dim < 1 or self.pred_dim < 1:
@@ -135,6 +137,7 @@ class AugmentConfig:
 
     def validate(self):
         _check_crop_scale(self.crop_scale)
+        _check_jitter_strength(self.jitter_strength)
         for name in ("jitter_prob", "grayscale_prob", "blur_prob", "flip_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -199,7 +202,7 @@ class PretrainConfig:
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs a batch), got {self.batch_size}")
         _check_sgd(self)
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs):
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} with epochs={self.epochs}")
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.lr_schedule == "epoch" and self.warmup_epochs != int(self.warmup_epochs):
@@ -210,6 +213,13 @@ class PretrainConfig:
         _check_cadence(self)
         if self.knn_every < 0:
             raise ValueError(f"knn_every must be >= 0 (0 turns the kNN monitor off), got {self.knn_every}")
+        _check_evaluation(self)
+        n = self.data.num_train_examples
+        if n is not None and self.batch_size > n and self.method == "simsiam" and self.data.dataset != "synthetic_tiles":
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the training set (num_train_examples={n}): lower "
+                "batch_size or use more examples"
+            )
         if self.fixed_random_predictor and not self.model.use_predictor:
             raise ValueError("fixed_random_predictor needs a predictor: drop use_predictor=False")
         if self.fix_pred_lr and not self.model.use_predictor:
@@ -237,18 +247,51 @@ def _check_sgd(config):
     """The settings PretrainConfig and LinearConfig share: epochs, base_lr, weight_decay, momentum."""
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
-    if config.base_lr <= 0:
-        raise ValueError(f"base_lr must be positive, got {config.base_lr}")
-    if config.weight_decay < 0:
-        raise ValueError(f"weight_decay must be non-negative, got {config.weight_decay}")
-    if not 0 <= config.momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {config.momentum}")
+    check_number("base_lr", config.base_lr, low=0, low_open=True)
+    check_number("weight_decay", config.weight_decay, low=0)
+    check_number("momentum", config.momentum, low=0, high=1, high_open=True)
+
+
+def _check_evaluation(config):
+    """kNN, probe and collapse-monitor settings: checked before training, not when the evaluation starts."""
+    if config.knn_k < 1:
+        raise ValueError(f"knn_k must be at least 1 (neighbours of the kNN vote), got {config.knn_k}")
+    check_number("knn_temperature", config.knn_temperature, low=0, low_open=True)
+    if config.probe_epochs < 1:
+        raise ValueError(f"probe_epochs must be at least 1, got {config.probe_epochs}")
+    if config.collapse_patience < 1:
+        raise ValueError(f"collapse_patience must be at least 1 (consecutive checks), got {config.collapse_patience}")
+    check_number("collapse_threshold", config.collapse_threshold, low=0, high=1)
 
 
 def _check_crop_scale(crop_scale):
+    if len(crop_scale) != 2:
+        raise ValueError(f"crop_scale must be 2 numbers min,max, got {crop_scale}")
     lo, hi = crop_scale
-    if not 0 < lo <= hi <= 1:
+    if not 0 < lo <= hi <= 1:  # also false for NaN
         raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {crop_scale}")
+
+
+def _check_jitter_strength(strength):
+    if len(strength) != 4 or not all(math.isfinite(s) and s >= 0 for s in strength):
+        raise ValueError(
+            "jitter_strength must be 4 finite non-negative numbers brightness,contrast,saturation,hue; "
+            f"got {tuple(strength)}"
+        )
+    if strength[3] > 0.5:
+        raise ValueError(f"jitter_strength hue must be at most 0.5 (half a turn of the colour wheel), got {strength[3]}")
+
+
+def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
+    """`value` when it is a finite number within the bounds, else a ValueError naming `name` and the range."""
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or below or above:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value}")
+    return value
 
 
 def _check_cadence(config):
@@ -417,8 +460,7 @@ class VerifyConfig:
             )
         if self.embedding_dim < 1 or self.hidden_dim < 1:
             raise ValueError(f"embedding_dim and hidden_dim must be positive, got {self.embedding_dim} and {self.hidden_dim}")
-        if not self.margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        check_number("margin", self.margin, low=0)
         if self.compare_random_init and not self.init_from:
             raise ValueError(
                 "compare_random_init compares a pretrained encoder with a random one: set init_from to the "
@@ -434,10 +476,8 @@ class VerifyConfig:
             raise ValueError(f"batch_size must be at least 2 (a positive and a negative pair), got {self.batch_size}")
         if self.epochs < 1 or self.steps_per_epoch < 1:
             raise ValueError(f"epochs and steps_per_epoch must be positive, got {self.epochs} and {self.steps_per_epoch}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        check_number("learning_rate", self.learning_rate, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
         if self.num_val_pairs < 2 or self.num_eval_pairs < 2:
             raise ValueError("num_val_pairs and num_eval_pairs must be at least 2 (a positive and a negative pair)")
         if self.num_trials < 1 or self.eval_batch_size < 1:
@@ -466,6 +506,8 @@ class ExportConfig:
     def validate(self):
         if not self.model_dir:
             raise ValueError("model_dir is required: the run directory to export")
+        if self.output_dir is not None and not self.output_dir:
+            raise ValueError("output_dir is empty: name a directory, or leave it out for <model_dir>/export")
         if self.kind is not None:
             check_choice("kind", self.kind, EXPORT_KINDS)
         return self

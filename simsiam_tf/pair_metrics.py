@@ -4,6 +4,7 @@ Inputs are array-likes: `labels` 1 for a same pair and 0 for a different pair, `
 higher for pairs more likely the same (use minus a distance). Curves come back as NumPy
 arrays and single figures as Python floats. Pure NumPy; matplotlib only inside `plot_roc`.
 """
+import math
 import os
 
 import numpy as np
@@ -93,11 +94,22 @@ def equal_error_rate(labels, scores):
     return float(eer), float(threshold)
 
 
+def min_negatives(far):
+    """Negative pairs needed to measure a false accept rate of `far` (> 0): one false accept must weigh <= far."""
+    return int(math.ceil(1.0 / far - 1e-9))
+
+
 def tar_at_far(labels, scores, far=1e-2):
-    """True accept rate at a false accept rate: the largest TPR of a ROC point with FPR <= far."""
+    """True accept rate at a false accept rate: the largest TPR of a ROC point with FPR <= far.
+
+    NaN when there are fewer than `min_negatives(far)` negative pairs: every ROC point
+    but the first then has FPR > far, and the figure would be 0 whatever the scores.
+    """
     if not 0.0 <= far <= 1.0:
         raise ValueError(f"far must lie in [0, 1]; got {far!r}")
     fpr, tpr, _ = roc_curve(labels, scores)
+    if far > 0 and np.sum(np.asarray(labels) == 0) < min_negatives(far):
+        return float("nan")
     return float(np.max(tpr[fpr <= far]))
 
 

@@ -21,7 +21,9 @@ Images are [batch, height, width, 3] with any batch size, height and width; gray
 (and, for ImageNet-size models, centre-cropped) exactly as the training job's
 evaluation preprocessing `augment.eval_preprocess`; the backbone then normalises with
 the ImageNet mean and std. Another rank or channel count fails with an
-InvalidArgumentError whose message starts "images must be [batch, height, width, 3]".
+InvalidArgumentError whose message starts "images must be [batch, height, width, 3]";
+float images outside [0, 1] (0-255 values sent to a `_float` signature) fail with one
+that says to divide by 255 or to use the uint8 signature.
 
 `model.keras` holds the same model (`ServingModel`) for Keras users: `model(images)`
 returns the dict of `embed` plus `project` or `classify`, `model.verify(images1,
@@ -44,6 +46,11 @@ from simsiam_tf import verifier as verifier_lib  # noqa: F401
 SAVED_MODEL_NAME = "saved_model"
 KERAS_NAME = "model.keras"
 IMAGES_MESSAGE = "images must be [batch, height, width, 3] (RGB) or [batch, height, width, 1] (grayscale)"
+FLOAT_RANGE_MESSAGE = (
+    "images of a _float signature must lie in [0, 1]: divide 0-255 images by 255, or send them as uint8 to "
+    "the signature without _float (use embed for uint8 images, not embed_float)"
+)
+FLOAT_RANGE_TOLERANCE = 1e-4  # rounding of a division by 255
 
 
 # --------------------------------------------------------------------------- graph pieces
@@ -77,9 +84,25 @@ def check_images(images, name="images"):
     return images
 
 
+def check_float_range(images, name="images"):
+    """Float images unchanged when every value lies in [0, 1]; else an InvalidArgumentError at run time.
+
+    0-255 floats would otherwise be taken silently (features of a washed-out image).
+    """
+    if not images.dtype.is_floating:
+        return images
+    values = tf.cast(images, tf.float32)
+    low, high = tf.reduce_min(values), tf.reduce_max(values)
+    ok = tf.logical_and(low >= 0.0, high <= 1.0 + FLOAT_RANGE_TOLERANCE)
+    message = FLOAT_RANGE_MESSAGE.replace("images", name, 1)
+    valid = tf.debugging.Assert(ok, [message, "got min", low, "max", high])
+    with tf.control_dependencies([valid]):
+        return tf.identity(images)
+
+
 def prepare_images(images, image_size, center_crop, name="images"):
     """Raw images (uint8 or float [0, 1]) -> the model's input: float32 [N, image_size, image_size, 3]."""
-    return augment.eval_preprocess(check_images(images, name), image_size, center_crop)
+    return augment.eval_preprocess(check_float_range(check_images(images, name), name), image_size, center_crop)
 
 
 def _float32(x):

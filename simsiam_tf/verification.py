@@ -88,6 +88,21 @@ def decision_threshold(val_labels, val_scores):
     return float(threshold), float(val_accuracy)
 
 
+def tar_note(eval_labels):
+    """Why tar_at_far_1e-2 is not measured on these evaluation pairs (too few negatives), or None."""
+    negatives, needed = int(np.sum(np.asarray(eval_labels) == 0)), pair_metrics.min_negatives(FAR)
+    if negatives >= needed:
+        return None
+    return (
+        f"tar_at_far_1e-2 not measured: a false accept rate of {FAR:g} needs at least {needed} negative evaluation "
+        f"pairs, there are {negatives}; raise --num_eval_pairs to {2 * needed} or more"
+    )
+
+
+def _measured(value):
+    return None if np.isnan(value) else value
+
+
 def verification_metrics(val_labels, val_scores, eval_labels, eval_scores, trial_scores, threshold=None):
     """The job's figures from scores (all through `pair_metrics`).
 
@@ -105,7 +120,7 @@ def verification_metrics(val_labels, val_scores, eval_labels, eval_scores, trial
         "accuracy": pair_metrics.accuracy_at_threshold(eval_labels, eval_scores, threshold),
         "threshold": float(threshold),
         "val_accuracy": val_accuracy,
-        "tar_at_far_1e-2": pair_metrics.tar_at_far(eval_labels, eval_scores, far=FAR),
+        "tar_at_far_1e-2": _measured(pair_metrics.tar_at_far(eval_labels, eval_scores, far=FAR)),
     }
     for n in N_WAYS:
         scores = trial_scores.get(n)

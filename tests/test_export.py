@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import augment, builders, export, flagfile, models
+from simsiam_tf import augment, builders, export, flagfile, models, serving
 from simsiam_tf import config as config_lib
 from simsiam_tf.runs import common
 from simsiam_tf.runs import export as export_job
@@ -155,6 +155,7 @@ def env(tmp_path_factory):
     }
     for name in ("big", "a", "b"):
         images[name + "_f32"] = images[name].astype(np.float32) / 255.0
+    images["u8_as_255_f32"] = images["u8"].astype(np.float32)  # 0-255 floats: the wrong signature
     # The calibrated threshold: the median score, so that both decisions occur.
     scores = pair_verifier.score(_reference(images["a"], VER_SIZE, False), _reference(images["b"], VER_SIZE, False))
     pair_verifier.set_threshold(float(np.median(scores.numpy())))
@@ -195,6 +196,7 @@ def env(tmp_path_factory):
             ("pre/project_f32", "project_float", {"images": paths["f32"]}),
             ("pre/rank3", "embed", {"images": paths["rank3"]}),
             ("pre/two_channels", "project", {"images": paths["two_channels"]}),
+            ("pre/embed_255_f32", "embed_float", {"images": paths["u8_as_255_f32"]}),
         ],
         saved(lin_out): [
             ("lin/classify_big", "classify", {"images": paths["big"]}),
@@ -207,6 +209,7 @@ def env(tmp_path_factory):
             ("ver/verify_f32", "verify_float", {"images1": paths["a_f32"], "images2": paths["b_f32"]}),
             ("ver/mismatch", "verify", {"images1": paths["a"], "images2": paths["u8"]}),
             ("ver/bad_second", "verify", {"images1": paths["a"], "images2": paths["two_channels"]}),
+            ("ver/second_255_f32", "verify_float", {"images1": paths["a_f32"], "images2": paths["u8_as_255_f32"]}),
         ],
     }
     jobs_path, outputs_path, report_path = (str(base / n) for n in ("jobs.json", "outputs.npz", "report.json"))
@@ -303,7 +306,12 @@ def test_verify_uses_the_calibrated_threshold(env):
 
 def test_bad_inputs_fail_with_a_clear_message(env):
     errors = env["report"]["errors"]
-    assert set(errors) == {"pre/rank3", "pre/two_channels", "ver/mismatch", "ver/bad_second"}
+    assert set(errors) == {
+        "pre/rank3", "pre/two_channels", "ver/mismatch", "ver/bad_second", "pre/embed_255_f32", "ver/second_255_f32"
+    }
+    assert "images of a _float signature must lie in [0, 1]" in errors["pre/embed_255_f32"]
+    assert "use embed for uint8 images" in errors["pre/embed_255_f32"]
+    assert "images2 of a _float signature must lie in [0, 1]" in errors["ver/second_255_f32"]
     assert IMAGES_MESSAGE in errors["pre/rank3"] and "[20 24 3]" in errors["pre/rank3"]
     assert IMAGES_MESSAGE in errors["pre/two_channels"] and "[2 20 24 2]" in errors["pre/two_channels"]
     assert "images2 must be [batch, height, width, 3]" in errors["ver/bad_second"]
@@ -374,3 +382,13 @@ def test_unknown_flags_and_missing_heads_are_refused(tmp_path):
     with pytest.raises(ValueError, match="a linear export needs the classifier"):
         export.export_after_run(str(tmp_path), "linear", encoder, 16, False)
     assert not os.path.exists(tmp_path / export.EXPORT_SUBDIR)
+
+
+def test_float_images_outside_0_1_are_refused_with_the_fix():
+    ok = np.full((1, 4, 4, 3), 1.0, np.float32)
+    np.testing.assert_array_equal(serving.check_float_range(tf.constant(ok)).numpy(), ok)
+    for bad in (ok * 255, -ok, ok * np.nan):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="must lie in \\[0, 1\\].*use embed for uint8"):
+            serving.check_float_range(tf.constant(bad))
+    u8 = tf.constant(np.full((1, 4, 4, 3), 255, np.uint8))
+    assert serving.check_float_range(u8) is u8

@@ -94,6 +94,30 @@ def test_tar_at_far():
         pm.tar_at_far(labels, scores, far=1.5)
 
 
+def test_tar_at_far_is_nan_with_too_few_negatives_to_measure_it():
+    # 10 negatives: one false accept is a rate of 0.1, so FAR 0.05 cannot be measured (it would read 0.0).
+    labels = np.r_[np.ones(4), np.zeros(10)].astype(int)
+    scores = np.r_[[0.9, 0.8, 0.7, 0.6], np.linspace(0.0, 0.5, 10)]
+    assert pm.min_negatives(0.05) == 20 and pm.min_negatives(1e-2) == 100 and pm.min_negatives(0.1) == 10
+    assert np.isnan(pm.tar_at_far(labels, scores, far=0.05))
+    assert pm.tar_at_far(labels, scores, far=0.1) == pytest.approx(1.0)
+    labels100 = np.r_[np.ones(4), np.zeros(100)].astype(int)
+    scores100 = np.r_[[0.9, 0.8, 0.7, 0.6], np.linspace(0.0, 0.5, 100)]
+    assert pm.tar_at_far(labels100, scores100, far=1e-2) == pytest.approx(1.0)
+
+
+def test_verification_metrics_leave_an_unmeasurable_tar_out_with_a_note():
+    from simsiam_tf import verification
+
+    labels = np.r_[np.ones(20), np.zeros(20)].astype(int)
+    scores = np.r_[np.linspace(0.6, 1.0, 20), np.linspace(0.0, 0.5, 20)]
+    metrics = verification.verification_metrics(labels, scores, labels, scores, {})
+    assert metrics["tar_at_far_1e-2"] is None and metrics["roc_auc"] == 1.0
+    note = verification.tar_note(labels)
+    assert "needs at least 100 negative evaluation pairs, there are 20" in note and "--num_eval_pairs" in note
+    assert verification.tar_note(np.r_[np.ones(5), np.zeros(100)]) is None
+
+
 @pytest.mark.parametrize("seed", [0, 4])
 def test_best_threshold_matches_brute_force(seed):
     labels, scores = random_pairs(seed, n=150)

@@ -208,10 +208,17 @@ def test_crop_fraction_keeps_the_middle():
 
 def test_eval_classes_matched_by_name_across_splits():
     train = _source(_flat_images([0, 0, 1, 1, 2, 2]), [0, 0, 1, 1, 2, 2], class_names=("cat", "dog", "emu"))
-    # The evaluation split numbers its classes itself: "emu" is 0 there, "fox" is new.
-    evaluation = _source(_flat_images([0, 1] * 4), [0, 1] * 4, class_names=("emu", "fox"))
+    # The evaluation split numbers its classes itself: "emu" is 0 there and "cat" 1.
+    evaluation = _source(_flat_images([0, 1] * 4), [0, 1] * 4, class_names=("emu", "cat"))
     pools = pairs.make_pools(train, evaluation, closed_set=True, val_fraction=0.5, seed=0)
-    assert set(pools.evaluation.classes) == set(pools.validation.classes) == {2, 3}
+    assert set(pools.evaluation.classes) == set(pools.validation.classes) == {0, 2}
+
+
+def test_closed_set_refuses_evaluation_classes_unseen_in_training():
+    train = _source(_flat_images([0, 0, 1, 1, 2, 2]), [0, 0, 1, 1, 2, 2], class_names=("cat", "dog", "emu"))
+    evaluation = _source(_flat_images([0, 1] * 4), [0, 1] * 4, class_names=("emu", "fox"))
+    with pytest.raises(ValueError, match="every evaluation class among the training classes, but fox of"):
+        pairs.make_pools(train, evaluation, closed_set=True, val_fraction=0.5, seed=0)
 
 
 def _mock_as_dataset(splits):

@@ -120,8 +120,19 @@ def test_init_from_loads_weights_but_not_the_step(tmp_path):
 
 
 def test_batch_larger_than_the_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(common.RunError, match="batch_size 64 is larger than the training set"):
+    # Known from the flags alone: refused by validation, before any data is read.
+    with pytest.raises(ValueError, match="batch_size 64 is larger than the training set"):
         pretrain.run(tiny_config(tmp_path / "run", batch_size=64, **{"data.num_train_examples": 32}))
+    # A folder smaller than the batch is only known once it is read.
+    folder = tmp_path / "images" / "a"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(np.zeros((16, 16, 3), np.uint8)).numpy())
+    folder_config = tiny_config(tmp_path / "run2", batch_size=4, **{
+        "data.dataset": "folder", "data.data_dir": str(tmp_path / "images"), "data.num_train_examples": None,
+    })
+    with pytest.raises(common.RunError, match="batch_size 4 is larger than the training set"):
+        pretrain.run(folder_config)
 
 
 def test_invalid_flags_fail_fast():

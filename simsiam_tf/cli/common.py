@@ -4,11 +4,15 @@ The flag defaults are read from the config dataclasses, and a tool's config is b
 from its flags by field name (`flagfile.config_from_flag_values`), so the command line,
 the Python API and `flags/demo.cfg` cannot drift apart.
 """
+import contextlib
 import importlib
+import logging as py_logging
 import os
+import re
 import sys
+import tempfile
 
-from absl import flags
+from absl import app, flags, logging
 
 from simsiam_tf import config as config_lib
 from simsiam_tf import flagfile
@@ -18,9 +22,21 @@ FLAGS = flags.FLAGS
 
 # Flags this package defined, in definition order: what flags.cfg records.
 DEFINED = []
+# The --help section of each of those flags, and the order of the sections.
+FLAG_GROUPS = {}
+GROUP_ORDER = ("data", "augmentation", "model", "optimisation", "evaluation", "run")
+_current_group = ["run"]
+
+
+def group(name):
+    """Puts the flags defined from now on under the --help heading `name` (one of GROUP_ORDER)."""
+    if name not in GROUP_ORDER:
+        raise ValueError(f"unknown flag group {name!r}; choose one of {', '.join(GROUP_ORDER)}")
+    _current_group[0] = name
 
 
 def define(kind, name, default, *args, **kwargs):
+    FLAG_GROUPS[name] = _current_group[0]
     if name in FLAGS:
         if name not in DEFINED:
             DEFINED.append(name)
@@ -30,6 +46,7 @@ def define(kind, name, default, *args, **kwargs):
 
 
 def define_runtime_flags(defaults=config_lib.RuntimeConfig()):
+    group("run")
     define("string", "model_dir", defaults.model_dir,
             "Run directory: flags.cfg, checkpoints/, logs/ (TensorBoard), metrics.json. A run whose "
             "directory holds a checkpoint resumes from it.")
@@ -44,6 +61,7 @@ def define_runtime_flags(defaults=config_lib.RuntimeConfig()):
 
 
 def define_data_flags(defaults=config_lib.DataConfig()):
+    group("data")
     define("string", "dataset", defaults.dataset,
             "'synthetic' (embedded, no download), a TFDS name (e.g. cifar10, imagenet2012), or 'folder'.")
     define("string", "data_dir", defaults.data_dir,
@@ -59,6 +77,7 @@ def define_data_flags(defaults=config_lib.DataConfig()):
 
 
 def define_model_flags(defaults=config_lib.ModelConfig()):
+    group("model")
     define("string", "backbone", defaults.backbone,
             "resnet18, resnet34 or resnet50; suffix _cifar for the CIFAR stem (3x3 conv, no max-pool).")
     define("float", "width_multiplier", defaults.width_multiplier, "Scales every ResNet width (1.0 = standard).")
@@ -92,6 +111,7 @@ def define_lr_schedule_flag(default):
 
 
 def define_dry_run_flag():
+    group("run")
     define("bool", "dry_run", False, "Check the flags, print the resolved flags and exit without running.")
 
 
@@ -149,9 +169,118 @@ def fail(message, exit_code=2):
     sys.exit(exit_code)
 
 
+HELP_ARGS = ("--help", "-help", "--helpshort", "-helpshort", "-h", "-?")
+
+
+def run_main(main, description, argv=None):
+    """The console-script entry of a tool: `--help` shows `description` and the tool's own flags by group,
+    `--helpfull` absl's full listing; a flag absl cannot parse ends the tool with one line and exit code 2."""
+    argv = list(sys.argv if argv is None else argv)
+    options = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    if any(arg in HELP_ARGS for arg in options):
+        print(help_text(description))
+        sys.exit(0)
+    if any(arg in ("--helpfull", "-helpfull") for arg in options):  # absl's own --helpfull exits 1
+        print(description.strip() + "\n\nEvery flag, absl's own included:\n\n" + FLAGS.get_help())
+        sys.exit(0)
+    logging.get_absl_logger().addFilter(_drop_checkpoint_chatter)
+    app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
+def _drop_checkpoint_chatter(record):
+    """absl logging filter: TensorFlow's per-save "Sharding callback duration" INFO line would break the progress bar."""
+    return not (record.levelno <= py_logging.INFO and str(record.msg).startswith("Sharding callback duration"))
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        message = " ".join(str(err).replace("ERROR::", "").split())
+        if isinstance(err, flags.UnrecognizedFlagError):
+            message += " (--help lists the flags of this tool)"
+        fail(message, 2)
+
+
+def help_text(description):
+    """The tool's description and its flags, one line each with its default, under their group headings."""
+    lines = [description.strip(), "", "Flags (--helpfull lists every flag, absl's own included):"]
+    for heading in GROUP_ORDER:
+        names = [name for name in DEFINED if FLAG_GROUPS.get(name, "run") == heading]
+        if not names:
+            continue
+        lines += ["", f"{heading}:"]
+        lines += [f"  {_flag_line(FLAGS[name])}" for name in names]
+    return "\n".join(lines)
+
+
+def _flag_line(flag):
+    value = flag.default
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    elif value is None:
+        shown = ""
+    elif isinstance(value, (list, tuple)):
+        shown = ",".join(str(v) for v in value)
+    else:
+        shown = str(value)
+    # The first sentence of the help (absl puts an enum's choices in front: "<a|b>: ...").
+    summary = re.split(r"(?<!e\.g)(?<!i\.e)\.(?:\s|$)", flag.help.strip(), maxsplit=1)[0].rstrip(".")
+    return f"--{flag.name}={shown}  {summary}" if shown else f"--{flag.name}  {summary}"
+
+
 def quiet_tensorflow():
     """Keeps TensorFlow's C++ start-up chatter off the console (before TF is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# What TensorFlow prints on stderr while it loads and looks for devices, on a machine without
+# a GPU or not: written before its C++ logging is initialised, TF_CPP_MIN_LOG_LEVEL does not hide it.
+START_UP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "computation placer already registered",
+    "TF-TRT Warning: Could not find TensorRT",
+)
+
+
+@contextlib.contextmanager
+def _without_start_up_noise():
+    """Holds back everything written to stderr (file descriptor 2, so C++ too) and then writes
+    it out without the lines of START_UP_NOISE. TF_CPP_MIN_LOG_LEVEL=0 keeps every line."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not any(noise in line for noise in START_UP_NOISE)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def import_job(job):
+    """`simsiam_tf.runs.<job>`, importing TensorFlow and finding the devices without the start-up noise."""
+    with _without_start_up_noise():
+        module = importlib.import_module(f"simsiam_tf.runs.{job}")
+        sys.modules["tensorflow"].config.list_physical_devices()
+    return module
 
 
 def flag_values():
@@ -193,7 +322,7 @@ def run_tool(argv, config_cls, job, report=None, dry_run=None, write_flags=True,
             return 0
         if write_flags:
             write_flags_file(config.runtime.model_dir)
-        result = importlib.import_module(f"simsiam_tf.runs.{job}").run(config)
+        result = import_job(job).run(config)
     except RunError as err:
         _quiet_tensorflow_at_exit()
         fail(str(err), err.exit_code)

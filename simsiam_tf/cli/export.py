@@ -15,7 +15,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
@@ -25,6 +25,7 @@ _AUTO = "auto"
 
 
 def define_flags():
+    common.group("run")
     common.define("string", "model_dir", _D.model_dir,
                   "Run directory to export (written by simsiam-pretrain, simsiam-linear or simsiam-verify).")
     common.define("string", "output_dir", _D.output_dir,
@@ -40,8 +41,7 @@ def _field_values(values):
 
 
 def dry_run(config):
-    from simsiam_tf.runs import export as export_job
-
+    export_job = common.import_job("export")
     info = export_job.inspect_run(config.model_dir, config.kind)
     print(common.resolved_flags_text())
     print(f"would export the {info.kind} run {config.model_dir} from {info.checkpoint} "
@@ -68,7 +68,7 @@ define_flags()
 
 
 def run_main():
-    app.run(main)
+    common.run_main(main, __doc__)
 
 
 if __name__ == "__main__":

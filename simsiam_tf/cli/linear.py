@@ -28,7 +28,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
@@ -40,6 +40,7 @@ def define_flags():
     common.define_runtime_flags(_D.runtime)
     common.define_data_flags(_D.data)
     m = _D.model
+    common.group("model")
     common.define("string", "backbone", m.backbone,
                    "Backbone of the pretraining run: resnet18, resnet34 or resnet50, suffix _cifar for the CIFAR stem.")
     common.define("float", "width_multiplier", m.width_multiplier, "Width multiplier of the pretraining run's backbone.")
@@ -48,6 +49,7 @@ def define_flags():
     common.define("string", "init_from", _D.init_from,
                    "Required: the simsiam-pretrain run directory (its latest checkpoint) or a checkpoint prefix. Its "
                    "flags.cfg gives the defaults of the data and encoder flags.")
+    common.group("optimisation")
     common.define("enum", "optimizer", _D.optimizer, list(config_lib.PROBE_OPTIMIZERS),
                    "lars (trust 0.001) or sgd (coupled L2, PyTorch semantics). Default: lars, or sgd on a small "
                    "training set (where batch 4096 leaves fewer than 20 steps per epoch).")
@@ -70,12 +72,14 @@ def define_flags():
     common.define("bool", "cache_features", _D.cache_features,
                    "Extract the features once and train the classifier on them; default: true exactly when "
                    "--augment=false. Needs --augment=false.")
+    common.group("evaluation")
     common.define("bool", "compare_baselines", _D.compare_baselines,
                    "Also train the same probe on the encoder at random init and on raw pixels (flattened, standardised "
                    "images at --image_size), written as random_init_top1/top5 and pixels_top1/top5.")
     common.define("bool", "compare_random_init", _D.compare_random_init,
                    "Also probe the same architecture at random init (implied by --compare_baselines).")
     common.define("integer", "eval_batch_size", _D.eval_batch_size, "Batch size of feature extraction and evaluation.")
+    common.group("run")
     common.define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")
     common.define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
     common.define_dry_run_flag()
@@ -110,7 +114,7 @@ define_flags()
 
 
 def run_main():
-    app.run(main)
+    common.run_main(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
@@ -27,6 +27,7 @@ def define_flags():
     common.define_data_flags(_D.data)
     common.define_model_flags(_D.model)
     a = _D.augment
+    common.group("augmentation")
     common.define("list", "crop_scale", [str(v) for v in a.crop_scale], "Random-resized-crop area range: min,max.")
     common.define("list", "jitter_strength", [str(v) for v in a.jitter_strength],
                    "Colour jitter brightness,contrast,saturation,hue.")
@@ -34,7 +35,7 @@ def define_flags():
     common.define("float", "grayscale_prob", a.grayscale_prob, "Probability of grayscale.")
     common.define("float", "blur_prob", a.blur_prob, "Probability of Gaussian blur (0 for the CIFAR recipe).")
     common.define("float", "flip_prob", a.flip_prob, "Probability of a horizontal flip.")
-    # optimisation
+    common.group("optimisation")
     common.define("enum", "method", _D.method, list(config_lib.METHODS),
                    "simsiam, or simtriplet (a third view from a neighbouring tile of the same group).")
     common.define("integer", "batch_size", _D.batch_size, "Global batch size (split across replicas).")
@@ -48,9 +49,10 @@ def define_flags():
     common.define("bool", "fix_pred_lr", _D.fix_pred_lr, "Keep the predictor at the initial learning rate.")
     common.define("bool", "fixed_random_predictor", _D.fixed_random_predictor,
                    "Never update the predictor (Table 1b ablation).")
-    # run bookkeeping
+    common.group("run")
     common.define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")
     common.define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
+    common.group("evaluation")
     common.define("integer", "knn_every", _D.knn_every, "kNN accuracy every N epochs (0: off).")
     common.define("integer", "knn_k", _D.knn_k, "Neighbours for the kNN monitor.")
     common.define("float", "knn_temperature", _D.knn_temperature, "Temperature of the weighted kNN vote.")
@@ -61,13 +63,16 @@ def define_flags():
                   "collapsed one cannot go below about 2/sqrt(per-replica batch), because the projector's "
                   "last BatchNorm centres every channel over the batch.")
     common.define("integer", "collapse_patience", _D.collapse_patience, "Consecutive collapsed checks before the alarm.")
+    common.group("model")
     common.define("string", "init_from", _D.init_from,
                    "Initialise weights (only) from this run directory or checkpoint when the run has no checkpoint.")
+    common.group("evaluation")
     common.define("bool", "evaluate", _D.evaluate,
                    "At the end: kNN and linear-probe accuracy of the encoder and of the same encoder at random init.")
     common.define("integer", "probe_epochs", _D.probe_epochs, "Epochs of the quick cached-feature linear probe.")
+    common.group("run")
     common.define("bool", "export", _D.export, "Export a SavedModel and a .keras file at the end.")
-    # simtriplet: tiles and their neighbours
+    common.group("data")  # simtriplet: tiles and their neighbours
     common.define("string", "tile_pattern", _D.tile_pattern,
                    "Regular expression for tile file names (--dataset=folder): named groups group (the whole "
                    "image), col and row; e.g. slide7_x3_y12.png.")
@@ -96,7 +101,7 @@ define_flags()
 
 
 def run_main():
-    app.run(main)
+    common.run_main(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
@@ -27,6 +27,7 @@ def define_flags():
     common.define_runtime_flags(_D.runtime)
     common.define_data_flags(_D.data)
     m = _D.model
+    common.group("model")
     common.define("string", "backbone", m.backbone,
                    "resnet18, resnet34 or resnet50; suffix _cifar for the CIFAR stem. Default: the --init_from "
                    f"run's (its flags.cfg), else {m.backbone}.")
@@ -34,16 +35,17 @@ def define_flags():
                    f"Scales every ResNet width. Default: the --init_from run's, else {m.width_multiplier}.")
     common.define("enum", "sync_bn", m.sync_bn, list(config_lib.SYNC_BN),
                    "Synchronized BatchNorm across replicas; auto = on with more than one replica.")
-    # encoder and head
     common.define("string", "init_from", _D.init_from,
                    "simsiam-pretrain run directory (or checkpoint) whose encoder starts the verifier; empty: random init.")
     common.define("bool", "freeze_encoder", _D.freeze_encoder,
                    "Keep the encoder fixed (weights and BatchNorm statistics) and train only the head.")
+    common.group("evaluation")
     common.define("bool", "compare_random_init", _D.compare_random_init,
                    "Also train the same head on a random-init encoder (in model_dir/random_init) and report its figures.")
     common.define("bool", "compare_pixels", _D.compare_pixels,
                    "Also score the evaluation pairs by the cosine similarity of their standardised raw pixels (no "
                    "training) and report its figures as pixels_*; the output warns when the encoder does no better.")
+    common.group("model")
     common.define("enum", "head", _D.head, list(config_lib.VERIFY_HEADS),
                    "contrastive (loss on the euclidean distance), triplet (in-batch mining), or classifier "
                    "(MLP on [|e1-e2|, e1*e2], binary cross-entropy).")
@@ -55,7 +57,7 @@ def define_flags():
                    "Triplet mining in the batch: semi_hard (FaceNet) or batch_hard (Hermans et al.).")
     common.define("enum", "distance", _D.distance, list(config_lib.DISTANCES),
                    "Distance of the triplet head (the contrastive head uses l2).")
-    # pairs
+    common.group("evaluation")  # pairs
     common.define("bool", "closed_set", _D.closed_set,
                    "Evaluate on classes seen in training (images held out per class) instead of unseen classes.")
     common.define("float", "eval_fraction", _D.eval_fraction,
@@ -63,21 +65,25 @@ def define_flags():
                    "disjoint classes); closed set on one split: share of each class's images held out.")
     common.define("float", "val_fraction", _D.val_fraction,
                    "Share of each evaluation class's images used for the validation pairs that set the threshold.")
+    common.group("data")
     common.define("enum", "augment", _D.augment, list(config_lib.VERIFY_AUGMENTS),
                    "Training-pair augmentation: none, random resized crop, or crop and horizontal flip.")
     common.define("float", "crop_fraction", _D.crop_fraction,
                    "Keep the central fraction of each image side before resizing (training and evaluation), "
                    "for subjects that fill only the middle (LFW faces).")
+    common.group("evaluation")
     common.define("integer", "num_val_pairs", _D.num_val_pairs, "Validation pairs (half positive) for the threshold.")
     common.define("integer", "num_eval_pairs", _D.num_eval_pairs, "Evaluation pairs (half positive).")
     common.define("integer", "num_trials", _D.num_trials, "N-way one-shot trials for each of N = 5 and 20.")
-    # optimisation
+    common.group("optimisation")
     common.define("integer", "batch_size", _D.batch_size, "Pairs per batch (triplets for the triplet head).")
     common.define("integer", "epochs", _D.epochs, "Training epochs.")
     common.define("integer", "steps_per_epoch", _D.steps_per_epoch, "Steps per epoch (pairs are drawn afresh each step).")
     common.define("float", "learning_rate", _D.learning_rate, "AdamW learning rate (cosine decay to 0).")
     common.define("float", "weight_decay", _D.weight_decay, "AdamW decoupled weight decay.")
+    common.group("evaluation")
     common.define("integer", "eval_batch_size", _D.eval_batch_size, "Batch size for embedding evaluation images.")
+    common.group("run")
     common.define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")
     common.define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
     common.define_dry_run_flag()
@@ -103,7 +109,7 @@ define_flags()
 
 
 def run_main():
-    app.run(main)
+    common.run_main(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,14 @@ from simsiam_tf.data.pipeline import (
     make_pretrain_dataset,
     make_probe_train_dataset,
 )
-from simsiam_tf.data.sources import AUTOTUNE, IMAGE_EXTENSIONS, IN_MEMORY_MAX_BYTES, Source, load_source
+from simsiam_tf.data.sources import (
+    AUTOTUNE,
+    IMAGE_EXTENSIONS,
+    IN_MEMORY_MAX_BYTES,
+    Source,
+    check_label_spaces,
+    load_source,
+)
 from simsiam_tf.data.synthetic import SYNTHETIC_HUES, SYNTHETIC_PATTERNS, SYNTHETIC_SPLITS, make_synthetic
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "SYNTHETIC_PATTERNS",
     "SYNTHETIC_SPLITS",
     "Source",
+    "check_label_spaces",
     "load_source",
     "make_eval_dataset",
     "make_pretrain_dataset",

@@ -289,6 +289,14 @@ def make_pools(train_source, eval_source=None, closed_set=False, eval_fraction=0
                     f"train and evaluation splits of {train_table.name!r} share no class: use the same split for "
                     "both (it is then divided per class), or the open-set default"
                 )
+            unseen = np.setdiff1d(np.unique(eval_table.labels), shared)
+            if unseen.size:
+                names = [eval_table.class_names[c] if eval_table.class_names else str(c) for c in unseen]
+                raise ValueError(
+                    f"closed-set evaluation needs every evaluation class among the training classes, but "
+                    f"{', '.join(names)} of {eval_table.name!r} have no training images: add training images of "
+                    "them, remove them from the evaluation split, or use the open-set default"
+                )
             train_idx, eval_idx = train_all, eval_all
         elif shared.size == 0:
             train_idx, eval_idx = train_all, eval_all

@@ -354,22 +354,46 @@ def _find_corrupt(paths):
     return bad, shapes
 
 
-def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt):
+def _split_root(data_dir, split):
+    """data_dir/split when there is such a folder, else data_dir itself."""
+    return os.path.join(data_dir, split) if split and os.path.isdir(os.path.join(data_dir, split)) else data_dir
+
+
+def _class_dirs(root):
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+
+
+def folder_class_names(data_dir, splits):
+    """The label space of a folder dataset: the sorted union of the class folder names of `splits`
+    (each data_dir/<split>, or data_dir itself), empty folders included, so that a class has one label
+    in every split."""
+    names = set()
+    for root in {_split_root(data_dir, split) for split in splits}:
+        names.update(_class_dirs(root))
+    return tuple(sorted(names))
+
+
+def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits=None):
     if not data_dir:
         raise ValueError("dataset='folder' needs data_dir: a folder with one sub-folder of images per class, or a flat folder of images")
     if not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {data_dir!r} does not exist or is not a folder (dataset='folder')")
-    root = os.path.join(data_dir, split) if split and os.path.isdir(os.path.join(data_dir, split)) else data_dir
-    class_dirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    class_files = [(d, _image_files(os.path.join(root, d), recursive=True)) for d in class_dirs]
-    class_files = [(d, files) for d, files in class_files if files]
+    root = _split_root(data_dir, split)
+    class_files = [(d, _image_files(os.path.join(root, d), recursive=True)) for d in _class_dirs(root)]
     loose = _image_files(root, recursive=False)
-    if class_files:
+    if any(files for _, files in class_files):
         if loose:
             logging.warning("%s: %d image(s) outside the class sub-folders are ignored", root, len(loose))
-        class_names = tuple(d for d, _ in class_files)
+        class_names = folder_class_names(data_dir, (split, *(label_splits or ())))
+        label_of = {name: i for i, name in enumerate(class_names)}
+        for d, files in class_files:
+            if not files:
+                logging.warning(
+                    "class folder %s has no images (%s); the class keeps its label %d",
+                    os.path.join(root, d), ", ".join(IMAGE_EXTENSIONS), label_of[d],
+                )
         paths = [p for _, files in class_files for p in files]
-        labels = [i for i, (_, files) in enumerate(class_files) for _ in files]
+        labels = [label_of[d] for d, files in class_files for _ in files]
     else:
         class_names = ()
         paths, labels = loose, [-1] * len(loose)
@@ -391,7 +415,7 @@ def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt):
             shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
             raise ValueError(
                 f"{len(names)} image file(s) in {root!r} cannot be decoded: {shown}. Remove or fix them, "
-                "or pass on_corrupt='skip' to leave them out with a warning"
+                "or pass --on_corrupt=skip (Python: on_corrupt='skip') to leave them out with a warning"
             )
         for name in names:
             logging.warning("skipping corrupt image file %s", name)
@@ -430,6 +454,7 @@ def load_source(
     on_corrupt="error",
     download=False,
     identities=False,
+    label_splits=None,
 ):
     """A `Source` for "synthetic", "folder" (with `data_dir`) or any TFDS image dataset.
 
@@ -448,6 +473,11 @@ def load_source(
         "skip" leaves them out with a logged warning.
     download: let TFDS download and prepare a dataset that is not there yet (needs
         network); by default a missing dataset is an error saying how to get it.
+    label_splits: folders only: the other splits that share the label space (e.g. the
+        eval split when loading train): classes are numbered over the sorted union of the
+        class folder names of `split` and these, so a class has the same label in every
+        split even when one split lacks it or has it empty (a warning names each empty
+        class folder). TFDS datasets keep their own class names.
     identities: give TFDS datasets whose class is a name rather than a class label (LFW
         stores each face's identity as text and lists its supervised keys as (label,
         image)) one class per distinct name, numbered in sorted order of the names.
@@ -459,6 +489,44 @@ def load_source(
     if name == "synthetic":
         return _synthetic_source(split, image_size, seed, num_examples)
     if name == "folder":
-        return _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt)
+        return _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits)
     return _tfds_source(name, split, data_dir, num_examples, download, identities)
 
+
+
+def class_counts(source):
+    """Images per class of a labelled source held in memory; None for a streamed one (not counted)."""
+    if not (source.labelled and source.random_access):
+        return None
+    labels = np.asarray(source.records[-1])
+    return np.bincount(labels[labels >= 0], minlength=source.num_classes)
+
+
+def check_label_spaces(train, evaluation, train_split="train", eval_split="test"):
+    """Raises ValueError unless `evaluation`'s labels mean the classes `train`'s mean, as evaluation that
+    compares predictions with labels (kNN, probes, closed-set verification) needs: the same class names
+    (the same count when unnamed), and every class with evaluation images has training images."""
+    if train.class_names and evaluation.class_names:
+        if tuple(train.class_names) != tuple(evaluation.class_names):
+            only_eval = sorted(set(evaluation.class_names) - set(train.class_names))
+            only_train = sorted(set(train.class_names) - set(evaluation.class_names))
+            raise ValueError(
+                f"the label spaces of splits {train_split!r} and {eval_split!r} differ (classes only in "
+                f"{eval_split!r}: {', '.join(only_eval) or 'none'}; only in {train_split!r}: "
+                f"{', '.join(only_train) or 'none'}; or another order): load both with the same class names"
+            )
+    elif train.num_classes != evaluation.num_classes:
+        raise ValueError(
+            f"split {train_split!r} has {train.num_classes} classes and split {eval_split!r} "
+            f"{evaluation.num_classes}: the labels of the two cannot be compared"
+        )
+    train_counts, eval_counts = class_counts(train), class_counts(evaluation)
+    if train_counts is None or eval_counts is None:
+        return
+    unknown = np.flatnonzero((eval_counts > 0) & (train_counts == 0))
+    if unknown.size:
+        names = [train.class_names[i] if train.class_names else str(i) for i in unknown]
+        raise ValueError(
+            f"class(es) {', '.join(names)} of split {eval_split!r} have no images in split {train_split!r}, so "
+            f"no classifier can learn them: add {train_split!r} images of them, or remove them from {eval_split!r}"
+        )

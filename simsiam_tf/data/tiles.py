@@ -266,20 +266,22 @@ def load_tile_set(
     on_mismatch="error",
     tiles_per_side=4,
     on_corrupt="error",
+    label_splits=None,
 ):
     """A `TileSet`: "synthetic_tiles", or "folder" with tile file names under `data_dir`.
 
     synthetic_tiles: `num_examples` tiles (default 5000 train, 1000 test) from whole
         images of `tiles_per_side` x `tiles_per_side` tiles of `image_size` pixels.
-    folder: as `sources.load_source("folder", ...)` (class sub-folders give labels); each
-        file's base name must match `pattern` (see `parse_tile_names`).
+    folder: as `sources.load_source("folder", ...)` (class sub-folders give labels, numbered
+        over `split` and `label_splits` by name); each file's base name must match `pattern`
+        (see `parse_tile_names`).
     """
     if name == SYNTHETIC_TILES:
         tile_set = _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, neighbourhood)
     elif name == "folder":
         source = sources.load_source(
             "folder", split=split, data_dir=data_dir, image_size=image_size, seed=seed,
-            num_examples=num_examples, on_corrupt=on_corrupt,
+            num_examples=num_examples, on_corrupt=on_corrupt, label_splits=label_splits,
         )
         paths = source.records[0].numpy()
         keys = tuple(parse_tile_names(paths, pattern, on_mismatch, need_grid=neighbourhood != "group"))

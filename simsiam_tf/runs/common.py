@@ -141,12 +141,14 @@ def restore_with_fallback(checkpoint, prefixes, *, weights_only=False, where=Non
     state_check = None
     problems = []
     for prefix in prefixes:
+        status = None
         try:
+            status = checkpoint.read(prefix) if weights_only else checkpoint.restore(prefix)
+            status.assert_existing_objects_matched()
             if weights_only:
-                checkpoint.read(prefix).assert_existing_objects_matched().expect_partial()
-            else:
-                checkpoint.restore(prefix).assert_existing_objects_matched()
+                status.expect_partial()
         except CHECKPOINT_MISMATCH_ERRORS as err:
+            _quiet_failed_restore(status)  # the RunError names the mismatch
             reason = _first_line(err)
             if mismatch_message is None:
                 raise RunError(f"the checkpoint {prefix!r} does not fit: {reason}") from err
@@ -171,6 +173,27 @@ def restore_with_fallback(checkpoint, prefixes, *, weights_only=False, where=Non
         f"no usable checkpoint in {where}: all {len(prefixes)} are damaged or hold NaN/inf "
         f"(newest: {problems[0]}); move that directory away to start afresh, or restore it from a copy"
     )
+
+
+UNRESTORED_VALUE_WARNINGS = (
+    "Detecting that an object or model or tf.train.Checkpoint is being deleted with unrestored values",
+    "Value in checkpoint could not be found in the restored object",
+    "An attribute in the restored object could not be found in the checkpoint",
+)
+
+
+def _drop_unrestored_value_warnings(record):
+    return not str(record.msg).startswith(UNRESTORED_VALUE_WARNINGS)
+
+
+def _quiet_failed_restore(status):
+    """After a restore that does not fit (its RunError says why): TensorFlow would log each unrestored value when
+    the restore's bookkeeping is garbage-collected, at some later time; those warnings are dropped from now on."""
+    if status is not None:
+        status.expect_partial()
+    logger = tf.get_logger()
+    if _drop_unrestored_value_warnings not in logger.filters:
+        logger.addFilter(_drop_unrestored_value_warnings)
 
 
 class RunCheckpoint:
@@ -436,18 +459,44 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class EpochHistory(keras.callbacks.Callback):
-    """Keeps every epoch's logs in `history.json`, across interruptions and resumes."""
+    """Keeps every epoch's logs in `history.json`, across interruptions and resumes.
+
+    The record of an epoch resumed in its middle says so (`resumed_at_step`): its
+    figures average the steps run after the resume only.
+    """
 
     def __init__(self, path):
         super().__init__()
         self.path = path
         self.epochs = read_json(path) if os.path.exists(path) else []
+        self.resumed_at_step = None  # set by fit_from_step for the epoch it resumes
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1, "step": int(self.model.optimizer.iterations.numpy())}
+        if self.resumed_at_step is not None:
+            record["resumed_at_step"] = self.resumed_at_step
+            record["note"] = (
+                f"resumed at step {self.resumed_at_step}: the figures average steps {self.resumed_at_step + 1}-"
+                f"{record['step']} of this epoch only"
+            )
+            self.resumed_at_step = None
         record.update({k: float(v) for k, v in (logs or {}).items()})
         self.epochs = [e for e in self.epochs if e["epoch"] < epoch + 1] + [record]
         write_json_atomic(self.path, self.epochs)
+
+
+class _StopAfterEpoch(keras.callbacks.Callback):
+    """Ends a fit after its first epoch, noting whether another callback asked to stop as well."""
+
+    def __init__(self):
+        super().__init__()
+        self.ended = False
+        self.stopped_by_others = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ended = True
+        self.stopped_by_others = bool(self.model.stop_training)
+        self.model.stop_training = True
 
 
 def fit_from_step(model, make_dataset, start_step, steps_per_epoch, epochs, callbacks, verbose):
@@ -464,13 +513,21 @@ def fit_from_step(model, make_dataset, start_step, steps_per_epoch, epochs, call
         return
     if done_in_epoch:
         logging.info("resuming inside epoch %d at step %d", epoch + 1, start_step)
+        for callback in callbacks:
+            if isinstance(callback, EpochHistory):
+                callback.resumed_at_step = start_step
+        # epochs=epochs (not epoch + 1) so that the progress bar counts the run's epochs; the
+        # last callback ends this fit after the interrupted epoch.
+        stop = _StopAfterEpoch()
         distribute.fit(
-            model, make_dataset(start_step), initial_epoch=epoch, epochs=epoch + 1,
-            steps_per_epoch=steps_per_epoch - done_in_epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
+            model, make_dataset(start_step), initial_epoch=epoch, epochs=epochs,
+            steps_per_epoch=steps_per_epoch - done_in_epoch, callbacks=[*callbacks, stop], verbose=verbose,
+            shuffle=False,
         )
         epoch += 1
-        if model.stop_training or epoch >= epochs:
+        if stop.stopped_by_others or not stop.ended or epoch >= epochs:
             return
+        model.stop_training = False
     distribute.fit(
         model, make_dataset(epoch * steps_per_epoch), initial_epoch=epoch, epochs=epochs,
         steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False,

@@ -65,7 +65,7 @@ def _load_sources(config):
     d, seed = config.data, config.runtime.seed
     sources = [
         data.load_source(d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=seed,
-                         num_examples=n, on_corrupt=d.on_corrupt)
+                         num_examples=n, on_corrupt=d.on_corrupt, label_splits=(d.train_split, d.eval_split))
         for split, n in ((d.train_split, d.num_train_examples), (d.eval_split, d.num_eval_examples))
     ]
     for source, split in zip(sources, (d.train_split, d.eval_split)):
@@ -74,10 +74,10 @@ def _load_sources(config):
                 f"the linear probe needs labels, but split {split!r} of dataset {d.dataset!r} has none "
                 "(a flat folder?): use a labelled dataset, or class sub-folders"
             )
-    if sources[0].num_classes != sources[1].num_classes:
-        raise common.RunError(
-            f"the train split has {sources[0].num_classes} classes and the eval split {sources[1].num_classes}"
-        )
+    try:
+        data.check_label_spaces(*sources, d.train_split, d.eval_split)
+    except ValueError as err:
+        raise common.RunError(f"the linear probe: {err}") from None
     return sources
 
 

@@ -27,6 +27,10 @@ def eval_datasets(config, train_source, eval_source, batch_size=256):
             f"kNN and probe evaluation need labels, but dataset {config.data.dataset!r} has none "
             "(a flat folder?): use class sub-folders, or turn evaluation off (--knn_every=0 --evaluate=false)"
         )
+    try:
+        data.check_label_spaces(train_source, eval_source, config.data.train_split, config.data.eval_split)
+    except ValueError as err:
+        raise common.RunError(f"kNN and probe evaluation: {err}") from None
     size, crop = config.data.image_size, eval_center_crop(config.data.image_size)
     return (
         data.make_eval_dataset(train_source, batch_size, size, center_crop=crop),

@@ -23,6 +23,7 @@ from simsiam_tf.verification import (
     N_WAYS,
     EvaluationPlan,
     score_plan,
+    tar_note,
     verification_metrics,
 )
 
@@ -65,9 +66,14 @@ def make_plan(config, pools):
             trials[n] = None
             notes.append(f"one_shot_{n}way not measured: {err}")
             logging.warning("one_shot_%dway not measured: %s", n, err)
+    evaluation = pairs.make_eval_pairs(pools.evaluation, config.num_eval_pairs, seed=seed)
+    note = tar_note(evaluation.labels)
+    if note:
+        notes.append(note)
+        logging.warning("%s", note)
     return EvaluationPlan(
         validation=pairs.make_eval_pairs(pools.validation, config.num_val_pairs, seed=seed + 1),
-        evaluation=pairs.make_eval_pairs(pools.evaluation, config.num_eval_pairs, seed=seed),
+        evaluation=evaluation,
         trials=trials,
         notes=notes,
     )
