@@ -13,6 +13,7 @@ images instead, which on an accelerator means dynamic shapes and host round trip
 and the hue shift is the batched RGB -> HSV -> RGB round trip with one shift per image.
 Normalisation stays in the model (`backbones.ImageNormalization`), as on the host path.
 """
+
 import dataclasses
 
 import tensorflow as tf

@@ -4,6 +4,7 @@ Oracles: the host path (`make_pretrain_dataset` with `TwoViewAugment`, tested ag
 NumPy elsewhere), NumPy's re-derivation of torchvision's hue shift, the recipe's
 probabilities (binomial tolerances) and a run straight through against a resumed one.
 """
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -69,10 +70,12 @@ def test_device_views_are_the_host_pipelines_views_up_to_uint8_crops():
 def test_crops_are_uint8_and_deterministic_in_seed_and_step():
     source = synthetic()
     full = list(data.make_pretrain_crops_dataset(source, 16, RECIPE, seed=3).take(6).as_numpy_iterator())
-    resumed = list(data.make_pretrain_crops_dataset(source, 16, RECIPE, seed=3, start_step=4).take(2).as_numpy_iterator())
+    resumed = list(
+        data.make_pretrain_crops_dataset(source, 16, RECIPE, seed=3, start_step=4).take(2).as_numpy_iterator()
+    )
     (c1, c2), seeds = full[0]
     assert c1.dtype == np.uint8 and c1.shape == (16, SIZE, SIZE, 3) and seeds.shape == (2, 2)
-    for (a, b) in zip(full[4:], resumed):
+    for a, b in zip(full[4:], resumed):
         np.testing.assert_array_equal(a[0][0], b[0][0])
         np.testing.assert_array_equal(a[0][1], b[0][1])
         np.testing.assert_array_equal(a[1], b[1])
@@ -119,10 +122,14 @@ def test_each_op_is_drawn_as_often_on_the_device_as_on_the_host(name, op, prob):
     only = augment.TwoViewAugment(image_size=SIZE, **{**NO_OPS, **op})
     crops_only = augment.TwoViewAugment(image_size=SIZE, **NO_OPS)
     # Different seeds on the two paths: independent draws, compared as two binomial samples.
-    host = _changed(_views(host_batches(source, only, STEPS, seed=1, batch=BATCH)),
-                    _views(host_batches(source, crops_only, STEPS, seed=1, batch=BATCH)))
-    device = _changed(_views(device_batches(source, only, STEPS, seed=2, batch=BATCH)),
-                      _views(device_batches(source, crops_only, STEPS, seed=2, batch=BATCH)))
+    host = _changed(
+        _views(host_batches(source, only, STEPS, seed=1, batch=BATCH)),
+        _views(host_batches(source, crops_only, STEPS, seed=1, batch=BATCH)),
+    )
+    device = _changed(
+        _views(device_batches(source, only, STEPS, seed=2, batch=BATCH)),
+        _views(device_batches(source, crops_only, STEPS, seed=2, batch=BATCH)),
+    )
     n = len(host)
     sd = np.sqrt(prob * (1 - prob) / n)
     assert abs(host.mean() - prob) < 4 * sd, (name, host.mean())
@@ -133,8 +140,10 @@ def test_each_op_is_drawn_as_often_on_the_device_as_on_the_host(name, op, prob):
 def test_grayscale_views_are_gray_on_both_paths_at_the_recipes_rate():
     source = synthetic(N)
     rates = []
-    for views in (_views(host_batches(source, RECIPE, STEPS, seed=1, batch=BATCH)),
-                  _views(device_batches(source, RECIPE, STEPS, seed=2, batch=BATCH))):
+    for views in (
+        _views(host_batches(source, RECIPE, STEPS, seed=1, batch=BATCH)),
+        _views(device_batches(source, RECIPE, STEPS, seed=2, batch=BATCH)),
+    ):
         gray = np.abs(views - views[..., :1]).reshape(len(views), -1).max(axis=1) < 1e-5
         rates.append(gray.mean())
     sd = np.sqrt(0.2 * 0.8 / (2 * N))

@@ -11,6 +11,7 @@ trainers and the workers.
 
 Exit codes: 0 stopped, 2 invalid flags.
 """
+
 from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
@@ -23,18 +24,24 @@ LOOPBACK = "127.0.0.1"
 
 flags.DEFINE_bool("dispatcher", False, "Run the dispatcher (one per training job) instead of a worker.")
 flags.DEFINE_string("dispatcher_address", None, "Worker mode: the dispatcher's HOST:PORT (grpc:// optional).")
-flags.DEFINE_integer("port", None, f"Port to serve on; default {DEFAULT_PORT} for the dispatcher, any free port for a worker.")
+flags.DEFINE_integer(
+    "port", None, f"Port to serve on; default {DEFAULT_PORT} for the dispatcher, any free port for a worker."
+)
 flags.DEFINE_string(
-    "host", LOOPBACK,
+    "host",
+    LOOPBACK,
     "The address the dispatcher and the trainers reach this server at (a worker registers itself under it). "
     "The default, loopback, keeps everything on one machine; give the machine's private-network address for a fleet.",
 )
-flags.DEFINE_string("work_dir", None, "Dispatcher mode: a directory for its journal, so that a restarted dispatcher "
-                    "recovers its jobs.")
+flags.DEFINE_string(
+    "work_dir", None, "Dispatcher mode: a directory for its journal, so that a restarted dispatcher recovers its jobs."
+)
 flags.DEFINE_integer("heartbeat_ms", 1000, "Worker mode: how often the worker asks the dispatcher for new work.")
 
-WARNING = ("the tf.data service has no authentication and listens on every interface of this machine: "
-           "keep it on a private network")
+WARNING = (
+    "the tf.data service has no authentication and listens on every interface of this machine: "
+    "keep it on a private network"
+)
 
 
 def main(argv):
@@ -52,16 +59,20 @@ def main(argv):
         # DispatchServer.target names localhost; the trainers need the host they reach it at.
         bound = server.target.rpartition(":")[2]
         print(f"dispatcher serving at grpc://{FLAGS.host}:{bound}", flush=True)
-        print(f"  workers:  simsiam-data-worker --dispatcher_address={FLAGS.host}:{bound} --host=WORKER_HOST", flush=True)
+        print(
+            f"  workers:  simsiam-data-worker --dispatcher_address={FLAGS.host}:{bound} --host=WORKER_HOST", flush=True
+        )
         print(f"  trainers: simsiam-pretrain ... --data_service=grpc://{FLAGS.host}:{bound}", flush=True)
     else:
         address = FLAGS.dispatcher_address
-        host_port = address[len(service.GRPC):] if address.startswith(service.GRPC) else address
+        host_port = address[len(service.GRPC) :] if address.startswith(service.GRPC) else address
         host, _, port = host_port.rpartition(":")
         if not host or not port.isdigit():
             common.fail(f"--dispatcher_address must be HOST:PORT (e.g. 10.0.0.5:5050), got {address!r}")
         server = service.start_worker(host_port, port=FLAGS.port or 0, host=FLAGS.host, heartbeat_ms=FLAGS.heartbeat_ms)
-        print(f"worker of dispatcher {host_port} serving at {FLAGS.host}:{server._address.rpartition(':')[2]}", flush=True)
+        print(
+            f"worker of dispatcher {host_port} serving at {FLAGS.host}:{server._address.rpartition(':')[2]}", flush=True
+        )
     print(f"warning: {WARNING}", flush=True)
     server.join()
     return 0

@@ -7,6 +7,7 @@ images and the same seeds: its batches `((crops1, crops2), seeds)` carry uint8 c
 view's photometric stage, which `simsiam_tf.device_augment.DeviceViews` runs inside
 the train step.
 """
+
 import tensorflow as tf
 
 from simsiam_tf.data.pipeline import DEFAULT_SHUFFLE_BUFFER, _chunk_seed, _stream, layout, stream_seed
@@ -65,7 +66,15 @@ def make_pretrain_crops_dataset(
 
     buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
     stream = _stream(
-        source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn,
+        source,
+        global_batch_size,
+        batch,
+        replicas_here,
+        first_replica,
+        seed,
+        start_step,
+        input_context,
+        element_fn,
         buffer,
     )
     return map_ordered(stream, crops).prefetch(AUTOTUNE)

@@ -23,6 +23,7 @@ private network or behind a firewall that admits only the trainers and workers. 
 default a worker tells the dispatcher it is reachable at loopback (127.0.0.1), which
 keeps a default setup on one machine.
 """
+
 import hashlib
 import os
 import time
@@ -39,10 +40,12 @@ _LAUNCH = f"{int(time.time() * 1000):x}{os.getpid():x}"
 
 def check_address(address):
     """`grpc://HOST:PORT` -> `grpc://HOST:PORT`, with a clear error otherwise."""
-    rest = address[len(GRPC):] if address.startswith(GRPC) else ""
+    rest = address[len(GRPC) :] if address.startswith(GRPC) else ""
     host, _, port = rest.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"the tf.data service address must be grpc://HOST:PORT (e.g. grpc://10.0.0.5:5050), got {address!r}")
+        raise ValueError(
+            f"the tf.data service address must be grpc://HOST:PORT (e.g. grpc://10.0.0.5:5050), got {address!r}"
+        )
     return address
 
 
@@ -68,7 +71,7 @@ def distribute(dataset, address, job_name=None):
     )
 
 
-def start_dispatcher(port=DEFAULT_DISPATCHER_PORT, work_dir=None):
+def start_dispatcher(port=DEFAULT_DISPATCHER_PORT, work_dir=None, job_gc_timeout_ms=None):
     """A started `DispatchServer` on `port`; its `.target` is its grpc:// address.
 
     `work_dir` (optional) keeps the dispatcher's journal, so that a restarted
@@ -89,9 +92,11 @@ def start_worker(dispatcher_address, port=0, host=LOOPBACK, heartbeat_ms=HEARTBE
     of new jobs at its heartbeat (TensorFlow's default: every 30 s); `heartbeat_ms`
     shortens the wait before a new run's first batch.
     """
-    dispatcher = dispatcher_address[len(GRPC):] if dispatcher_address.startswith(GRPC) else dispatcher_address
+    dispatcher = dispatcher_address[len(GRPC) :] if dispatcher_address.startswith(GRPC) else dispatcher_address
     config = tf.data.experimental.service.WorkerConfig(
-        dispatcher_address=dispatcher, port=int(port), worker_address=f"{host}:%port%",
+        dispatcher_address=dispatcher,
+        port=int(port),
+        worker_address=f"{host}:%port%",
         heartbeat_interval_ms=int(heartbeat_ms),
     )
     return tf.data.experimental.service.WorkerServer(config)
