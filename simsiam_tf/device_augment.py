@@ -5,7 +5,9 @@ The host cuts the two crops of every image (random resized crop and flip, as
 path would have used for their photometric stage; `DeviceViews` runs colour jitter,
 grayscale and blur on each view inside the compiled step. The draws are
 `TwoViewAugment.appearance`'s, from the same seeds, so a batch's views are the host
-path's up to the rounding of the crops to uint8.
+path's up to the rounding of the crops to uint8. (Compiled with XLA, TensorFlow's
+stateless generator gives other numbers for the same seed: the same distribution,
+still deterministic in the seed, but not the host path's views.)
 
 The ops are written with static shapes: every op runs on the whole batch and a per-image
 select keeps the images that drew it (the host path gathers and scatters the drawn

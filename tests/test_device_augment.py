@@ -161,6 +161,19 @@ def test_output_moments_match_between_the_paths():
         assert np.all(np.abs(h.mean(axis=0) - d.mean(axis=0)) < 4 * se + 1e-3), (h.mean(0), d.mean(0), se)
 
 
+def test_the_stage_compiles_with_xla_and_draws_deterministically_at_the_recipes_rates():
+    images = tf.cast(tf.random.stateless_uniform([256, SIZE, SIZE, 3], seed=[1, 2], maxval=255), tf.uint8)
+    seed = tf.constant([3, 4], tf.int64)
+    gray_only = augment.TwoViewAugment(image_size=SIZE, **{**NO_OPS, "grayscale_prob": 0.2})
+    compiled = tf.function(lambda x, s: device_augment.appearance(x, s, gray_only), jit_compile=True)
+    first, again = compiled(images, seed).numpy(), compiled(images, seed).numpy()
+    np.testing.assert_array_equal(first, again)
+    gray = np.abs(first - first[..., :1]).reshape(256, -1).max(axis=1) < 1e-6
+    assert abs(gray.mean() - 0.2) < 4 * np.sqrt(0.2 * 0.8 / 256)
+    full = tf.function(lambda x, s: device_augment.appearance(x, s, RECIPE), jit_compile=True)(images, seed).numpy()
+    assert full.shape == (256, SIZE, SIZE, 3) and 0.0 <= full.min() and full.max() <= 1.0
+
+
 def test_auto_placement_is_host_without_an_accelerator_and_device_on_tpu():
     assert not device_augment.accelerator_present()
     assert device_augment.resolve_augment_on("auto") == "host"
