@@ -187,6 +187,7 @@ def test_auto_placement_is_host_without_an_accelerator_and_device_on_tpu():
         config.replace(config.PretrainConfig(), augment_on="gpu").validate()
 
 
+@pytest.mark.slow
 def test_pretraining_on_the_device_path_trains_and_resumes_to_the_same_weights(tmp_path):
     straight = tiny_config(tmp_path / "straight", checkpoint_every_steps=100, augment_on="device")
     metrics = pretrain.run(straight)
