@@ -7,7 +7,7 @@ or writes a run directory.
 import keras
 
 from simsiam_tf import augment as augment_lib
-from simsiam_tf import backbones, data, distribute, models, optim, probe, simtriplet
+from simsiam_tf import backbones, data, device_augment, distribute, models, optim, probe, simtriplet
 from simsiam_tf import verifier as verifier_lib
 from simsiam_tf.data import tiles
 
@@ -132,6 +132,18 @@ def make_augment(config):
         blur_prob=a.blur_prob,
         flip_prob=a.flip_prob,
     )
+
+
+def augment_placement(config):
+    """Where a `PretrainConfig`'s photometric augmentation runs: "host" or "device" (auto resolved)."""
+    if config.method == "simtriplet":
+        return device_augment.HOST
+    return device_augment.resolve_augment_on(config.augment_on, config.runtime.strategy)
+
+
+def make_view_transform(config, placement):
+    """The train step's view transform for a placement: the photometric stage with "device", else None."""
+    return device_augment.DeviceViews(make_augment(config)) if placement == device_augment.DEVICE else None
 
 
 def load_tile_set(config, split, num_examples=None):

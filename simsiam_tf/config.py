@@ -25,6 +25,8 @@ SYNC_BN = ("auto", "true", "false")
 LR_SCHEDULES = ("step", "epoch")
 PROJECTOR_BN = ("all", "hidden", "none")
 PREDICTOR_BN = ("hidden", "all", "none")
+AUGMENT_ON = ("auto", "host", "device")
+DATA_SERVICE_SCHEME = "grpc://"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +182,8 @@ class PretrainConfig:
     neighbourhood: str = "4"
     tile_on_mismatch: str = "error"
     tiles_per_side: int = 4
+    augment_on: str = "auto"
+    data_service: Optional[str] = None
 
     def validate(self):
         self.runtime.validate()
@@ -199,6 +203,7 @@ class PretrainConfig:
                 )
             _check_tile_pattern(self.tile_pattern, self.neighbourhood)
         check_choice("on_collapse", self.on_collapse, COLLAPSE_ACTIONS)
+        _check_input_placement(self)
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs a batch), got {self.batch_size}")
         _check_sgd(self)
@@ -225,6 +230,19 @@ class PretrainConfig:
         if self.fix_pred_lr and not self.model.use_predictor:
             raise ValueError("fix_pred_lr needs a predictor: drop use_predictor=False")
         return self
+
+
+def _check_input_placement(config):
+    check_choice("augment_on", config.augment_on, AUGMENT_ON)
+    if config.augment_on == "device" and config.method == "simtriplet":
+        raise ValueError("augment_on=device supports method=simsiam only; use augment_on=host (or auto) for simtriplet")
+    address = config.data_service
+    if address is not None and config.method == "simtriplet":
+        raise ValueError("data_service supports method=simsiam only; drop --data_service for simtriplet")
+    if address is not None and (not address.startswith(DATA_SERVICE_SCHEME) or ":" not in address[len(DATA_SERVICE_SCHEME):]):
+        raise ValueError(
+            f"data_service must be the dispatcher's address as grpc://HOST:PORT (e.g. grpc://10.0.0.5:5050), got {address!r}"
+        )
 
 
 def _check_tile_pattern(pattern, neighbourhood):

@@ -18,9 +18,17 @@ class TrainStepModel(keras.Model):
       unpack_batch(data) -> batch
       batch_loss(batch, training) -> (loss, extras)   (loss: a float32 scalar)
       update_step_metrics(loss, extras) -> {metric name: value}
+
+    `view_transform` (optional, a callable on the batch as the dataset yields it) runs
+    first, inside the compiled step: e.g. `device_augment.DeviceViews`, the photometric
+    augmentation on the accelerator (`--augment_on=device`).
     """
 
+    view_transform = None
+
     def train_step(self, data):
+        if self.view_transform is not None:
+            data = self.view_transform(data)
         batch = self.unpack_batch(data)
         with tf.GradientTape() as tape:
             loss, extras = self.batch_loss(batch, training=True)
@@ -35,6 +43,8 @@ class TrainStepModel(keras.Model):
         return self.update_step_metrics(loss, extras)
 
     def test_step(self, data):
+        if self.view_transform is not None:
+            data = self.view_transform(data)
         loss, extras = self.batch_loss(self.unpack_batch(data), training=False)
         return self.update_step_metrics(loss, extras)
 

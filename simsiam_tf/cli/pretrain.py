@@ -35,6 +35,12 @@ def define_flags():
     common.define("float", "grayscale_prob", a.grayscale_prob, "Probability of grayscale.")
     common.define("float", "blur_prob", a.blur_prob, "Probability of Gaussian blur (0 for the CIFAR recipe).")
     common.define("float", "flip_prob", a.flip_prob, "Probability of a horizontal flip.")
+    common.define("enum", "augment_on", _D.augment_on, list(config_lib.AUGMENT_ON),
+                  "Where colour jitter, grayscale and blur run: host (in the tf.data pipeline), device (inside the "
+                  "compiled train step; the host only cuts uint8 crops), auto (device when a GPU or TPU is present).")
+    common.define("string", "data_service", _D.data_service,
+                  "grpc://HOST:PORT of a tf.data service dispatcher: preprocessing runs on its workers "
+                  "(simsiam-data-worker). Unauthenticated: keep it on a private network.")
     common.group("optimisation")
     common.define("enum", "method", _D.method, list(config_lib.METHODS),
                    "simsiam, or simtriplet (a third view from a neighbouring tile of the same group).")

@@ -55,6 +55,7 @@ def _chunk_indices(source, global_batch_size, batch, replicas_here, first_replic
 
 
 _STREAM_GRAPH_SEED = 87654321
+_NO_END = 2**62
 
 
 def _stream(
@@ -76,7 +77,8 @@ def _stream(
     start_chunk = start_step * replicas_here
     if source.random_access:
         indices = _chunk_indices(source, global_batch_size, batch, replicas_here, first_replica, seed)
-        chunks = map_ordered(tf.data.Dataset.counter(start_chunk), indices, parallel=False)
+        # A range, not Dataset.counter: the tf.data service splits a range by element (data/service.py).
+        chunks = map_ordered(tf.data.Dataset.range(start_chunk, _NO_END), indices, parallel=False)
         if source.decode is None and element_fn is None:
             images, labels = source.records
             return map_ordered(chunks, lambda chunk, index: (chunk, tf.gather(images, index), tf.gather(labels, index)))

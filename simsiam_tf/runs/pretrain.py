@@ -7,6 +7,7 @@ from absl import logging
 
 from simsiam_tf import baselines, data, distribute, export, monitor, probe
 from simsiam_tf.builders import (
+    augment_placement,
     build_encoder,
     build_model,
     build_pretrain_optimizer,
@@ -15,8 +16,9 @@ from simsiam_tf.builders import (
     load_tile_set,
     load_train_source,
     make_augment,
+    make_view_transform,
 )
-from simsiam_tf.data import tiles
+from simsiam_tf.data import service, tiles
 from simsiam_tf.runs import common
 
 
@@ -100,9 +102,17 @@ def _run(config, strategy, write_dir):
     steps_per_epoch = source.num_examples // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     augment = make_augment(config)
+    placement = augment_placement(config)
+    if config.data_service and not source.random_access:
+        raise common.RunError(
+            f"--data_service needs a source the service can split by step; {source.name!r} streams from its files: "
+            "use --num_train_examples small enough to hold in memory, a folder, or no --data_service"
+        )
+    logging.info("photometric augmentation on the %s", placement)
 
     with strategy.scope():
         model = build_model(config, strategy)
+        model.view_transform = make_view_transform(config, placement)
         optimizer = build_pretrain_optimizer(config, model, total_steps, steps_per_epoch)
         model.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
         optimizer.build(model.trainable_variables)
@@ -121,9 +131,14 @@ def _run(config, strategy, write_dir):
                 return tiles.make_triplet_dataset(
                     tile_set, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context
                 )
-            return data.make_pretrain_dataset(
-                source, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context
-            )
+            make = data.make_pretrain_crops_dataset if placement == "device" else data.make_pretrain_dataset
+            dataset = make(source, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context)
+            if config.data_service:
+                pipeline = input_context.input_pipeline_id if input_context is not None else 0
+                dataset = service.distribute(
+                    dataset, config.data_service, job_name=service.job_name(model_dir, step, pipeline)
+                ).prefetch(data.AUTOTUNE)
+            return dataset
 
         if strategy.num_replicas_in_sync > 1:
             return strategy.distribute_datasets_from_function(dataset_fn)
