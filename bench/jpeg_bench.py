@@ -198,7 +198,7 @@ def parse_contender(name):
             settings["crops_only"] = True
             continue
         if kind != "fast":
-            raise ValueError(f"contender {kind!r} takes no options but package:crops, got {name!r}")
+            raise ValueError(f"contender {kind!r} takes no options (package takes 'crops'), got {name!r}")
         if option == "noaa":
             settings["antialias"] = False
         elif option == "batched":
