@@ -13,7 +13,10 @@ Contenders:
              importable), two views per image, stacked into batches as the DataLoader
              collates them.
   package    `simsiam_tf.data.load_source("folder")` + `make_pretrain_dataset` with
-             `TwoViewAugment(224)`, the ImageNet recipe of flags/imagenet_resnet50.cfg.
+             `TwoViewAugment(224)`, the ImageNet recipe of flags/imagenet_resnet50.cfg:
+             what users get (at 224 px the folder takes the per-image path from the
+             files: header windows, one partial decode, per-image photometric ops).
+             package:crops stops at the uint8 crops (`photometric_on_host=False`).
   fast       JPEG crop windows from the header and partial decodes
              (`simsiam_tf.jpeg.random_view_crops`), then the package's colour,
              grayscale and blur ops per image, only those each view drew
@@ -89,12 +92,14 @@ def _tf_one_core():
     return tf
 
 
-def package_dataset(data_dir, batch, image_size, seed):
-    """Our folder source and pretraining pipeline, the ImageNet recipe."""
+def package_dataset(data_dir, batch, image_size, seed, crops_only=False):
+    """Our folder source and pretraining pipeline, the ImageNet recipe; `crops_only`: uint8 crops, no photometric ops."""
     from simsiam_tf import augment, data
 
     source = data.load_source("folder", data_dir=data_dir, image_size=image_size)
-    return data.make_pretrain_dataset(source, batch, augment.TwoViewAugment(image_size), seed=seed)
+    return data.make_pretrain_dataset(
+        source, batch, augment.TwoViewAugment(image_size), seed=seed, photometric_on_host=not crops_only
+    )
 
 
 def fast_dataset(paths, batch, image_size, seed, mode="union", antialias=True, batched=False, crops_only=False):
@@ -189,8 +194,11 @@ def parse_contender(name):
         raise ValueError(f"unknown contender {name!r}: expected one of {CONTENDERS} or fast:OPTION[:OPTION...]")
     settings = {}
     for option in options:
+        if kind == "package" and option == "crops":
+            settings["crops_only"] = True
+            continue
         if kind != "fast":
-            raise ValueError(f"contender {kind!r} takes no options, got {name!r}")
+            raise ValueError(f"contender {kind!r} takes no options (package takes 'crops'), got {name!r}")
         if option == "noaa":
             settings["antialias"] = False
         elif option == "batched":
@@ -216,7 +224,8 @@ def serve(name, data_dir, batch, image_size, seed, core):
     else:
         tf = _tf_one_core()
         if kind == "package":
-            contender = _TFContender(lambda: package_dataset(data_dir, batch, image_size, seed), batch, image_size)
+            contender = _TFContender(lambda: package_dataset(data_dir, batch, image_size, seed, **settings), batch,
+                                     image_size)
         else:
             contender = _TFContender(lambda: fast_dataset(paths, batch, image_size, seed, **settings), batch, image_size)
         info["tf_threads"] = [tf.config.threading.get_intra_op_parallelism_threads(),

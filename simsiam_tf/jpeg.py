@@ -90,6 +90,27 @@ def _cut(image, window, origin):
     return image[top : top + window[2], left : left + window[3]]
 
 
+def views_of_image(image, windows, size, flip=None, origin=None, antialias=True):
+    """uint8 `[V, size, size, 3]`: each window of `windows` `[V, 4]` cut from `image`, resized, mirrored where `flip`.
+
+    `image` holds the pixels from `origin` (top, left; default the image's corner) on,
+    so a partial decode serves as well as a full one.
+    """
+    windows = tf.cast(windows, tf.int32)
+    num_views = windows.shape[0]
+    if num_views is None:
+        raise ValueError("the number of windows must be static")
+    if origin is None:
+        origin = tf.zeros([2], tf.int32)
+    views = []
+    for v in range(num_views):
+        view = _resize(_cut(image, windows[v], origin), size, antialias)
+        if flip is not None:
+            view = tf.cond(flip[v], lambda view=view: tf.reverse(view, axis=[1]), lambda view=view: view)
+        views.append(view)
+    return tf.stack(views)
+
+
 def decode_views(contents, windows, size, flip=None, mode="union", antialias=True):
     """uint8 `[V, size, size, 3]`: each window of `windows` `[V, 4]` decoded, resized and (where `flip`) mirrored.
 
@@ -103,26 +124,21 @@ def decode_views(contents, windows, size, flip=None, mode="union", antialias=Tru
     if mode not in DECODE_MODES:
         raise ValueError(f"mode must be one of {DECODE_MODES}, got {mode!r}")
     windows = tf.cast(windows, tf.int32)
-    num_views = windows.shape[0]
-    if num_views is None:
+    if windows.shape[0] is None:
         raise ValueError("decode_views needs a static number of windows")
     if mode == "per_view":
-        crops = [decode_window(contents, windows[v]) for v in range(num_views)]
-    else:
-        if mode == "union":
-            origin = union_window(windows)
-            image = decode_window(contents, origin)
-        else:
-            origin = tf.zeros([2], tf.int32)
-            image = tf.io.decode_jpeg(contents, channels=3)
-        crops = [_cut(image, windows[v], origin) for v in range(num_views)]
-    views = []
-    for v, crop in enumerate(crops):
-        view = _resize(crop, size, antialias)
-        if flip is not None:
-            view = tf.cond(flip[v], lambda view=view: tf.reverse(view, axis=[1]), lambda view=view: view)
-        views.append(view)
-    return tf.stack(views)
+        views = [
+            views_of_image(decode_window(contents, windows[v]), windows[v : v + 1], size, None, windows[v, :2], antialias)
+            for v in range(windows.shape[0])
+        ]
+        views = tf.concat(views, axis=0)
+        if flip is None:
+            return views
+        return tf.where(flip[:, None, None, None], tf.reverse(views, axis=[2]), views)
+    if mode == "union":
+        origin = union_window(windows)
+        return views_of_image(decode_window(contents, origin), windows, size, flip, origin[:2], antialias)
+    return views_of_image(tf.io.decode_jpeg(contents, channels=3), windows, size, flip, None, antialias)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -138,3 +154,43 @@ def random_view_crops(contents, seed, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 
     windows = crop_windows(contents, window_seed, num_views, scale, ratio)
     flip = tf.random.stateless_uniform([num_views], flip_seed) < flip_prob
     return decode_views(contents, windows, size, flip, mode, antialias)
+
+
+def is_jpeg(contents):
+    """True (a bool scalar) when `contents` starts with the JPEG start-of-image marker."""
+    return tf.equal(tf.strings.substr(contents, 0, 3), b"\xff\xd8\xff")
+
+
+def decode_image(contents):
+    """uint8 `[H, W, 3]` of any encoded image `tf.io.decode_image` reads (grayscale and RGBA become RGB)."""
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+@tf.autograph.experimental.do_not_convert
+def encoded_view_crops(contents, seed, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.5, num_views=2,
+                       antialias=True):
+    """`random_view_crops` of any encoded image: uint8 `[num_views, size, size, 3]`, cut from the original.
+
+    JPEGs draw their windows from the header and decode only the box holding them
+    ("union"); other formats (PNG, ...) decode whole, once, and the windows come from
+    the decoded size. Both take the same draws, so the same picture stored either way
+    gets the same windows and flips.
+    """
+    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(_seed_tensor(seed), 2))
+    flip = tf.random.stateless_uniform([num_views], flip_seed) < flip_prob
+
+    def from_jpeg():
+        windows = crop_windows(contents, window_seed, num_views, scale, ratio)
+        return decode_views(contents, windows, size, flip, "union", antialias)
+
+    def from_other():
+        image = decode_image(contents)
+        shape = tf.shape(image)
+        top, left, crop_h, crop_w = augment.crop_boxes(window_seed, num_views, shape[0], shape[1], scale, ratio)
+        windows = tf.cast(tf.stack([top, left, crop_h, crop_w], axis=1), tf.int32)
+        return views_of_image(image, windows, size, flip, None, antialias)
+
+    views = tf.cond(is_jpeg(contents), from_jpeg, from_other)
+    return tf.ensure_shape(views, [num_views, size, size, 3])

@@ -161,6 +161,9 @@ def test_jpeg_contender_names_are_checked(bench_modules):
     finally:
         sys.path.remove(BENCH)
     assert jpeg_bench.parse_contender("fast:full:noaa") == ("fast", {"mode": "full", "antialias": False})
+    assert jpeg_bench.parse_contender("package:crops") == ("package", {"crops_only": True})
+    with pytest.raises(ValueError, match="takes no options"):
+        jpeg_bench.parse_contender("reference:crops")
     with pytest.raises(ValueError, match="unknown option 'fastest'"):
         jpeg_bench.parse_contender("fast:fastest")
     with pytest.raises(ValueError, match="unknown contender"):

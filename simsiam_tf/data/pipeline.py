@@ -7,6 +7,7 @@ for batch layout over replicas and for seed streams serve `pairs` and `tiles` to
 import tensorflow as tf
 
 from simsiam_tf import augment as augment_lib
+from simsiam_tf import jpeg, per_image
 from simsiam_tf.data.sources import AUTOTUNE, map_ordered
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -59,7 +60,8 @@ _NO_END = 2**62
 
 
 def _stream(
-    source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn, buffer
+    source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn, buffer,
+    decode=None,
 ):
     """The batches this input pipeline feeds, as `(chunk, images, labels)`, deterministic in the seed.
 
@@ -71,26 +73,28 @@ def _stream(
     Streamed sources are sharded per input pipeline and shuffled per epoch with a seed
     of that epoch (stored in several files, `Source.epoch_records`, their files are
     read in an order of that epoch too, then shuffled); a resumed stream skips into its
-    epoch. `element_fn(chunk, k, image)`
-    runs per image before batching (for images of varying size).
+    epoch. `element_fn(chunk, k, image)` runs per image before batching (for images of
+    varying size). `decode` replaces the source's own (e.g. its `read`, to hand
+    `element_fn` the encoded files).
     """
+    decode = decode or source.decode
     start_chunk = start_step * replicas_here
     if source.random_access:
         indices = _chunk_indices(source, global_batch_size, batch, replicas_here, first_replica, seed)
         # A range, not Dataset.counter: the tf.data service splits a range by element (data/service.py).
         chunks = map_ordered(tf.data.Dataset.range(start_chunk, _NO_END), indices, parallel=False)
-        if source.decode is None and element_fn is None:
+        if decode is None and element_fn is None:
             images, labels = source.records
             return map_ordered(chunks, lambda chunk, index: (chunk, tf.gather(images, index), tf.gather(labels, index)))
         elements = map_ordered(chunks, lambda chunk, index: (tf.fill([batch], chunk), tf.range(batch), index), False).unbatch()
         records = source.records
-        decode = source.decode or (lambda image, label: (image, label))
+        decode = decode or (lambda image, label: (image, label))
         elements = map_ordered(
             elements, lambda chunk, k, index: (chunk, k) + tuple(decode(*[tf.gather(r, index) for r in records]))
         )
     else:
         records = source.dataset if source.records is None else source.records
-        decode = source.decode or (lambda image, label: (image, label))
+        decode = decode or (lambda image, label: (image, label))
         n = source.num_examples
         pipelines, pipeline = 1, 0
         if input_context is not None and input_context.num_input_pipelines > 1:
@@ -146,10 +150,28 @@ def _chunk_seed(base, replicas_here, first_replica):
     return seed_of
 
 
+# Views at least this large are cut from the image files one image at a time even when
+# every image has one size: partial JPEG decodes and the per-image photometric ops cost
+# less than decoding whole images and augmenting the batch (bench/RESULTS.md, 224 px).
+PER_IMAGE_MIN_SIZE = 65
+
+
+def _from_files(source, augment):
+    """Whether the pretraining views are cut from `source`'s files one image at a time."""
+    if source.read is None or not isinstance(augment, augment_lib.TwoViewAugment):
+        return False
+    return source.image_shape is None or augment.image_size >= PER_IMAGE_MIN_SIZE
+
+
+def _to_uint8(images):
+    return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
+
+
 def make_pretrain_dataset(
-    source, global_batch_size, augment, seed=0, start_step=0, input_context=None, shuffle_buffer=None
+    source, global_batch_size, augment, seed=0, start_step=0, input_context=None, shuffle_buffer=None,
+    photometric_on_host=True,
 ):
-    """Infinite stream of SimSiam batches `(view1, view2)`, each float32 `[b, S, S, 3]`.
+    """Infinite stream of SimSiam batches `(view1, view2)`, each float32 `[b, S, S, 3]` in [0, 1].
 
     Reshuffled every epoch (drop-remainder epochs of `num_examples // global_batch_size`
     steps) and deterministic in (seed, step): starting at `start_step` gives the same
@@ -163,14 +185,49 @@ def make_pretrain_dataset(
         `appearance` stages (the crop runs per image before batching).
     shuffle_buffer: buffer of streamed (large TFDS) sources; default
         min(num_examples, 10000). Random-access sources shuffle exactly.
+    photometric_on_host: False stops after the geometric stage (random resized crop
+        and flip) and yields uint8 `[b, S, S, 3]` views, for a train step that runs the
+        colour jitter, grayscale and blur itself (`augment.appearance` in the step);
+        the augment needs a separate `crop` stage.
+
+    Image folders (`Source.read`) whose sizes vary, and any folder at view sizes of
+    `PER_IMAGE_MIN_SIZE` px and more, take a per-image path from the files: JPEGs get
+    their crop windows from the header and one partial decode for both views, other
+    formats one full decode; each window is cut from the original, resized
+    (antialiased where it shrinks) to uint8, then the photometric ops run per image
+    (`simsiam_tf.per_image.appearance`). Other sources of varying size decode each
+    image and crop it with `augment.crop`; sources of one size augment whole batches.
     """
     if start_step < 0:
         raise ValueError(f"start_step must be non-negative, got {start_step}")
     batch, replicas_here, first_replica = layout(global_batch_size, input_context)
     seed_of = _chunk_seed(stream_seed(seed, 2), replicas_here, first_replica)
+    if not photometric_on_host and not hasattr(augment, "crop"):
+        raise TypeError(
+            "photometric_on_host=False needs an augment with a separate crop() stage "
+            "(use simsiam_tf.augment.TwoViewAugment)"
+        )
 
-    element_fn = None
-    if source.image_shape is None:
+    element_fn, decode = None, None
+    if _from_files(source, augment):
+        decode = source.read
+
+        def element_fn(chunk, k, contents):
+            crop_seed, first, second = tf.unstack(
+                tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 3)
+            )
+            crops = jpeg.encoded_view_crops(
+                contents, crop_seed, augment.image_size, augment.crop_scale, augment.crop_ratio, augment.flip_prob
+            )
+            if not photometric_on_host:
+                return crops
+            return tf.stack([per_image.appearance(crops[0], first, augment),
+                             per_image.appearance(crops[1], second, augment)])
+
+        def views(chunk, crops, labels):
+            return crops[:, 0], crops[:, 1]
+
+    elif source.image_shape is None:
         if not (hasattr(augment, "crop") and hasattr(augment, "appearance")):
             raise TypeError(
                 f"{source.name!r} has images of varying size; its augment needs separate crop() and appearance() "
@@ -179,21 +236,30 @@ def make_pretrain_dataset(
 
         def element_fn(chunk, k, image):
             first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 2))
-            return tf.stack([augment.crop(image, first), augment.crop(image, second)])
+            crops = tf.stack([augment.crop(image, first), augment.crop(image, second)])
+            return crops if photometric_on_host else _to_uint8(crops)
 
         def views(chunk, crops, labels):
+            if not photometric_on_host:
+                return crops[:, 0], crops[:, 1]
             first, second = tf.unstack(tf.random.experimental.stateless_split(seed_of(chunk), 2))
             return augment.appearance(crops[:, 0], first), augment.appearance(crops[:, 1], second)
 
-    else:
+    elif photometric_on_host:
 
         def views(chunk, images, labels):
             return tuple(augment(images, seed_of(chunk)))
 
+    else:
+
+        def views(chunk, images, labels):
+            first, second = tf.unstack(tf.random.experimental.stateless_split(seed_of(chunk), 2))
+            return _to_uint8(augment.crop(images, first)), _to_uint8(augment.crop(images, second))
+
     buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
     stream = _stream(
         source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn,
-        buffer,
+        buffer, decode,
     )
     return map_ordered(stream, views).prefetch(AUTOTUNE)
 

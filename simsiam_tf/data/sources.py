@@ -50,6 +50,9 @@ class Source:
         gives the elements of `records` with the files read in an order drawn from
         the stateless `seed` [2]; the pipelines pass a seed of (seed, epoch), so the
         file order changes every epoch and a resumed run reads the same one.
+    read: for sources of image files (folders): `read(*record)` gives
+        `(encoded bytes, label)`, so the pretraining pipeline can cut its crops from
+        the file itself (JPEG windows drawn from the header, partial decodes).
     """
 
     dataset: tf.data.Dataset
@@ -61,6 +64,7 @@ class Source:
     records: Any = None
     decode: Optional[Callable] = None
     epoch_records: Optional[Callable] = None
+    read: Optional[Callable] = None
 
     @property
     def labelled(self):
@@ -71,7 +75,7 @@ class Source:
         return isinstance(self.records, tuple)
 
 
-def table_source(records, decode, num_classes, image_shape, class_names, name):
+def table_source(records, decode, num_classes, image_shape, class_names, name, read=None):
     records = tuple(tf.convert_to_tensor(r) for r in records)
     dataset = tf.data.Dataset.from_tensor_slices(records)
     if decode is not None:
@@ -85,6 +89,7 @@ def table_source(records, decode, num_classes, image_shape, class_names, name):
         name=name,
         records=records,
         decode=decode,
+        read=read,
     )
 
 
@@ -424,21 +429,21 @@ def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, 
         if not len(paths):
             raise ValueError(f"every image file in {root!r} is corrupt")
 
-    same_size = len(set(shapes)) == 1
-    image_shape = shapes[0] if same_size else (image_size, image_size, 3)
+    # Images of differing sizes keep their own: the pipelines crop (or, for evaluation,
+    # resize the short side and centre-crop) each one from the original.
+    image_shape = tuple(int(s) for s in shapes[0]) if len(set(shapes)) == 1 else None
+
+    def read(path, label):
+        return tf.io.read_file(path), label
 
     def decode(path, label):
         image = _read_image(path)
-        if not same_size:
-            image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-            image.set_shape([image_size, image_size, 3])
-        else:
+        if image_shape is not None:
             image.set_shape(image_shape)
         return image, label
 
     num_classes = len(class_names)
-    return table_source((paths, labels), decode, num_classes, tuple(int(s) for s in image_shape), class_names, "folder")
+    return table_source((paths, labels), decode, num_classes, image_shape, class_names, "folder", read=read)
 
 
 # --------------------------------------------------------------------------- load_source
@@ -463,8 +468,8 @@ def load_source(
         sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
         `split` (e.g. data_dir/train) is used when there is one. Anything else is a
         TFDS name (`split` and `data_dir` as `tfds.load`'s); grayscale becomes RGB.
-    image_size: side of the synthetic images; folder images of differing sizes are
-        resized to it at load (folders whose images share one size keep it).
+    image_size: side of the synthetic images (folder images keep their own size; the
+        pipelines crop and resize them).
     seed: generation seed of the synthetic set (its test split uses another stream);
         picks the subset when `num_examples` limits a folder.
     num_examples: use only this many examples (default all; synthetic: 5000 train,
