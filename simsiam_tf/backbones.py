@@ -7,10 +7,8 @@ to the global-average-pooled feature vector.
 """
 import keras
 import tensorflow as tf
-from absl import logging
 from keras import layers, ops
 
-from simsiam_tf import cpu as cpu_lib
 from simsiam_tf import distribute
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -140,8 +138,6 @@ class FusedBatchNormalization(layers.BatchNormalization):
 # is the faster one on larger feature maps.
 SMALL_MAP_POSITIONS = 64
 
-_warned_emulated = set()
-
 
 def small_map_grad_by_default(dtype_name):
     """Whether `Conv2D` computes small-map filter gradients as forward convolutions by default.
@@ -156,17 +152,6 @@ def small_map_grad_by_default(dtype_name):
     same kernels' structure; not measured separately).
     """
     return dtype_name in ("bfloat16", "float16")
-
-
-def warn_if_emulated_precision():
-    """Logs once per policy when the global mixed precision policy is emulated on this CPU."""
-    policy = keras.mixed_precision.global_policy().name
-    if policy != "mixed_bfloat16" or policy in _warned_emulated:
-        return
-    message = cpu_lib.emulated_precision_warning(policy, on_gpu=bool(tf.config.list_logical_devices("GPU")))
-    if message:
-        _warned_emulated.add(policy)
-        logging.warning(message)
 
 
 def _filter_grad_as_conv(x, dy, kernel_size, strides, padding):
@@ -396,7 +381,6 @@ def build_backbone(
     if name is None:
         name = arch + (_CIFAR_SUFFIX if cifar_stem else "")
 
-    warn_if_emulated_precision()
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = ImageNormalization(name="normalize")(inputs)
     if cifar_stem:

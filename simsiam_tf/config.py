@@ -158,8 +158,8 @@ class PretrainConfig:
     augment: AugmentConfig = AugmentConfig()
     method: str = "simsiam"
     batch_size: int = 128
-    epochs: int = 15
-    base_lr: float = 0.06
+    epochs: int = 4
+    base_lr: float = 0.3
     weight_decay: float = 5e-4
     momentum: float = 0.9
     warmup_epochs: float = 0.0

@@ -14,7 +14,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from simsiam_tf import cpu as cpu_lib
 from simsiam_tf.config import STRATEGIES
+
+# The 16-bit policies already warned about as emulated on this CPU (warn once per process).
+_warned_emulated = set()
 
 
 def _gpus():
@@ -109,13 +113,31 @@ def set_precision(policy):
     """Sets the global Keras dtype policy (float32, mixed_float16 or mixed_bfloat16).
 
     With mixed_float16, `Model.compile` wraps the optimizer in a `LossScaleOptimizer`
-    (dynamic loss scaling); the SimSiam train step scales its loss through it.
+    (dynamic loss scaling); the SimSiam train step scales its loss through it. Without a
+    GPU or TPU, a 16-bit policy whose arithmetic this CPU emulates (no `avx512_bf16`/AMX
+    for bfloat16, no `avx512_fp16` for float16, an `ONEDNN_MAX_CPU_ISA` cap below them, or
+    oneDNN off) logs a warning once per policy: such a run is several times slower than
+    float32 (`simsiam_tf.cpu.emulated_precision_warning`).
     """
     if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ValueError(f"precision must be float32, mixed_float16 or mixed_bfloat16; got {policy!r}")
-    if policy == "mixed_float16" and not _gpus():
-        logging.warning("mixed_float16 on a CPU is slow and gains nothing; mixed_bfloat16 is the CPU/TPU choice")
+    if policy != "float32" and policy not in _warned_emulated:
+        on_accelerator = _on_accelerator()
+        message = cpu_lib.emulated_precision_warning(policy, on_gpu=on_accelerator)
+        if not message and policy == "mixed_float16" and not on_accelerator:
+            message = (
+                "mixed_float16 is meant for GPUs; on a CPU use float32, or mixed_bfloat16 where the CPU has "
+                "native bfloat16 (avx512_bf16 or AMX)"
+            )
+        if message:
+            _warned_emulated.add(policy)
+            logging.warning("%s", message)
     keras.mixed_precision.set_global_policy(policy)
+
+
+def _on_accelerator():
+    """Whether a GPU or a local TPU is visible (physical devices: this starts no runtime)."""
+    return bool(_gpus() or tf.config.list_physical_devices("TPU"))
 
 
 def in_multi_worker_mode(strategy):

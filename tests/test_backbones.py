@@ -233,7 +233,7 @@ def _fake_host(monkeypatch, cpuinfo, environ=None):
     from simsiam_tf import cpu
 
     info = cpu.describe(cpuinfo, environ=environ or {}, machine="x86_64", threads=2)
-    monkeypatch.setattr(backbones.cpu_lib, "host", lambda: info)
+    monkeypatch.setattr(cpu, "host", lambda: info)
     return info
 
 
@@ -301,12 +301,15 @@ def test_forced_small_map_filter_gradient_in_float32_equals_the_keras_one():
 
 
 def test_mixed_bfloat16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
+    from simsiam_tf import distribute
+
     _fake_host(monkeypatch, _ZEN3_CPUINFO)
-    monkeypatch.setattr(backbones, "_warned_emulated", set())
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    monkeypatch.setattr(distribute, "_warned_emulated", set())
+    monkeypatch.setattr(distribute, "_on_accelerator", lambda: False)
     try:
         with caplog.at_level("WARNING"):
             for _ in range(2):
+                distribute.set_precision("mixed_bfloat16")
                 backbones.build_backbone("resnet18", cifar_stem=True, width_multiplier=0.125)
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -316,12 +319,30 @@ def test_mixed_bfloat16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, cap
 
 
 def test_mixed_bfloat16_on_a_cpu_with_native_bf16_does_not_warn(monkeypatch, caplog):
+    from simsiam_tf import distribute
+
     _fake_host(monkeypatch, _ZEN4_CPUINFO)
-    monkeypatch.setattr(backbones, "_warned_emulated", set())
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    monkeypatch.setattr(distribute, "_warned_emulated", set())
+    monkeypatch.setattr(distribute, "_on_accelerator", lambda: False)
     try:
         with caplog.at_level("WARNING"):
+            distribute.set_precision("mixed_bfloat16")
             backbones.build_backbone("resnet18", cifar_stem=True, width_multiplier=0.125)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert not [r for r in caplog.records if "emulated" in r.getMessage()]
+
+
+def test_mixed_float16_on_a_cpu_points_at_float32(monkeypatch, caplog):
+    from simsiam_tf import distribute
+
+    _fake_host(monkeypatch, _ZEN4_CPUINFO)
+    monkeypatch.setattr(distribute, "_warned_emulated", set())
+    monkeypatch.setattr(distribute, "_on_accelerator", lambda: False)
+    try:
+        with caplog.at_level("WARNING"):
+            distribute.set_precision("mixed_float16")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    warnings = [r.getMessage() for r in caplog.records if "float16" in r.getMessage()]
+    assert len(warnings) == 1 and "emulated" in warnings[0] and "--precision=float32" in warnings[0]

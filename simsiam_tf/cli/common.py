@@ -55,7 +55,9 @@ def define_runtime_flags(defaults=config_lib.RuntimeConfig()):
             "tf.distribute strategy; auto = mirrored when more than one GPU is visible, else default.")
     define("string", "tpu", defaults.tpu, "TPU address or name for --strategy=tpu ('local' for a TPU VM).")
     define("enum", "precision", defaults.precision, list(config_lib.PRECISIONS),
-            "Numeric precision of the model (mixed_bfloat16 for CPU/TPU, mixed_float16 for GPUs).")
+            "Numeric precision of the model: float32, mixed_bfloat16 (TPUs, A100/H100 GPUs, CPUs with native "
+            "bfloat16: avx512_bf16 or AMX; emulated and several times slower elsewhere, with a warning) or "
+            "mixed_float16 (GPUs).")
     define("bool", "jit_compile", defaults.jit_compile, "Compile the train step with XLA.")
     define("integer", "verbose", defaults.verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
 
