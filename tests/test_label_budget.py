@@ -228,8 +228,8 @@ def test_verify_cuts_only_the_training_pool(pretrained, tmp_path):
             "compare_pixels": False,
         },
     )
-    source = load_source("synthetic", split="train", image_size=16, seed=0, num_examples=200)
-    pools = verify.make_pools(cfg, source, None)
+    source, eval_source = verify.load_sources(cfg)
+    pools = verify.make_pools(cfg, source, eval_source)
     cut, budget = verify.apply_label_budget(cfg, pools)
     assert np.bincount(cut.train.labels).tolist() == [2] * source.num_classes
     assert set(cut.train.indices) <= set(pools.train.indices)
@@ -238,3 +238,30 @@ def test_verify_cuts_only_the_training_pool(pretrained, tmp_path):
     metrics = verify.run(cfg)
     assert metrics["label_budget"]["indices_sha256"] == budget.sha256
     assert metrics["label_budget"]["num_labelled"] == 2 * source.num_classes
+
+
+@pytest.mark.parametrize("tool", ["simsiam_tf.cli.linear", "simsiam_tf.cli.verify"])
+def test_cli_takes_the_budget_flags_and_rejects_both_at_once(tool, tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    common = [
+        sys.executable,
+        "-m",
+        tool,
+        f"--init_from={tmp_path / 'run'}",
+        f"--model_dir={tmp_path / 'out'}",
+        "--dry_run",
+    ]
+    ok = subprocess.run(common + ["--labels_per_class=10"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "--labels_per_class=10" in ok.stdout
+    both = subprocess.run(
+        common + ["--labels_per_class=10", "--label_fraction=0.1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert both.returncode == 2 and "give one of them" in both.stderr
