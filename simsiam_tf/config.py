@@ -402,10 +402,18 @@ class LinearConfig:
         return self
 
 
-def _check_label_budget(config):
-    from simsiam_tf.data.label_budget import check_budget_args
+def check_label_budget(labels_per_class, label_fraction):
+    """Raises ValueError unless at most one label budget is given and it is in range (see `data.label_budget`)."""
+    if labels_per_class is not None and label_fraction is not None:
+        raise ValueError("labels_per_class and label_fraction are two ways to set one label budget: give one of them")
+    if labels_per_class is not None and labels_per_class < 1:
+        raise ValueError(f"labels_per_class must be at least 1, got {labels_per_class}")
+    if label_fraction is not None and not 0.0 < label_fraction <= 1.0:
+        raise ValueError(f"label_fraction must lie in (0, 1], got {label_fraction}")
 
-    check_budget_args(config.labels_per_class, config.label_fraction)
+
+def _check_label_budget(config):
+    check_label_budget(config.labels_per_class, config.label_fraction)
 
 
 def _check_finetune(config):

@@ -21,6 +21,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from simsiam_tf import config
+
 # Stream id of the label-budget generator, apart from the streams of data order and augmentation.
 LABEL_BUDGET_STREAM = 11
 
@@ -68,12 +70,7 @@ class LabelBudget:
 
 def check_budget_args(labels_per_class, label_fraction):
     """Raises ValueError unless at most one budget is given and it is in range."""
-    if labels_per_class is not None and label_fraction is not None:
-        raise ValueError("labels_per_class and label_fraction are two ways to set one label budget: give one of them")
-    if labels_per_class is not None and labels_per_class < 1:
-        raise ValueError(f"labels_per_class must be at least 1, got {labels_per_class}")
-    if label_fraction is not None and not 0.0 < label_fraction <= 1.0:
-        raise ValueError(f"label_fraction must lie in (0, 1], got {label_fraction}")
+    config.check_label_budget(labels_per_class, label_fraction)
 
 
 def per_class_count(num_images, label_fraction):
