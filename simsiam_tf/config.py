@@ -371,6 +371,9 @@ class LinearConfig:
     cache_features: Optional[bool] = None
     compare_baselines: bool = True
     compare_random_init: bool = False
+    labels_per_class: Optional[int] = None
+    label_fraction: Optional[float] = None
+    finetune: bool = False
     eval_batch_size: int = 256
     checkpoint_every_steps: int = 500
     log_every_steps: int = 50
@@ -400,6 +403,9 @@ class LinearConfig:
             )
         if self.optimizer is not None:
             check_choice("optimizer", self.optimizer, PROBE_OPTIMIZERS)
+        _check_label_budget(self)
+        if self.finetune:
+            _check_finetune(self)
         if (self.batch_size is not None and self.batch_size < 1) or self.eval_batch_size < 1:
             raise ValueError(f"batch_size and eval_batch_size must be positive, got {self.batch_size} and {self.eval_batch_size}")
         _check_sgd(self)
@@ -412,6 +418,32 @@ class LinearConfig:
                 "model_dir, or its checkpoints would mix with those of the run it evaluates"
             )
         return self
+
+
+def check_label_budget(labels_per_class, label_fraction):
+    """Raises ValueError unless at most one label budget is given and it is in range (see `data.label_budget`)."""
+    if labels_per_class is not None and label_fraction is not None:
+        raise ValueError("labels_per_class and label_fraction are two ways to set one label budget: give one of them")
+    if labels_per_class is not None and labels_per_class < 1:
+        raise ValueError(f"labels_per_class must be at least 1, got {labels_per_class}")
+    if label_fraction is not None and not 0.0 < label_fraction <= 1.0:
+        raise ValueError(f"label_fraction must lie in (0, 1], got {label_fraction}")
+
+
+def _check_label_budget(config):
+    check_label_budget(config.labels_per_class, config.label_fraction)
+
+
+def _check_finetune(config):
+    if config.cache_features or config.standardize:
+        raise ValueError(
+            "finetune=true trains the encoder, so its features change every step: it cannot use cache_features or "
+            "standardize; leave them unset"
+        )
+    if config.augment is False:
+        raise ValueError("finetune=true trains on augmented crops (SimCLR/BYOL's protocol): leave augment unset or true")
+    if config.optimizer == "lars":
+        raise ValueError("finetune=true uses SGD with momentum (SimCLR/BYOL's protocol): set optimizer=sgd or leave it unset")
 
 
 def _inside(path, directory):
@@ -459,6 +491,8 @@ class VerifyConfig:
     num_val_pairs: int = 1000
     num_eval_pairs: int = 2000
     num_trials: int = 400
+    labels_per_class: Optional[int] = None
+    label_fraction: Optional[float] = None
     eval_batch_size: int = 256
     checkpoint_every_steps: int = 500
     log_every_steps: int = 50
@@ -467,6 +501,7 @@ class VerifyConfig:
         self.runtime.validate()
         self.data.validate()
         self.model.validate()
+        _check_label_budget(self)
         check_choice("head", self.head, VERIFY_HEADS)
         check_choice("mining", self.mining, MININGS)
         check_choice("distance", self.distance, DISTANCES)

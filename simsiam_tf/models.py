@@ -252,3 +252,26 @@ class LinearProbe(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
+
+
+class FineTunedClassifier(keras.Model):
+    """An encoder and a linear classifier trained together: the semi-supervised evaluation of SimCLR and BYOL.
+
+    Unlike `LinearProbe`, the encoder stays trainable and runs in the mode `fit` asks for,
+    so BatchNorm uses batch statistics (and updates its moving ones) while fine-tuning,
+    and inference uses the moving statistics. Same attributes as `LinearProbe`
+    (`encoder`, `classifier`, N(0, 0.01) weights); `model(images)` returns logits.
+    """
+
+    def __init__(self, encoder, num_classes, **kwargs):
+        from simsiam_tf.probe import build_linear_classifier
+
+        super().__init__(**kwargs)
+        encoder.trainable = True
+        self.encoder = encoder
+        self.num_classes = int(num_classes)
+        self.classifier = build_linear_classifier(self.num_classes, backbones.feature_dim(encoder))
+        self.built = True
+
+    def call(self, x, training=False):
+        return self.classifier(self.encoder(x, training=training))

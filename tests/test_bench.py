@@ -168,3 +168,24 @@ def test_jpeg_contender_names_are_checked(bench_modules):
         jpeg_bench.parse_contender("fast:fastest")
     with pytest.raises(ValueError, match="unknown contender"):
         jpeg_bench.parse_contender("dali")
+
+
+def test_real_digits_quick(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, BENCH)
+    try:
+        import real_digits
+    finally:
+        sys.path.remove(BENCH)
+    report = real_digits.main(["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    # the class folders hold sklearn's 1,797 digits, 80/20
+    counts = {split: sum(len(files) for _, _, files in os.walk(tmp_path / "digits" / split)) for split in ("train", "test")}
+    assert counts == {"train": 1437, "test": 360}
+    rows = [line for line in report["table"].splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 4 and rows[1].startswith("| SimSiam") and rows[3].startswith("| raw pixels")
+    assert report["table"] in out
+    assert all(cell != "-" for row in rows[1:] for cell in row.strip("| ").split(" | ")[1:])
+    assert report["stages"]["probe_10"]["label_budget"]["counts_per_class"] == {str(d): 10 for d in range(10)}
+    written = json.load(open(tmp_path / "real_digits.json"))
+    assert written["table"] == report["table"] and written["quick"] is True

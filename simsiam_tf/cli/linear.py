@@ -78,6 +78,17 @@ def define_flags():
                    "images at --image_size), written as random_init_top1/top5 and pixels_top1/top5.")
     common.define("bool", "compare_random_init", _D.compare_random_init,
                    "Also probe the same architecture at random init (implied by --compare_baselines).")
+    common.define("integer", "labels_per_class", _D.labels_per_class,
+                   "Label budget: train on this many labelled images of each class of the train split (drawn "
+                   "from --seed; recorded in metrics.json). Exclusive with --label_fraction.")
+    common.define("float", "label_fraction", _D.label_fraction,
+                   "Label budget: train on this fraction (0, 1] of each class's images (rounded, at least 1 per "
+                   "class; SimCLR/BYOL's 1% and 10% are 0.01 and 0.1). Exclusive with --labels_per_class.")
+    common.define("bool", "finetune", _D.finetune,
+                   "Fine-tune the whole encoder with the classifier (semi-supervised evaluation as SimCLR/BYOL, "
+                   "usually with a label budget): augmented crops, BatchNorm in training mode, SGD momentum "
+                   "--momentum without weight decay, one lr for all (SimCLR's base lr is 0.05). The check that "
+                   "the encoder is unchanged is skipped.")
     common.define("integer", "eval_batch_size", _D.eval_batch_size, "Batch size of feature extraction and evaluation.")
     common.group("run")
     common.define("integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end).")

@@ -5,8 +5,13 @@ frozen encoder on fresh random-resized crops. Cached features (no augmentation):
 encoder runs once over the training set and the classifier trains on those features.
 Either way the job ends with the reference's sanity check: every encoder variable,
 BatchNorm moving statistics included, must be bit-identical to what was loaded.
+With a label budget the classifier trains on a class-balanced subset of the train split
+(`data.label_budget`); with `finetune` the whole encoder trains with it (semi-supervised
+evaluation as SimCLR/BYOL: augmented crops, BatchNorm in training mode, SGD with
+momentum, no weight decay), and the sanity check, which would fail by design, is skipped.
 """
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -18,6 +23,7 @@ from absl import logging
 
 from simsiam_tf import baselines, batch_fit, data, distribute, models, monitor, optim, probe
 from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop
+from simsiam_tf.data import label_budget
 from simsiam_tf.runs import common
 
 RANDOM_INIT_SUBDIR = "random_init"
@@ -132,8 +138,9 @@ def schedule_line(config, num_train_examples):
         features = "cached, standardised features" if config.standardize else "cached raw features"
     else:
         features = "augmented crops" if config.augment else "the evaluation preprocessing, end to end"
+    job = "fine-tuning encoder + classifier" if config.finetune else "linear probe"
     return (
-        f"linear probe: batch {config.batch_size}, lr {lr:g} (base_lr {config.base_lr:g} x {config.batch_size} / 256), "
+        f"{job}: batch {config.batch_size}, lr {lr:g} (base_lr {config.base_lr:g} x {config.batch_size} / 256), "
         f"{steps} steps per epoch x {config.epochs} epochs = {steps * config.epochs} steps; "
         f"{config.optimizer} on {features}"
     )
@@ -155,7 +162,8 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
     # The cached-feature classifier trains as a plain Keras model on one device: the
     # encoder already ran, and a linear layer gains nothing from replicas.
     with contextlib.nullcontext() if cached else strategy.scope():
-        linear_probe = models.LinearProbe(encoder, num_classes)
+        make_model = models.FineTunedClassifier if config.finetune else models.LinearProbe
+        linear_probe = make_model(encoder, num_classes)
         optimizer = build_linear_optimizer(config, total_steps, steps_per_epoch)
         optimizer.build(linear_probe.trainable_variables)
     checkpoint = common.RunCheckpoint(run_dir, model=linear_probe, optimizer=optimizer)
@@ -252,6 +260,8 @@ def run(config):
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
     train_source, eval_source = _load_sources(config)
+    train_source, budget = apply_label_budget(config, train_source)
+    config = finetune_defaults(config)
     config, warnings = fit_to_data(config, train_source.num_examples)
     print(schedule_line(config, train_source.num_examples), flush=True)
 
@@ -259,7 +269,8 @@ def run(config):
     logging.info("probing the encoder of %s", prefix)
     loaded = snapshot(encoder)
     result = probe_encoder(config, strategy, encoder, train_source, eval_source, rt.model_dir)
-    check_unchanged(encoder, loaded, prefix)
+    if not config.finetune:
+        check_unchanged(encoder, loaded, prefix)
 
     metrics = {
         "init_from": prefix,
@@ -271,8 +282,11 @@ def run(config):
         "standardize": bool(config.standardize),
         "num_train_examples": train_source.num_examples,
         "num_classes": train_source.num_classes,
-        "sanity_check": "passed",
+        "finetune": config.finetune,
+        "sanity_check": FINETUNE_SANITY if config.finetune else "passed",
     }
+    if budget is not None:
+        metrics["label_budget"] = budget.describe()
     metrics.update(result)
     if config.compare_random_init or config.compare_baselines:
         with strategy.scope():
@@ -280,7 +294,8 @@ def run(config):
         initial = snapshot(random_encoder)
         baseline = probe_encoder(config, strategy, random_encoder, train_source, eval_source,
                                  os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR))
-        check_unchanged(random_encoder, initial, "its random initialisation")
+        if not config.finetune:
+            check_unchanged(random_encoder, initial, "its random initialisation")
         metrics.update(random_init_top1=baseline["top1"], random_init_top5=baseline["top5"])
     if config.compare_baselines:
         metrics.update(_probe_pixels(config, strategy, train_source, eval_source))
@@ -292,8 +307,41 @@ def run(config):
     return metrics
 
 
+FINETUNE_SANITY = "skipped: --finetune trains the encoder, so it is meant to change"
+
+
+def apply_label_budget(config, train_source):
+    """(train source, LabelBudget) under the config's label budget; (train source, None) without one."""
+    if config.labels_per_class is None and config.label_fraction is None:
+        return train_source, None
+    try:
+        budget = label_budget.draw_label_budget(
+            label_budget.source_labels(train_source), config.labels_per_class, config.label_fraction,
+            seed=config.runtime.seed,
+        )
+    except ValueError as err:
+        raise common.RunError(f"{config.data.train_split} split: {err}") from None
+    logging.info("%s", budget.summary())
+    print(budget.summary(), flush=True)
+    return label_budget.subset_source(train_source, budget.indices), budget
+
+
+def finetune_defaults(config):
+    """With `finetune`, the choices left at None set to the semi-supervised protocol (SGD, augmented crops)."""
+    if not config.finetune:
+        return config
+    chosen = {"optimizer": "sgd", "augment": True, "standardize": False, "cache_features": False}
+    return dataclasses.replace(config, **{k: v for k, v in chosen.items() if getattr(config, k) is None})
+
+
 def _probe_pixels(config, strategy, train_source, eval_source):
-    """The raw-pixel baseline through the same probe: pixels_top1/top5, or a note saying why there is none."""
+    """The raw-pixel baseline through the same probe: pixels_top1/top5, or a note saying why there is none.
+
+    With `finetune` there is no encoder to fine-tune: the pixels get the linear probe
+    (cached, standardised), the protocol a small set gets anyway.
+    """
+    if config.finetune:
+        config = dataclasses.replace(config, finetune=False, augment=False, cache_features=True, standardize=True)
     size = config.data.image_size
     note = baselines.pixel_baseline_note((size, size, 3))
     if note:
@@ -321,7 +369,16 @@ def summary(metrics):
         lines.append(
             f"raw pixels, same probe:       top-1 {metrics['pixels_top1']:.4f}  top-5 {metrics['pixels_top5']:.4f}"
         )
-    lines.append(f"sanity check: {metrics['sanity_check']} (the frozen encoder is bit-identical to {metrics['init_from']})")
+    if metrics.get("finetune"):
+        lines[0] = lines[0].replace("linear probe", "fine-tuned encoder + linear classifier")
+        lines.append(f"sanity check: {metrics['sanity_check']}")
+    else:
+        lines.append(
+            f"sanity check: {metrics['sanity_check']} (the frozen encoder is bit-identical to {metrics['init_from']})"
+        )
+    if "label_budget" in metrics:
+        b = metrics["label_budget"]
+        lines.append(f"label budget: {b['num_labelled']} labelled training images, seed {b['seed']}")
     lines += [f"note: {note}" for note in metrics.get("notes", [])]
     lines += [f"warning: {warning}" for warning in metrics.get("warnings", [])]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ figures can be recomputed), roc.png and verifier.keras. With `compare_random_ini
 same head is also trained on a random-init encoder in `model_dir/random_init/`, and
 metrics.json gets its figures as `random_init_*`.
 """
+import dataclasses
 import os
 import time
 
@@ -16,7 +17,7 @@ from absl import logging
 
 from simsiam_tf import baselines, distribute, pair_metrics
 from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
-from simsiam_tf.data import pairs
+from simsiam_tf.data import label_budget, pairs
 from simsiam_tf.runs import common
 from simsiam_tf.verification import (
     FIGURE_KEYS,
@@ -52,6 +53,27 @@ def make_pools(config, train_source, eval_source):
         )
     except ValueError as err:
         raise common.RunError(str(err)) from None
+
+
+def apply_label_budget(config, pools):
+    """(pools, LabelBudget): the training pool cut to the config's label budget; (pools, None) without one.
+
+    Only the training pool is cut: the validation images (threshold) and the evaluation
+    images stay as they are, so the figures stay comparable across budgets.
+    """
+    if config.labels_per_class is None and config.label_fraction is None:
+        return pools, None
+    train = pools.train
+    try:
+        budget = label_budget.draw_label_budget(
+            train.labels, config.labels_per_class, config.label_fraction, seed=config.runtime.seed
+        )
+        kept = pairs.check_pool(pairs.Pool(train.table, train.indices[budget.indices], "train"),
+                                " under the label budget; raise --labels_per_class or --label_fraction")
+    except ValueError as err:
+        raise common.RunError(str(err)) from None
+    logging.info("%s", budget.summary())
+    return dataclasses.replace(pools, train=kept), budget
 
 
 def make_plan(config, pools):
@@ -213,6 +235,7 @@ def run(config):
 
     train_source, eval_source = load_sources(config)
     pools = make_pools(config, train_source, eval_source)
+    pools, budget = apply_label_budget(config, pools)
     logging.info("pair pools: %s", pools.summary())
     plan = make_plan(config, pools)
 
@@ -229,6 +252,8 @@ def run(config):
         num_eval_pairs=int(plan.evaluation.labels.size),
         num_trials=config.num_trials,
     )
+    if budget is not None:
+        metrics["label_budget"] = budget.describe()
     if plan.notes:
         metrics["notes"] = plan.notes
     if config.compare_pixels:
