@@ -170,6 +170,7 @@ def test_jpeg_contender_names_are_checked(bench_modules):
         jpeg_bench.parse_contender("dali")
 
 
+@pytest.mark.slow
 def test_real_digits_quick(tmp_path, capsys):
     pytest.importorskip("sklearn")
     sys.path.insert(0, BENCH)
