@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import finite
-from simsiam_tf.runs import common, lock
+from simsiam_tf import builders, finite
+from simsiam_tf import config as config_lib
+from simsiam_tf.runs import common, lock, pretrain
 
 STEPS = (1, 2, 3)
 
@@ -411,3 +412,17 @@ def test_a_failed_restart_or_start_changes_nothing(tiny_copy, tmp_path):
     assert missing_init.returncode == 1, missing_init.stderr[-3000:]
     assert "no checkpoint found at" in _error_line(missing_init)
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_end_of_pretraining_refuses_a_finite_encoder_that_embeds_every_image_alike():
+    config = config_lib.replace(config_lib.PretrainConfig(), **{
+        "data.num_train_examples": 32, "data.image_size": 16, "model.width_multiplier": 0.0625})
+    encoder = builders.build_encoder(config.model, tf.distribute.get_strategy(), 0)
+    source = builders.load_train_source(config)
+    assert pretrain.check_encoder_alive(config, encoder, source) > 0.01
+    # What --base_lr=1e6 did to the BatchNorm moving variances, short of inf: every image maps to beta.
+    for variable in encoder.weights:
+        if variable.path.endswith("moving_variance"):
+            variable.assign(np.full(variable.shape, 1e30, np.float32))
+    with pytest.raises(common.DeadEncoderError, match="gives the same embedding for every evaluation image"):
+        pretrain.check_encoder_alive(config, encoder, source)
