@@ -49,14 +49,18 @@ def score_index_pairs(verifier, embeddings, rows_first, rows_second, chunk=8192)
     return np.concatenate(out) if out else np.zeros([0], np.float32)
 
 
-def score_plan(verifier, table, plan, image_size, batch_size=256, crop_fraction=1.0):
-    """Scores of the plan's validation pairs, evaluation pairs and trials; every image embedded once."""
+def embed_plan(verifier, table, plan, image_size, batch_size=256, crop_fraction=1.0):
+    """(sorted image indices, their embeddings): every image of the plan's pairs and trials, embedded once."""
     groups = [plan.validation.first, plan.validation.second, plan.evaluation.first, plan.evaluation.second]
     for trial in plan.trials.values():
         if trial is not None:
             groups += [trial[0], trial[1].ravel()]
     unique = np.unique(np.concatenate(groups))
-    embeddings = embed_images(verifier, table, unique, image_size, batch_size, crop_fraction)
+    return unique, embed_images(verifier, table, unique, image_size, batch_size, crop_fraction)
+
+
+def score_embedded(verifier, unique, embeddings, plan):
+    """Scores of the plan's validation pairs, evaluation pairs and trials from `embed_plan`'s embeddings."""
 
     def row(indices):
         return np.searchsorted(unique, indices)
@@ -73,6 +77,12 @@ def score_plan(verifier, table, plan, image_size, batch_size=256, crop_fraction=
         scores = score_index_pairs(verifier, embeddings, q, row(candidates.ravel()))
         out[f"one_shot_{n}way_scores"] = scores.reshape(candidates.shape)
     return out
+
+
+def score_plan(verifier, table, plan, image_size, batch_size=256, crop_fraction=1.0):
+    """Scores of the plan's validation pairs, evaluation pairs and trials; every image embedded once."""
+    unique, embeddings = embed_plan(verifier, table, plan, image_size, batch_size, crop_fraction)
+    return score_embedded(verifier, unique, embeddings, plan)
 
 
 def decision_threshold(val_labels, val_scores):

@@ -1,15 +1,27 @@
-"""Faults injected into real checkpoints: damaged files, NaN state, concurrent runs."""
+"""Faults injected into real runs: damaged checkpoints, NaN state, divergence, concurrent runs, kills, bad restarts.
+
+The first part injects them into checkpoints written by a tiny Keras model; the second
+through the command-line tools on the tiny SimSiam run of the fault reports.
+"""
 
 import glob
+import json
 import logging
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from simsiam_tf.runs import common, lock
+from simsiam_tf import builders, finite
+from simsiam_tf import config as config_lib
+from simsiam_tf.runs import common, lock, pretrain
 
 STEPS = (1, 2, 3)
 
@@ -222,3 +234,195 @@ def test_a_second_run_on_a_locked_directory_fails_before_touching_its_checkpoint
     ):
         common.RunCheckpoint(run_dir, model=_build()[0]).save(99)
     assert sorted(os.listdir(os.path.join(run_dir, common.CHECKPOINT_SUBDIR))) == before
+
+
+# --------------------------------------------------------------------------- through the command-line tools
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tiny run of the fault reports: 32 synthetic 16 px images, 4 steps per epoch.
+T = [
+    "--dataset=synthetic", "--num_train_examples=32", "--num_eval_examples=32", "--image_size=16",
+    "--backbone=resnet18_cifar", "--width_multiplier=0.0625", "--dim=32", "--pred_dim=16", "--batch_size=8",
+    "--epochs=2", "--evaluate=false", "--export=false", "--checkpoint_every_steps=1", "--verbose=0",
+]
+T_STEPS = 8
+
+
+def _start(module, *args):
+    return subprocess.Popen(
+        [sys.executable, "-m", f"simsiam_tf.cli.{module}", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+    )
+
+
+def _finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _tool(module, *args):
+    return _finish(_start(module, *args))
+
+
+def _error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert lines, result.stderr[-3000:]
+    return lines[-1]
+
+
+def _non_finite_checkpoints(run_dir):
+    """{checkpoint name: names of its NaN/inf tensors} of every checkpoint left in `run_dir`."""
+    return {os.path.basename(p): finite.checkpoint_non_finite(p)
+            for p in common.checkpoint_prefixes(os.path.join(run_dir, common.CHECKPOINT_SUBDIR))}
+
+
+def _tensors(prefix):
+    reader = tf.train.load_checkpoint(prefix)
+    return {key: reader.get_tensor(key) for key, dtype in reader.get_variable_to_dtype_map().items()
+            if dtype.is_floating and key.startswith(("model/", "optimizer/"))}
+
+
+def _assert_same_weights(prefix, reference_prefix):
+    got, want = _tensors(prefix), _tensors(reference_prefix)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def _files(directory):
+    """{relative path: bytes} of every file under `directory`."""
+    out = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                out[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny run, uninterrupted: checkpoints 6, 7 and 8 (the last three) and its flags.cfg."""
+    run_dir = str(tmp_path_factory.mktemp("tiny") / "run")
+    result = _tool("pretrain", *T, f"--model_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [os.path.basename(p) for p in common.checkpoint_prefixes(os.path.join(run_dir, "checkpoints"))] == [
+        "ckpt-8", "ckpt-7", "ckpt-6"]
+    return run_dir
+
+
+@pytest.fixture
+def tiny_copy(tiny_run, tmp_path):
+    copy = str(tmp_path / "run")
+    shutil.copytree(tiny_run, copy)
+    return copy
+
+
+@pytest.mark.slow
+def test_divergence_exits_1_and_leaves_no_non_finite_checkpoint(tmp_path):
+    nan_dir, huge_dir = str(tmp_path / "nan_wd"), str(tmp_path / "huge_lr")
+    nan_wd = _start("pretrain", *T, f"--model_dir={nan_dir}", "--weight_decay=nan")
+    huge_lr = _start("pretrain", *T, f"--model_dir={huge_dir}", "--base_lr=1e6", "--epochs=3")
+    for result, run_dir in ((_finish(nan_wd), nan_dir), (_finish(huge_lr), huge_dir)):
+        assert result.returncode == 1, result.stderr[-3000:]
+        message = _error_line(result)
+        assert "NaN/inf" in message and "--base_lr" in message
+        left = _non_finite_checkpoints(run_dir)
+        assert all(not bad for bad in left.values()), left
+        assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+        # the message names the checkpoint a restart resumes from, and it is a finite one
+        if left:
+            newest = common.checkpoint_prefixes(os.path.join(run_dir, "checkpoints"))[0]
+            assert f"the newest finite checkpoint is {newest}, and a restart resumes from it" in message
+        else:
+            assert "there is no finite checkpoint" in message and "a restart starts afresh" in message
+
+
+@pytest.mark.slow
+def test_pretrain_resumes_from_the_previous_checkpoint_when_the_latest_is_damaged(tiny_copy, tiny_run):
+    damaged = _truncate_data(_prefix(tiny_copy, T_STEPS))
+    result = _tool("pretrain", *T, f"--model_dir={tiny_copy}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skipping the damaged checkpoint {_prefix(tiny_copy, T_STEPS)}" in result.stderr
+    assert damaged in result.stderr
+    assert f"restored the older checkpoint {_prefix(tiny_copy, T_STEPS - 1)}" in result.stderr
+    assert "Traceback" not in result.stderr
+    # step 8 trained again from checkpoint 7: the weights of the uninterrupted run
+    _assert_same_weights(_prefix(tiny_copy, T_STEPS), _prefix(tiny_run, T_STEPS))
+
+
+@pytest.mark.slow
+def test_linear_and_export_read_the_previous_checkpoint_when_the_latest_is_damaged(tiny_run, tmp_path):
+    for_linear, for_export = str(tmp_path / "for_linear"), str(tmp_path / "for_export")
+    shutil.copytree(tiny_run, for_linear)
+    shutil.copytree(tiny_run, for_export)
+    damaged_index = _truncate_index(_prefix(for_linear, T_STEPS))
+    zeroed_data = _zero_middle_of_data(_prefix(for_export, T_STEPS))
+    linear = _start("linear", f"--init_from={for_linear}", f"--model_dir={tmp_path / 'linear'}", "--epochs=1",
+                    "--compare_baselines=false", "--verbose=0")
+    exported = _finish(_start("export", f"--model_dir={for_export}"))
+    linear = _finish(linear)
+
+    assert linear.returncode == 0, linear.stderr[-3000:]
+    assert f"skipping the damaged checkpoint {_prefix(for_linear, T_STEPS)}" in linear.stderr
+    assert damaged_index in linear.stderr and "Traceback" not in linear.stderr
+    metrics = json.loads((tmp_path / "linear" / "metrics.json").read_text())
+    assert metrics["init_from"] == _prefix(for_linear, T_STEPS - 1)
+
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert zeroed_data in exported.stderr and "DataLossError" in exported.stderr
+    assert f"({_prefix(for_export, T_STEPS - 1)})" in exported.stdout
+    assert os.path.isdir(os.path.join(for_export, "export", "saved_model"))
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_directory_exits_1_at_once_naming_the_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = _start("pretrain", *T, f"--model_dir={run_dir}", "--epochs=1000")
+    try:
+        deadline = time.time() + 300
+        while not (run_dir / lock.LOCK_FILE).exists() or not (run_dir / lock.LOCK_FILE).read_text().strip():
+            assert holder.poll() is None, holder.communicate()[1][-3000:]
+            assert time.time() < deadline, "the first run never took the lock"
+            time.sleep(0.2)
+        second = _tool("pretrain", *T, f"--model_dir={run_dir}", "--epochs=1000")
+        assert holder.poll() is None
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert second.returncode == 1, second.stderr[-3000:]
+    message = _error_line(second)
+    assert f"the run directory {run_dir} is in use by pid {holder.pid} on host {socket.gethostname()}" in message
+    assert "another --model_dir" in message
+
+
+@pytest.mark.slow
+def test_a_failed_restart_or_start_changes_nothing(tiny_copy, tmp_path):
+    before = _files(tiny_copy)
+    new_dir = tmp_path / "outputs" / "new"
+    other_width = _start("pretrain", *T, f"--model_dir={tiny_copy}", "--width_multiplier=0.125")
+    missing_init = _start("pretrain", *T, f"--model_dir={new_dir}", f"--init_from={tmp_path / 'missing'}")
+    other_width, missing_init = _finish(other_width), _finish(missing_init)
+
+    assert other_width.returncode == 1, other_width.stderr[-3000:]
+    message = _error_line(other_width)
+    assert "--width_multiplier=0.0625" in message and "--width_multiplier=0.125" in message
+    assert f"--flagfile={os.path.join(tiny_copy, 'flags.cfg')}" in message and "new --model_dir" in message
+    assert _files(tiny_copy) == before  # flags.cfg byte-identical, and every other file too
+
+    assert missing_init.returncode == 1, missing_init.stderr[-3000:]
+    assert "no checkpoint found at" in _error_line(missing_init)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_the_end_of_pretraining_refuses_a_finite_encoder_that_embeds_every_image_alike():
+    config = config_lib.replace(config_lib.PretrainConfig(), **{
+        "data.num_train_examples": 32, "data.image_size": 16, "model.width_multiplier": 0.0625})
+    encoder = builders.build_encoder(config.model, tf.distribute.get_strategy(), 0)
+    source = builders.load_train_source(config)
+    assert pretrain.check_encoder_alive(config, encoder, source) > 0.01
+    # What --base_lr=1e6 did to the BatchNorm moving variances, short of inf: every image maps to beta.
+    for variable in encoder.weights:
+        if variable.path.endswith("moving_variance"):
+            variable.assign(np.full(variable.shape, 1e30, np.float32))
+    with pytest.raises(common.DeadEncoderError, match="gives the same embedding for every evaluation image"):
+        pretrain.check_encoder_alive(config, encoder, source)

@@ -46,6 +46,24 @@ def test_a_record_left_behind_is_taken_over_with_a_warning(tmp_path, caplog):
     assert "taking over the lock" in caplog.text and "pid 999999 on host h1" in caplog.text
 
 
+def test_a_lock_file_removed_by_its_holder_is_never_locked_twice(tmp_path):
+    holder = lock.RunLock(str(tmp_path), command="holder").acquire()
+    waiter = lock.RunLock(str(tmp_path), command="waiter")
+    stale_fd = os.open(waiter.path, os.O_RDWR)  # opened while the holder still had the file
+    try:
+        holder.remove_file()
+        holder.release()
+        assert not os.path.exists(waiter.path)
+        # the waiter gets the flock of the removed file, sees that the path no longer names it
+        assert waiter._lock_open_file(stale_fd) is lock._REMOVED
+    finally:
+        os.close(stale_fd)
+    with waiter:
+        assert json.loads((tmp_path / lock.LOCK_FILE).read_text())["command"] == "waiter"
+        with pytest.raises(common.RunError, match=r"\(waiter\)"):
+            lock.RunLock(str(tmp_path)).acquire()
+
+
 def test_object_store_paths_warn_that_they_cannot_lock(caplog):
     with caplog.at_level(logging.WARNING), lock.RunLock("gs://bucket/run") as held:
         assert held.held

@@ -131,17 +131,6 @@ def resolved_flags_text():
     return "\n".join(lines) + "\n"
 
 
-def write_flags_file(model_dir):
-    """Writes the resolved flags as a flagfile that repeats the run: --flagfile=<model_dir>/flags.cfg."""
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, flagfile.FLAGS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(resolved_flags_text())
-    os.replace(tmp, path)
-    return path
-
-
 def inherit_run_flags(init_from, names):
     """Sets each flag of `names` not given on the command line (or in a --flagfile) from the flags.cfg of the run at `init_from`.
 
@@ -301,14 +290,17 @@ def config_from_flags(config_cls, values=None):
 
 
 def run_tool(argv, config_cls, job, report=None, dry_run=None, write_flags=True, prepare=None, values=None):
-    """The main of every tool: flags -> config -> validate -> dry run or flags.cfg -> run -> report -> exit code.
+    """The main of every tool: flags -> config -> validate -> dry run, or run (which writes flags.cfg) -> report -> exit code.
 
     `job` names the module of `simsiam_tf.runs` whose `run(config)` does the work (imported
     only then: checking the flags needs no TensorFlow); `report(config, result)` prints
     its result. `prepare()` runs first (e.g. to fill flag defaults from another run);
     `values(flag_values)` maps a tool's own flag spellings to field values. `--dry_run`
-    prints the resolved flags, or calls `dry_run(config)`. A `RunError` ends the tool with
-    its exit code, another bad input (ValueError) with 1, invalid flags with 2.
+    prints the resolved flags, or calls `dry_run(config)`. With `write_flags` the job gets
+    the resolved flags as `run(config, flags_text=...)` and writes them as the run's
+    flags.cfg once it holds the run directory's lock and its checks passed, so a run that
+    fails to start leaves the flags.cfg of the run before it. A `RunError` ends the tool
+    with its exit code, another bad input (ValueError) with 1, invalid flags with 2.
     """
     if len(argv) > 1:
         fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
@@ -322,9 +314,8 @@ def run_tool(argv, config_cls, job, report=None, dry_run=None, write_flags=True,
             else:
                 dry_run(config)
             return 0
-        if write_flags:
-            write_flags_file(config.runtime.model_dir)
-        result = import_job(job).run(config)
+        run = import_job(job).run
+        result = run(config, flags_text=resolved_flags_text()) if write_flags else run(config)
     except RunError as err:
         _quiet_tensorflow_at_exit()
         fail(str(err), err.exit_code)

@@ -67,10 +67,15 @@ def _encoder(info):
     return builders.build_encoder(info.config.model, tf.distribute.get_strategy(), info.config.runtime.seed)
 
 
+# Each rebuilder returns (the checkpoint prefix read, the parts to export). The weights
+# come from the run directory, so a damaged or non-finite newest checkpoint is skipped
+# for the next older one, with a warning naming its file.
+
+
 def _rebuild_pretrain(info):
     model = builders.build_model(info.config, tf.distribute.get_strategy())
-    common.load_weights(info.checkpoint, what="SimSiam model", model=model)
-    return dict(encoder=model.backbone, projector=model.projector)
+    prefix = common.load_weights(info.model_dir, what="SimSiam model", model=model)
+    return prefix, dict(encoder=model.backbone, projector=model.projector)
 
 
 def _rebuild_linear(info):
@@ -79,21 +84,21 @@ def _rebuild_linear(info):
     if key not in shapes:
         raise common.RunError(f"{info.checkpoint!r} holds no linear classifier: is it a simsiam-linear run?")
     probe = models.LinearProbe(_encoder(info), shapes[key][0])
-    common.load_weights(info.checkpoint, what="linear probe", model=probe)
-    return dict(encoder=probe.encoder, classifier=probe.classifier)
+    prefix = common.load_weights(info.model_dir, what="linear probe", model=probe)
+    return prefix, dict(encoder=probe.encoder, classifier=probe.classifier)
 
 
 def _rebuild_verify(info):
     verifier = builders.build_verifier(info.config, _encoder(info), tf.distribute.get_strategy())
-    common.load_weights(info.checkpoint, what="pair verifier", model=verifier)
-    return dict(encoder=verifier.backbone, verifier=verifier)
+    prefix = common.load_weights(info.model_dir, what="pair verifier", model=verifier)
+    return prefix, dict(encoder=verifier.backbone, verifier=verifier)
 
 
 _REBUILDERS = {"pretrain": _rebuild_pretrain, "linear": _rebuild_linear, "verify": _rebuild_verify}
 
 
 def export_run(model_dir, output_dir=None, kind=None, config=None):
-    """Rebuilds a run's model, restores its latest checkpoint and exports it; returns output_dir.
+    """Rebuilds a run's model, restores its latest usable checkpoint and exports it; returns output_dir.
 
     Writes `<output_dir>/saved_model` and `<output_dir>/model.keras`; output_dir defaults
     to `<model_dir>/export`. The job (pretrain, linear or verify) and its settings come
@@ -101,17 +106,23 @@ def export_run(model_dir, output_dir=None, kind=None, config=None):
     in float32 whatever precision it trained in. Raises `RunError` naming the directory
     when it holds no checkpoint.
     """
-    info = inspect_run(model_dir, kind, config)
+    return _export(inspect_run(model_dir, kind, config), output_dir)[1]
+
+
+def _export(info, output_dir=None):
+    """(the RunInfo with the checkpoint actually read, output_dir) of exporting the run `info` describes."""
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        parts = _REBUILDERS[info.kind](info)
+        prefix, parts = _REBUILDERS[info.kind](info)
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    return export.export_models(
-        output_dir or os.path.join(model_dir, export.EXPORT_SUBDIR), image_size=info.image_size,
+    info = dataclasses.replace(info, checkpoint=prefix)
+    path = export.export_models(
+        output_dir or os.path.join(info.model_dir, export.EXPORT_SUBDIR), image_size=info.image_size,
         center_crop=info.center_crop, **parts,
     )
+    return info, path
 
 
 def output_dir_of(config):
@@ -120,9 +131,11 @@ def output_dir_of(config):
 
 
 def run(config):
-    """The `simsiam-export` job: exports the run `config.model_dir`; returns (RunInfo, output directory)."""
+    """The `simsiam-export` job: exports the run `config.model_dir`; returns (RunInfo, output directory).
+
+    The RunInfo names the checkpoint read: an older one when the newest is damaged.
+    """
     config.validate()
     # SavedModel writing logs a line per traced function at INFO.
     tf.get_logger().setLevel("WARNING")
-    info = inspect_run(config.model_dir, config.kind)
-    return info, export_run(config.model_dir, output_dir_of(config), kind=info.kind)
+    return _export(inspect_run(config.model_dir, config.kind), output_dir_of(config))

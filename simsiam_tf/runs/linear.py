@@ -24,7 +24,7 @@ from absl import logging
 from simsiam_tf import baselines, batch_fit, data, distribute, models, monitor, optim, probe
 from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop
 from simsiam_tf.data import label_budget
-from simsiam_tf.runs import common
+from simsiam_tf.runs import common, rundir
 
 RANDOM_INIT_SUBDIR = "random_init"
 PIXELS_SUBDIR = "pixels"
@@ -92,7 +92,11 @@ def _encoder_description(model_config):
 
 
 def load_encoder(config, strategy, checkpoint=None):
-    """The encoder of the pretraining run `config.init_from` (or of `checkpoint`); returns (encoder, checkpoint prefix)."""
+    """The encoder of the pretraining run `config.init_from` (or of `checkpoint`); returns (encoder, checkpoint prefix read).
+
+    Given a run directory, a damaged or non-finite newest checkpoint is skipped for the
+    next older one, with a warning; the prefix returned is the one read.
+    """
     with strategy.scope():
         encoder = build_encoder(config.model, strategy, config.runtime.seed)
     prefix = common.load_weights(
@@ -146,11 +150,13 @@ def schedule_line(config, num_train_examples):
     )
 
 
-def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir):
+def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir, start=None, check_alive=False):
     """Trains and evaluates a linear classifier on the frozen `encoder`, in `run_dir`.
 
-    Resumes from the latest checkpoint in `run_dir/checkpoints`. Returns top-1/top-5
-    on the eval split and the step counts.
+    Resumes from the latest checkpoint in `run_dir/checkpoints`; `start()` (if given) is
+    called once that restore succeeded, before anything is written. With `check_alive`
+    the encoder's features of the eval split must vary (`common.check_embeddings_alive`).
+    Returns top-1/top-5 on the eval split and the step counts.
     """
     rt = config.runtime
     image_size, center_crop = config.data.image_size, eval_center_crop(config.data.image_size)
@@ -171,12 +177,14 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
     start_step = int(optimizer.iterations.numpy())
     if restored:
         logging.info("resuming the probe from %s (step %d of %d)", restored, start_step, total_steps)
+    if start is not None:
+        start()
 
     log_dir = os.path.join(run_dir, common.LOG_SUBDIR)
     history = common.EpochHistory(os.path.join(run_dir, "history.json"))
     eval_ds = data.make_eval_dataset(eval_source, config.eval_batch_size, image_size, center_crop=center_crop)
     test = None
-    nan_guard = common.NaNGuard()
+    nan_guard = common.NaNGuard(checkpoint)
     started = time.time()
     callbacks = [nan_guard, common.ScalarLogger(log_dir, config.log_every_steps)]
     if cached:
@@ -234,6 +242,8 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
         checkpoint.save(final_step)
 
     test_x, test_y = test if test is not None else monitor.extract_features(encoder, eval_ds, normalize=False)
+    if check_alive:
+        common.check_embeddings_alive(test_x, what="encoder (its features of the eval split)")
     logits = linear_probe.classifier(test_x).numpy()
     result = {"top1": probe.topk_accuracy(logits, test_y, 1), "top5": probe.topk_accuracy(logits, test_y, 5)}
     _write_scalars(log_dir, final_step, result)
@@ -245,18 +255,25 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir)
     return result
 
 
-def run(config):
+def run(config, flags_text=None):
     """Linear evaluation as `config` says; resumes from the run's latest checkpoint when there is one.
 
     Returns the metrics written to `metrics.json` (top1, top5 as fractions, and with
-    `compare_random_init` random_init_top1/top5). Raises `common.RunError` for bad
-    input (no checkpoint, another architecture, unlabelled data) and
-    `EncoderChangedError` when the sanity check finds the frozen encoder changed.
+    `compare_random_init` random_init_top1/top5; `init_from` is the checkpoint read).
+    `flags_text` becomes the run's flags.cfg once the run holds the directory's lock and
+    its checkpoint, if any, was restored. Raises `common.RunError` for bad input (no
+    checkpoint, another architecture, unlabelled data, the directory in use, a dead
+    encoder) and `EncoderChangedError` when the sanity check finds the frozen encoder changed.
     """
     config.validate()
+    common.resolve_checkpoint(config.init_from)  # fails early, before anything is written, when there is none
+    rundir.check_same_model(config, config.runtime.model_dir)
+    with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
+        return _run(config, start)
+
+
+def _run(config, start):
     rt = config.runtime
-    checkpoint = common.resolve_checkpoint(config.init_from)
-    os.makedirs(rt.model_dir, exist_ok=True)
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
     train_source, eval_source = _load_sources(config)
@@ -265,10 +282,11 @@ def run(config):
     config, warnings = fit_to_data(config, train_source.num_examples)
     print(schedule_line(config, train_source.num_examples), flush=True)
 
-    encoder, prefix = load_encoder(config, strategy, checkpoint)
+    encoder, prefix = load_encoder(config, strategy)
     logging.info("probing the encoder of %s", prefix)
     loaded = snapshot(encoder)
-    result = probe_encoder(config, strategy, encoder, train_source, eval_source, rt.model_dir)
+    result = probe_encoder(config, strategy, encoder, train_source, eval_source, rt.model_dir, start=start.started,
+                           check_alive=True)
     if not config.finetune:
         check_unchanged(encoder, loaded, prefix)
 

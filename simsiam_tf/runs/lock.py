@@ -32,6 +32,8 @@ from simsiam_tf.runs.common import RunError
 
 LOCK_FILE = "run.lock"
 _COMMAND_CHARS = 300
+_OPEN_ATTEMPTS = 10
+_REMOVED = object()
 
 
 def _is_remote(path):
@@ -111,30 +113,49 @@ class RunLock:
             self.held = True
             return self
         os.makedirs(self.model_dir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
+        for _ in range(_OPEN_ATTEMPTS):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._refuse(self._read_record(fd))
-            except OSError as err:
-                if err.errno not in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                self._without_flock(fd, err)
-            else:
-                previous = self._read_record(fd)
-                if previous is not None:
-                    logging.warning(
-                        "taking over the lock of %s from %s, which ended without releasing it (killed or "
-                        "crashed): its last checkpoint is where this run resumes", self.model_dir, _describe(previous),
-                    )
-            self._write_record(fd)
-        except BaseException:
-            os.close(fd)
-            raise
+                locked = self._lock_open_file(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if locked is not _REMOVED:
+                break
+            os.close(fd)  # the holder removed the file while this process waited for it: lock the new one
+        else:
+            raise RunError(f"cannot lock {self.path}: the file keeps being removed by another process")
         self._fd = fd
         self.held = True
         return self
+
+    def _lock_open_file(self, fd):
+        """Locks the open lock file `fd` and writes this process's record; _REMOVED when the path no longer names it."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._refuse(self._read_record(fd))
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._without_flock(fd, err)
+        else:
+            if not self._still_at_path(fd):
+                return _REMOVED
+            previous = self._read_record(fd)
+            if previous is not None:
+                logging.warning(
+                    "taking over the lock of %s from %s, which ended without releasing it (killed or "
+                    "crashed): its last checkpoint is where this run resumes", self.model_dir, _describe(previous),
+                )
+        self._write_record(fd)
+        return True
+
+    def _still_at_path(self, fd):
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
 
     def _without_flock(self, fd, err):
         logging.warning("the file system of %s cannot lock (%s): relying on the record in %s alone",
@@ -147,6 +168,17 @@ class RunLock:
         if not same_host or not isinstance(pid, int) or _pid_alive(pid):
             self._refuse(record)
         logging.warning("taking over the lock of %s from %s, which no longer runs", self.model_dir, _describe(record))
+
+    def remove_file(self):
+        """Deletes the lock file while still holding it (a run that never started leaves no file behind).
+
+        A process that opened the file meanwhile finds, once it gets the lock, that the
+        path no longer names its file, and locks a new one: two processes never hold
+        two files of the same name.
+        """
+        if self.held and self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
 
     def release(self):
         if not self.held:

@@ -19,7 +19,7 @@ from simsiam_tf.builders import (
     make_view_transform,
 )
 from simsiam_tf.data import service, tiles
-from simsiam_tf.runs import common
+from simsiam_tf.runs import common, rundir
 
 
 def eval_datasets(config, train_source, eval_source, batch_size=256):
@@ -61,14 +61,18 @@ def _l2n(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def run(config):
+def run(config, flags_text=None):
     """Pretrains as `config` says; resumes from the run's latest checkpoint when there is one.
 
-    Returns the metrics written to `metrics.json`. Raises `common.RunError` (bad input,
-    NaN loss) or `common.CollapseError` (the collapse alarm with on_collapse='stop').
+    Returns the metrics written to `metrics.json`. `flags_text` (the tools' resolved
+    flags) becomes the run's flags.cfg once the run holds the directory's lock and its
+    checkpoint, if any, was restored. Raises `common.RunError` (bad input, another model
+    in the run directory, the directory in use, NaN loss or non-finite state, a dead
+    final encoder) or `common.CollapseError` (the collapse alarm with on_collapse='stop').
     """
     config.validate()
     rt = config.runtime
+    rundir.check_same_model(config, rt.model_dir)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
     distribute.set_precision(rt.precision)
     try:
@@ -78,15 +82,15 @@ def run(config):
     # Only the chief writes the run directory; other workers of a multi-worker run write a temporary one.
     write_dir = distribute.write_dir_for(rt.model_dir, strategy)
     try:
-        return _run(config, strategy, write_dir)
+        with rundir.RunStart(write_dir, flags_text) as start:
+            return _run(config, strategy, write_dir, start)
     finally:
         distribute.remove_write_dir(write_dir, rt.model_dir)
 
 
-def _run(config, strategy, write_dir):
+def _run(config, strategy, write_dir, start):
     rt = config.runtime
     model_dir = rt.model_dir
-    os.makedirs(write_dir, exist_ok=True)
 
     tile_set = None
     if config.method == "simtriplet":
@@ -124,6 +128,7 @@ def _run(config, strategy, write_dir):
         logging.info("initialising weights from %s", common.load_weights(config.init_from, what="SimSiam model", model=model))
     start_step = int(optimizer.iterations.numpy())
     distribute.check_same_on_all_workers(strategy, start_step, "the step to resume from")
+    start.started()
 
     def make_dataset(step):
         def dataset_fn(input_context=None):
@@ -145,7 +150,7 @@ def _run(config, strategy, write_dir):
         return dataset_fn()
 
     log_dir = os.path.join(write_dir, common.LOG_SUBDIR)
-    nan_guard = common.NaNGuard()
+    nan_guard = common.NaNGuard(checkpoint)
     collapse = monitor.CollapseMonitor(
         threshold=config.collapse_threshold,
         patience=config.collapse_patience,
@@ -182,6 +187,8 @@ def _run(config, strategy, write_dir):
     train_seconds = time.time() - started
     nan_guard.raise_if_tripped()
     final_step = int(optimizer.iterations.numpy())
+    # The final save below is skipped when the step is saved already: check the state anyway.
+    checkpoint.check_finite(final_step)
 
     metrics = {"step": final_step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                "train_seconds": round(train_seconds, 1)}
@@ -198,6 +205,7 @@ def _run(config, strategy, write_dir):
     metrics["collapsed"] = bool(collapse.collapsed)
     if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
         checkpoint.save(final_step)
+    metrics["embedding_spread"] = round(check_encoder_alive(config, model.backbone, source, eval_sets), 4)
 
     if config.evaluate:
         metrics.update(_compare_with_random_init(config, model, strategy, source, eval_sets))
@@ -208,6 +216,25 @@ def _run(config, strategy, write_dir):
         )
     common.write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
     return metrics
+
+
+ALIVE_CHECK_IMAGES = 256
+
+
+def check_encoder_alive(config, encoder, train_source, eval_sets=None):
+    """Raises `common.DeadEncoderError` when `encoder` maps a few hundred evaluation images to ~one embedding.
+
+    The images are the test split's when evaluation loaded it, else the training set's,
+    with the evaluation preprocessing. Returns their embeddings' normalised spread.
+    """
+    size = config.data.image_size
+    if eval_sets is not None:
+        images = eval_sets[1]
+    else:
+        images = data.make_eval_dataset(train_source, ALIVE_CHECK_IMAGES, size, center_crop=eval_center_crop(size))
+    features, _ = monitor.extract_features(encoder, images.unbatch().take(ALIVE_CHECK_IMAGES).batch(ALIVE_CHECK_IMAGES),
+                                           normalize=False)
+    return common.check_embeddings_alive(features, what="encoder")
 
 
 def _compare_with_random_init(config, model, strategy, source, eval_sets):

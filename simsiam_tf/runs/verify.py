@@ -18,12 +18,13 @@ from absl import logging
 from simsiam_tf import baselines, distribute, pair_metrics
 from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
 from simsiam_tf.data import label_budget, pairs
-from simsiam_tf.runs import common
+from simsiam_tf.runs import common, rundir
 from simsiam_tf.verification import (
     FIGURE_KEYS,
     N_WAYS,
     EvaluationPlan,
-    score_plan,
+    embed_plan,
+    score_embedded,
     tar_note,
     verification_metrics,
 )
@@ -113,11 +114,17 @@ def make_train_dataset(config, pool, start_step=0):
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(verifier, pools, plan, config):
-    """(metrics, scores): figures of a verifier on the plan, with its threshold chosen on validation pairs."""
-    scores = score_plan(
-        verifier, pools.evaluation.table, plan, config.data.image_size, config.eval_batch_size, config.crop_fraction
-    )
+def evaluate(verifier, pools, plan, config, check_alive=None):
+    """(metrics, scores): figures of a verifier on the plan, with its threshold chosen on validation pairs.
+
+    `check_alive` (a name for the message): first check that the verifier's embeddings of
+    the evaluation images vary (`common.check_embeddings_alive`).
+    """
+    table, size = pools.evaluation.table, config.data.image_size
+    indices, embeddings = embed_plan(verifier, table, plan, size, config.eval_batch_size, config.crop_fraction)
+    if check_alive:
+        common.check_embeddings_alive(embeddings, what=f"verifier ({check_alive})")
+    scores = score_embedded(verifier, indices, embeddings, plan)
     trial_scores = {n: scores.get(f"one_shot_{n}way_scores") for n in N_WAYS}
     metrics = verification_metrics(
         plan.validation.labels, scores["val_scores"], plan.evaluation.labels, scores["eval_scores"], trial_scores
@@ -154,13 +161,15 @@ def _log_figures(log_dir, step, metrics, roc_path):
 # --------------------------------------------------------------------------- training
 
 
-def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, label):
+def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, label, start=None):
     """Trains the configured head in `model_dir` (resuming there), evaluates it, stores the threshold.
 
-    Returns (metrics, verifier). `init_from` None: random-init encoder.
+    Returns (metrics, verifier). `init_from` None: random-init encoder. `start()` (if
+    given) is called once the restore (or the encoder's initialisation) succeeded,
+    before anything is written. Raises `common.DeadEncoderError` when the trained
+    verifier embeds every evaluation image alike.
     """
     rt = config.runtime
-    os.makedirs(model_dir, exist_ok=True)
     total_steps = config.steps_per_epoch * config.epochs
     with strategy.scope():
         encoder = build_encoder(config.model, strategy, rt.seed)
@@ -169,13 +178,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
         verifier.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
         optimizer.build(verifier.trainable_variables)
     checkpoint = common.RunCheckpoint(model_dir, model=verifier, optimizer=optimizer)
-    try:
-        restored = checkpoint.restore_latest()
-    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as err:
-        raise common.RunError(
-            f"{model_dir} holds a checkpoint of another verifier (a different head, backbone or width?) "
-            f"that cannot resume this run: {str(err).strip().splitlines()[0][:300]}. Use a new --model_dir"
-        ) from None
+    restored = checkpoint.restore_latest()
     if restored:
         logging.info("%s: resuming from %s", label, restored)
     elif init_from:
@@ -189,9 +192,12 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
         prefix = common.load_weights(init_from, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
         logging.info("%s: encoder initialised from %s", label, prefix)
     start_step = int(optimizer.iterations.numpy())
+    if start is not None:
+        start()
+    os.makedirs(model_dir, exist_ok=True)
 
     log_dir = os.path.join(model_dir, common.LOG_SUBDIR)
-    nan_guard = common.NaNGuard()
+    nan_guard = common.NaNGuard(checkpoint)
     callbacks = [
         nan_guard,
         common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
@@ -207,7 +213,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
     nan_guard.raise_if_tripped()
     final_step = int(optimizer.iterations.numpy())
 
-    metrics, scores = evaluate(verifier, pools, plan, config)
+    metrics, scores = evaluate(verifier, pools, plan, config, check_alive=label)
     verifier.set_threshold(metrics["threshold"])
     checkpoint.save(final_step)
     write_scores(os.path.join(model_dir, "scores.npz"), plan, scores)
@@ -221,15 +227,23 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
     return metrics, verifier
 
 
-def run(config):
+def run(config, flags_text=None):
     """Runs pair verification as `config` says; returns the metrics written to `metrics.json`.
 
-    Raises `common.RunError` with a message for bad input (too few classes, classes of
-    a single image, a checkpoint that does not fit) and for a NaN loss.
+    `flags_text` becomes the run's flags.cfg once the run holds the directory's lock and
+    its checkpoint, if any, was restored. Raises `common.RunError` with a message for bad
+    input (too few classes, classes of a single image, a checkpoint that does not fit,
+    another model in the run directory, the directory in use), for a NaN loss or
+    non-finite state, and for a dead verifier.
     """
     config.validate()
+    rundir.check_same_model(config, config.runtime.model_dir)
+    with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
+        return _run(config, start)
+
+
+def _run(config, start):
     rt = config.runtime
-    os.makedirs(rt.model_dir, exist_ok=True)
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
 
@@ -240,7 +254,8 @@ def run(config):
     plan = make_plan(config, pools)
 
     label = "SimSiam encoder" if config.init_from else "random-init encoder"
-    metrics, verifier = train_and_evaluate(config, strategy, pools, plan, rt.model_dir, config.init_from, label)
+    metrics, verifier = train_and_evaluate(config, strategy, pools, plan, rt.model_dir, config.init_from, label,
+                                           start=start.started)
     verifier.save(os.path.join(rt.model_dir, "verifier.keras"))
     metrics.update(
         head=config.head,
