@@ -25,6 +25,7 @@ process pays its start-up and warm-up).
 
 The last output line is JSON with `ratio` (ours / reference, images/s).
 """
+
 import argparse
 import importlib.util
 import json
@@ -46,8 +47,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     step_bench.add_model_args(parser)
     parser.add_argument("--reference", required=True, help="path of the reference script torch_simsiam_step.py")
-    parser.add_argument("--ref_precision", default=None, choices=("fp32", "bf16", "fp16"),
-                        help="reference autocast (default: the one matching --precision)")
+    parser.add_argument(
+        "--ref_precision",
+        default=None,
+        choices=("fp32", "bf16", "fp16"),
+        help="reference autocast (default: the one matching --precision)",
+    )
     parser.add_argument("--channels_last", action="store_true", help="reference in channels_last memory format")
     parser.add_argument("--compile", action="store_true", help="torch.compile the reference forward")
     parser.add_argument("--ref_threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default")
@@ -55,7 +60,9 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each side first")
     parser.add_argument("--rounds", type=int, default=5, help="timed steps of each side (worker and in-process modes)")
     parser.add_argument(
-        "--mode", default="worker", choices=("worker", "inprocess", "subprocess"),
+        "--mode",
+        default="worker",
+        choices=("worker", "inprocess", "subprocess"),
         help="worker: the reference steps in a child process driven step by step; inprocess: both in "
         "this process; subprocess: both scripts as whole processes, alternately",
     )
@@ -136,7 +143,9 @@ def our_step(args):
     model = step_bench.build_compiled_model(config)
     step_bench.set_small_map_grad(model, step_bench.SMALL_MAP_GRAD[args.small_map_grad])
     model.make_train_function()
-    iterator = iter(tf.data.Dataset.from_tensors(step_bench.random_views(args.batch, args.image_size, args.seed)).repeat())
+    iterator = iter(
+        tf.data.Dataset.from_tensors(step_bench.random_views(args.batch, args.image_size, args.seed)).repeat()
+    )
 
     def step():
         return float(model.train_function(iterator)["loss"])
@@ -205,8 +214,10 @@ def serve_reference(args):
             break
         start, cpu_start = time.perf_counter(), time.process_time()
         loss = step()
-        print(json.dumps({"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu_start, "loss": loss}),
-              flush=True)
+        print(
+            json.dumps({"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu_start, "loss": loss}),
+            flush=True,
+        )
 
 
 class _ReferenceWorker:
@@ -279,10 +290,28 @@ def _last_json(output):
 
 def run_subprocess(args):
     ref_cmd = [
-        sys.executable, args.reference, "--arch", args.backbone, "--image_size", str(args.image_size),
-        "--batch", str(args.batch), "--dim", str(args.dim), "--pred_dim", str(args.pred_dim),
-        "--projector_layers", str(args.projector_layers), "--device", args.device,
-        "--precision", args.ref_precision, "--warmup", str(args.warmup), "--steps", str(args.steps),
+        sys.executable,
+        args.reference,
+        "--arch",
+        args.backbone,
+        "--image_size",
+        str(args.image_size),
+        "--batch",
+        str(args.batch),
+        "--dim",
+        str(args.dim),
+        "--pred_dim",
+        str(args.pred_dim),
+        "--projector_layers",
+        str(args.projector_layers),
+        "--device",
+        args.device,
+        "--precision",
+        args.ref_precision,
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
     ]
     if args.channels_last:
         ref_cmd.append("--channels_last")
@@ -291,13 +320,33 @@ def run_subprocess(args):
     if args.ref_threads:
         ref_cmd += ["--threads", str(args.ref_threads)]
     ours_cmd = [
-        sys.executable, os.path.join(HERE, "step.py"), "--backbone", args.backbone,
-        "--image_size", str(args.image_size), "--batch", str(args.batch), "--precision", args.precision,
-        "--jit_compile" if args.jit_compile else "--no-jit_compile", "--dim", str(args.dim),
-        "--pred_dim", str(args.pred_dim), "--projector_layers", str(args.projector_layers),
-        "--warmup", str(args.warmup), "--steps", str(args.steps),
-        "--intra_op_threads", str(args.intra_op_threads), "--inter_op_threads", str(args.inter_op_threads),
-        "--small_map_grad", args.small_map_grad,
+        sys.executable,
+        os.path.join(HERE, "step.py"),
+        "--backbone",
+        args.backbone,
+        "--image_size",
+        str(args.image_size),
+        "--batch",
+        str(args.batch),
+        "--precision",
+        args.precision,
+        "--jit_compile" if args.jit_compile else "--no-jit_compile",
+        "--dim",
+        str(args.dim),
+        "--pred_dim",
+        str(args.pred_dim),
+        "--projector_layers",
+        str(args.projector_layers),
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+        "--intra_op_threads",
+        str(args.intra_op_threads),
+        "--inter_op_threads",
+        str(args.inter_op_threads),
+        "--small_map_grad",
+        args.small_map_grad,
     ]
     ours_med, ref_med = [], []
     runs = []

@@ -31,6 +31,7 @@ A round builds a fresh iterator, pulls one batch untimed (the pipeline fills), t
 times `--batches_per_round` batches (wall and CPU seconds of the worker, all threads)
 and drops the iterator, so no pipeline works ahead while another contender runs.
 """
+
 import json
 import os
 import statistics
@@ -121,8 +122,14 @@ def fast_dataset(paths, batch, image_size, seed, mode="union", antialias=True, b
 
     def crops(index, path):
         return jpeg.random_view_crops(
-            tf.io.read_file(path), fold(base, index), image_size, aug.crop_scale, aug.crop_ratio, aug.flip_prob,
-            mode=mode, antialias=antialias,
+            tf.io.read_file(path),
+            fold(base, index),
+            image_size,
+            aug.crop_scale,
+            aug.crop_ratio,
+            aug.flip_prob,
+            mode=mode,
+            antialias=antialias,
         )
 
     def views_of_image(index, path):
@@ -208,7 +215,9 @@ def parse_contender(name):
         elif option in ("per_view", "union", "full"):
             settings["mode"] = option
         else:
-            raise ValueError(f"unknown option {option!r} in {name!r}: expected per_view, union, full, noaa, batched or crops")
+            raise ValueError(
+                f"unknown option {option!r} in {name!r}: expected per_view, union, full, noaa, batched or crops"
+            )
     return kind, settings
 
 
@@ -224,12 +233,17 @@ def serve(name, data_dir, batch, image_size, seed, core):
     else:
         tf = _tf_one_core()
         if kind == "package":
-            contender = _TFContender(lambda: package_dataset(data_dir, batch, image_size, seed, **settings), batch,
-                                     image_size)
+            contender = _TFContender(
+                lambda: package_dataset(data_dir, batch, image_size, seed, **settings), batch, image_size
+            )
         else:
-            contender = _TFContender(lambda: fast_dataset(paths, batch, image_size, seed, **settings), batch, image_size)
-        info["tf_threads"] = [tf.config.threading.get_intra_op_parallelism_threads(),
-                              tf.config.threading.get_inter_op_parallelism_threads()]
+            contender = _TFContender(
+                lambda: fast_dataset(paths, batch, image_size, seed, **settings), batch, image_size
+            )
+        info["tf_threads"] = [
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads(),
+        ]
     print(json.dumps({"ready": True, **info}), flush=True)
     for line in sys.stdin:
         command = line.split()
@@ -244,8 +258,22 @@ def serve(name, data_dir, batch, image_size, seed, core):
 
 class Worker:
     def __init__(self, script, name, data_dir, args, core):
-        cmd = [sys.executable, script, "--serve_jpeg", name, "--data_dir", data_dir, "--batch", str(args.batch),
-               "--image_size", str(args.image_size[0]), "--seed", str(args.seed), "--core", str(core)]
+        cmd = [
+            sys.executable,
+            script,
+            "--serve_jpeg",
+            name,
+            "--data_dir",
+            data_dir,
+            "--batch",
+            str(args.batch),
+            "--image_size",
+            str(args.image_size[0]),
+            "--seed",
+            str(args.seed),
+            "--core",
+            str(core),
+        ]
         self.name = name
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.info = self._read()
@@ -270,8 +298,11 @@ class Worker:
 
 
 def _spread(values, digits=1):
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits)}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
 
 
 def run(args, script, environment):
@@ -296,8 +327,12 @@ def run(args, script, environment):
                 order = workers if r % 2 == 0 else workers[::-1]
                 for worker in order:
                     per_round[worker.name].append(worker.round(args.batches_per_round))
-                print(json.dumps({"round": r, **{n: round(images_per_round / v[-1]["wall_s"], 1)
-                                                 for n, v in per_round.items()}}), flush=True)
+                print(
+                    json.dumps(
+                        {"round": r, **{n: round(images_per_round / v[-1]["wall_s"], 1) for n, v in per_round.items()}}
+                    ),
+                    flush=True,
+                )
         finally:
             for worker in workers:
                 worker.close()
@@ -324,8 +359,13 @@ def run(args, script, environment):
         "batch": args.batch,
         "rounds": args.rounds,
         "images_per_round": images_per_round,
-        "jpegs": {"count": args.num_images, "width": args.jpeg_size[0], "height": args.jpeg_size[1],
-                  "quality": args.quality, "mean_bytes": int(mean_bytes)},
+        "jpegs": {
+            "count": args.num_images,
+            "width": args.jpeg_size[0],
+            "height": args.jpeg_size[1],
+            "quality": args.quality,
+            "mean_bytes": int(mean_bytes),
+        },
         "core": core,
         "threads": {"affinity_cores": 1, "tf_intra_op": 1, "tf_inter_op": 1},
         "results": results,

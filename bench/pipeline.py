@@ -18,6 +18,7 @@ PIL loader, each contender pinned to one core (see `jpeg_bench.py`):
 
   python bench/pipeline.py --source jpeg --rounds 7
 """
+
 import argparse
 import json
 import os
@@ -32,24 +33,41 @@ sys.path.insert(0, HERE)
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image_size", type=int, nargs="+", default=[32, 224])
-    parser.add_argument("--batch", type=int, default=None,
-                        help="images per batch (each gives two views); default 128, 32 with --source jpeg")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="images per batch (each gives two views); default 128, 32 with --source jpeg",
+    )
     parser.add_argument("--num_examples", type=int, default=1024, help="synthetic images to generate per size")
-    parser.add_argument("--recipe", default="auto", choices=("auto", "cifar", "imagenet"),
-                        help="auto: cifar (no blur) up to 64 px, imagenet (blur) above")
+    parser.add_argument(
+        "--recipe",
+        default="auto",
+        choices=("auto", "cifar", "imagenet"),
+        help="auto: cifar (no blur) up to 64 px, imagenet (blur) above",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="batches pulled before timing")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--batches_per_window", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="tf.data private threadpool size; 0 keeps the default (shared pool)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="tf.data private threadpool size; 0 keeps the default (shared pool)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source", default="synthetic", choices=("synthetic", "jpeg"),
-                        help="synthetic: in-memory images, this process; jpeg: a generated JPEG folder, "
-                        "contenders side by side on one core each")
+    parser.add_argument(
+        "--source",
+        default="synthetic",
+        choices=("synthetic", "jpeg"),
+        help="synthetic: in-memory images, this process; jpeg: a generated JPEG folder, "
+        "contenders side by side on one core each",
+    )
     jpeg = parser.add_argument_group("--source jpeg")
-    jpeg.add_argument("--contenders", nargs="+", default=["reference", "package", "fast"],
-                      help="reference, package, fast, or fast with options joined by ':' "
-                      "(union|per_view|full, noaa, batched, crops), e.g. fast:per_view:noaa")
+    jpeg.add_argument(
+        "--contenders",
+        nargs="+",
+        default=["reference", "package", "fast"],
+        help="reference, package, fast, or fast with options joined by ':' "
+        "(union|per_view|full, noaa, batched, crops), e.g. fast:per_view:noaa",
+    )
     jpeg.add_argument("--rounds", type=int, default=7, help="timed rounds of each contender, alternating")
     jpeg.add_argument("--batches_per_round", type=int, default=4)
     jpeg.add_argument("--num_images", type=int, default=256, help="JPEGs to generate")

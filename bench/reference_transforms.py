@@ -21,6 +21,7 @@ can be measured where torchvision is not installed. When torchvision is importab
 The random numbers come from a `random.Random` instead of torch's generator; the
 distributions are the same.
 """
+
 import math
 import random
 
@@ -143,15 +144,17 @@ def torchvision_pipeline(size=224):
         def __call__(self, x):
             return x.filter(ImageFilter.GaussianBlur(radius=random.uniform(self.sigma[0], self.sigma[1])))
 
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-        T.RandomApply([GaussianBlur([0.1, 2.0])], p=0.5),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(mean=MEAN.tolist(), std=STD.tolist()),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([GaussianBlur([0.1, 2.0])], p=0.5),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean=MEAN.tolist(), std=STD.tolist()),
+        ]
+    )
 
 
 class ReferenceLoader:

@@ -18,6 +18,7 @@ predictor_lr_decay (Table 1c: the predictor lr not decayed), no_bn, bn_hidden_on
 bn_predictor_output (Table 3a, 3b, 3d). Run directories go under --runs_dir (replaced unless
 --resume). Needs matplotlib. See bench/REPRODUCE.md.
 """
+
 import argparse
 import json
 import os
@@ -65,7 +66,9 @@ def parse_args(argv=None, description=__doc__):
     parser.add_argument("--base_lr", type=float, default=0.0, help="every run's base lr; 0: the recipes' (0.3)")
     parser.add_argument("--knn_k", type=int, default=20, help="0: the recipe's (200, for 5000 images)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--all", action="store_true", help="also the predictor-lr and the BN ablations (Table 1c, 3a, 3b, 3d)")
+    parser.add_argument(
+        "--all", action="store_true", help="also the predictor-lr and the BN ablations (Table 1c, 3a, 3b, 3d)"
+    )
     parser.add_argument("--runs", default=None, help="comma-separated subset of the runs (baseline first)")
     parser.add_argument("--runs_dir", default="runs/reproduce")
     parser.add_argument("--out", default="runs/reproduce", help="where the figure, JSON and table go")
@@ -87,10 +90,16 @@ def with_budget(config, args, model_dir, **changes):
     from simsiam_tf import config as config_lib
 
     budget = {
-        "runtime.model_dir": model_dir, "runtime.seed": args.seed, "runtime.verbose": 0,
-        "epochs": args.epochs, "data.num_train_examples": args.num_train_examples,
-        "data.num_eval_examples": args.num_eval_examples, "knn_every": 1, "on_collapse": "warn",
-        "evaluate": False, "export": False,
+        "runtime.model_dir": model_dir,
+        "runtime.seed": args.seed,
+        "runtime.verbose": 0,
+        "epochs": args.epochs,
+        "data.num_train_examples": args.num_train_examples,
+        "data.num_eval_examples": args.num_eval_examples,
+        "knn_every": 1,
+        "on_collapse": "warn",
+        "evaluate": False,
+        "export": False,
     }
     if args.batch_size:
         budget["batch_size"] = args.batch_size
@@ -123,13 +132,19 @@ def run_one(name, config, resume):
         "seconds": round(seconds, 1),
         "history": history,
         "final": {
-            "loss": final["loss"], "z_std": final["z_std"], "knn_top1": final.get("knn_top1"),
-            "collapsed": bool(metrics.get("collapsed")), "collapsed_at_step": metrics.get("collapsed_at_step"),
+            "loss": final["loss"],
+            "z_std": final["z_std"],
+            "knn_top1": final.get("knn_top1"),
+            "collapsed": bool(metrics.get("collapsed")),
+            "collapsed_at_step": metrics.get("collapsed_at_step"),
         },
         "metrics": metrics,
     }
-    print(f"  loss {final['loss']:.3f}  z-std {final['z_std']:.3f}  kNN {final.get('knn_top1', float('nan')):.3f}"
-          f"  collapsed {record['final']['collapsed']}  ({seconds:.0f} s)", flush=True)
+    print(
+        f"  loss {final['loss']:.3f}  z-std {final['z_std']:.3f}  kNN {final.get('knn_top1', float('nan')):.3f}"
+        f"  collapsed {record['final']['collapsed']}  ({seconds:.0f} s)",
+        flush=True,
+    )
     return record
 
 
@@ -138,9 +153,13 @@ def environment():
     import tensorflow as tf
 
     return {
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU")),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
         "load_average_at_end": [round(v, 1) for v in os.getloadavg()],
     }
 
@@ -154,12 +173,22 @@ def num_classes(config):
 def settings_of(config):
     m = config.model
     return {
-        "dataset": config.data.dataset, "image_size": config.data.image_size,
-        "num_train_examples": config.data.num_train_examples, "num_eval_examples": config.data.num_eval_examples,
-        "backbone": m.backbone, "width_multiplier": m.width_multiplier, "dim": m.dim, "pred_dim": m.pred_dim,
-        "projector_layers": m.projector_layers, "batch_size": config.batch_size, "epochs": config.epochs,
-        "base_lr": config.base_lr, "weight_decay": config.weight_decay, "seed": config.runtime.seed,
-        "knn_k": config.knn_k, "collapse_threshold": config.collapse_threshold,
+        "dataset": config.data.dataset,
+        "image_size": config.data.image_size,
+        "num_train_examples": config.data.num_train_examples,
+        "num_eval_examples": config.data.num_eval_examples,
+        "backbone": m.backbone,
+        "width_multiplier": m.width_multiplier,
+        "dim": m.dim,
+        "pred_dim": m.pred_dim,
+        "projector_layers": m.projector_layers,
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "base_lr": config.base_lr,
+        "weight_decay": config.weight_decay,
+        "seed": config.runtime.seed,
+        "knn_k": config.knn_k,
+        "collapse_threshold": config.collapse_threshold,
     }
 
 
@@ -192,8 +221,10 @@ def plot(records, path, title, num_classes):
 
 
 def markdown_table(records, paper=None):
-    rows = ["| run | final loss | final z-std | final kNN top-1 | collapsed? |" + (" paper |" if paper else ""),
-            "|---|---:|---:|---:|---|" + ("---|" if paper else "")]
+    rows = [
+        "| run | final loss | final z-std | final kNN top-1 | collapsed? |" + (" paper |" if paper else ""),
+        "|---|---:|---:|---:|---|" + ("---|" if paper else ""),
+    ]
     for r in records:
         f = r["final"]
         knn = "n/a" if f["knn_top1"] is None else f"{100 * f['knn_top1']:.1f}%"
@@ -232,32 +263,40 @@ def main(argv=None):
 
     settings = settings_of(configs["baseline"])
     env = environment()
-    title = (f"SimSiam ablations on the synthetic set: {settings['backbone']} x{settings['width_multiplier']}, "
-             f"{settings['num_train_examples']} images, batch {settings['batch_size']}, {settings['epochs']} epochs, "
-             f"seed {settings['seed']}")
+    title = (
+        f"SimSiam ablations on the synthetic set: {settings['backbone']} x{settings['width_multiplier']}, "
+        f"{settings['num_train_examples']} images, batch {settings['batch_size']}, {settings['epochs']} epochs, "
+        f"seed {settings['seed']}"
+    )
     os.makedirs(args.out, exist_ok=True)
     plot(records, os.path.join(args.out, "reproduce.png"), title, num_classes(configs["baseline"]))
-    payload = {"settings": settings, "environment": env, "total_seconds": round(total, 1),
-               "command": "python bench/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "runs": records}
+    payload = {
+        "settings": settings,
+        "environment": env,
+        "total_seconds": round(total, 1),
+        "command": "python bench/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "runs": records,
+    }
     command = payload["command"]
-    markdown = "\n".join([
-        "# The paper's ablations on the synthetic set",
-        "",
-        f"`{command}` ({total / 60:.1f} min on {env['cpu_count']} CPU cores, {env['gpus']} GPUs; "
-        f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; load average at the end "
-        f"{env['load_average_at_end'][0]}).",
-        "",
-        f"Settings: {json.dumps(settings)}. Every run: the same seed, data and budget; kNN top-1 (k={settings['knn_k']}) "
-        "on the synthetic test split after every epoch; `on_collapse=warn`, collapse meaning a normalised z-std under "
-        f"{settings['collapse_threshold']} for 3 consecutive checks. The paper column: ImageNet linear accuracy, "
-        "ResNet-50, 100 epochs.",
-        "",
-        markdown_table(records, PAPER),
-        "",
-        "![loss, z-std and kNN accuracy per epoch](reproduce.png)",
-        "",
-    ])
+    markdown = "\n".join(
+        [
+            "# The paper's ablations on the synthetic set",
+            "",
+            f"`{command}` ({total / 60:.1f} min on {env['cpu_count']} CPU cores, {env['gpus']} GPUs; "
+            f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; load average at the end "
+            f"{env['load_average_at_end'][0]}).",
+            "",
+            f"Settings: {json.dumps(settings)}. Every run: the same seed, data and budget; kNN top-1 (k={settings['knn_k']}) "
+            "on the synthetic test split after every epoch; `on_collapse=warn`, collapse meaning a normalised z-std under "
+            f"{settings['collapse_threshold']} for 3 consecutive checks. The paper column: ImageNet linear accuracy, "
+            "ResNet-50, 100 epochs.",
+            "",
+            markdown_table(records, PAPER),
+            "",
+            "![loss, z-std and kNN accuracy per epoch](reproduce.png)",
+            "",
+        ]
+    )
     write_outputs(args.out, "reproduce", payload, markdown)
     print(markdown_table(records))
     print(f"wrote {args.out}/reproduce.png, reproduce.json, reproduce.md ({total / 60:.1f} min)")

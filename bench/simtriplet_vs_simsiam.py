@@ -10,6 +10,7 @@ simtriplet.md (table), simtriplet.json and simtriplet.png (loss, z-std, kNN per 
 
 Options as bench/reproduce.py, plus --tiles_per_side and --neighbourhood.
 """
+
 import argparse
 import os
 import sys
@@ -31,7 +32,9 @@ def parse_args(argv=None):
     parser.add_argument("--tiles_per_side", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--neighbourhood", default=None, choices=("4", "8", "group"), help="default: the recipe's")
     parser.add_argument("--probe_epochs", type=int, default=None, help="default: the recipe's (the demo's)")
-    parser.add_argument("--base_lr", type=float, default=0.3, help="0: the recipe's (the demo's 0.06); 0.3 is the ablation recipes'")
+    parser.add_argument(
+        "--base_lr", type=float, default=0.3, help="0: the recipe's (the demo's 0.06); 0.3 is the ablation recipes'"
+    )
     parser.add_argument("--knn_k", type=int, default=20, help="0: the recipe's (200, for 5000 tiles)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs_dir", default="runs/simtriplet_vs_simsiam")
@@ -49,8 +52,10 @@ def recipe_config():
 
 
 def table(records):
-    rows = ["| method | final loss | kNN top-1 | linear probe top-1 | random init kNN / probe | pretraining time |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| method | final loss | kNN top-1 | linear probe top-1 | random init kNN / probe | pretraining time |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in records:
         m = r["metrics"]
         rows.append(
@@ -70,9 +75,7 @@ def main(argv=None):
             changes[name] = getattr(args, name)
     base = recipe_config()
     configs = {
-        method: reproduce.with_budget(
-            base, args, os.path.join(args.runs_dir, method), method=method, **changes
-        )
+        method: reproduce.with_budget(base, args, os.path.join(args.runs_dir, method), method=method, **changes)
         for method in METHODS
     }
     for config in configs.values():
@@ -82,41 +85,53 @@ def main(argv=None):
     total = time.time() - started
 
     settings = reproduce.settings_of(configs["simtriplet"])
-    settings.update(tiles_per_side=configs["simtriplet"].tiles_per_side,
-                    neighbourhood=configs["simtriplet"].neighbourhood,
-                    probe_epochs=configs["simtriplet"].probe_epochs)
+    settings.update(
+        tiles_per_side=configs["simtriplet"].tiles_per_side,
+        neighbourhood=configs["simtriplet"].neighbourhood,
+        probe_epochs=configs["simtriplet"].probe_epochs,
+    )
     env = reproduce.environment()
     os.makedirs(args.out, exist_ok=True)
-    title = (f"SimTriplet vs SimSiam on synthetic tiles ({settings['tiles_per_side']}x{settings['tiles_per_side']} per "
-             f"image): {settings['backbone']} x{settings['width_multiplier']}, {settings['num_train_examples']} tiles, "
-             f"batch {settings['batch_size']}, {settings['epochs']} epochs")
-    reproduce.plot(records, os.path.join(args.out, "simtriplet.png"), title,
-                   reproduce.num_classes(configs["simtriplet"]))
+    title = (
+        f"SimTriplet vs SimSiam on synthetic tiles ({settings['tiles_per_side']}x{settings['tiles_per_side']} per "
+        f"image): {settings['backbone']} x{settings['width_multiplier']}, {settings['num_train_examples']} tiles, "
+        f"batch {settings['batch_size']}, {settings['epochs']} epochs"
+    )
+    reproduce.plot(
+        records, os.path.join(args.out, "simtriplet.png"), title, reproduce.num_classes(configs["simtriplet"])
+    )
     command = "python bench/simtriplet_vs_simsiam.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    payload = {"settings": settings, "environment": env, "total_seconds": round(total, 1), "command": command,
-               "runs": records}
-    markdown = "\n".join([
-        "# SimTriplet and SimSiam on the tiled synthetic set",
-        "",
-        f"`{command}` ({total / 60:.1f} min on {env['cpu_count']} CPU cores, {env['gpus']} GPUs; "
-        f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; load average at the end "
-        f"{env['load_average_at_end'][0]}).",
-        "",
-        "Whole synthetic images are cut into a grid of tiles, each showing the image's class (one of 10 periodic "
-        "patterns) with its own period, phase, tilt, polarity, colours and noise (`simsiam_tf.tiles.make_synthetic_tiles`). SimSiam sees two "
-        "augmented views of a tile; SimTriplet (Liu et al., MICCAI 2021) also a view of an adjacent tile of the "
-        f"same image ({settings['neighbourhood']}-neighbourhood). Same seed, data, model and budget; kNN "
-        f"(k={settings['knn_k']}) and linear probe ({settings['probe_epochs']} epochs on frozen features) on the "
-        "test tiles; the random-init columns are the same encoder before training. SimTriplet's loss has four "
-        "halved terms, so it lies in [-2, 2] where SimSiam's lies in [-1, 1].",
-        "",
-        f"Settings: {reproduce.json.dumps(settings)}.",
-        "",
-        table(records),
-        "",
-        "![loss, z-std and kNN accuracy per epoch](simtriplet.png)",
-        "",
-    ])
+    payload = {
+        "settings": settings,
+        "environment": env,
+        "total_seconds": round(total, 1),
+        "command": command,
+        "runs": records,
+    }
+    markdown = "\n".join(
+        [
+            "# SimTriplet and SimSiam on the tiled synthetic set",
+            "",
+            f"`{command}` ({total / 60:.1f} min on {env['cpu_count']} CPU cores, {env['gpus']} GPUs; "
+            f"TensorFlow {env['tensorflow']}, Keras {env['keras']}; load average at the end "
+            f"{env['load_average_at_end'][0]}).",
+            "",
+            "Whole synthetic images are cut into a grid of tiles, each showing the image's class (one of 10 periodic "
+            "patterns) with its own period, phase, tilt, polarity, colours and noise (`simsiam_tf.tiles.make_synthetic_tiles`). SimSiam sees two "
+            "augmented views of a tile; SimTriplet (Liu et al., MICCAI 2021) also a view of an adjacent tile of the "
+            f"same image ({settings['neighbourhood']}-neighbourhood). Same seed, data, model and budget; kNN "
+            f"(k={settings['knn_k']}) and linear probe ({settings['probe_epochs']} epochs on frozen features) on the "
+            "test tiles; the random-init columns are the same encoder before training. SimTriplet's loss has four "
+            "halved terms, so it lies in [-2, 2] where SimSiam's lies in [-1, 1].",
+            "",
+            f"Settings: {reproduce.json.dumps(settings)}.",
+            "",
+            table(records),
+            "",
+            "![loss, z-std and kNN accuracy per epoch](simtriplet.png)",
+            "",
+        ]
+    )
     reproduce.write_outputs(args.out, "simtriplet", payload, markdown)
     print(table(records))
     print(f"wrote {args.out}/simtriplet.md, simtriplet.json, simtriplet.png ({total / 60:.1f} min)")

@@ -18,6 +18,7 @@ compilation), peak host RSS, peak GPU memory on a GPU, and the model FLOP rate f
 an analytic count (3x the forward FLOPs of both views: forward, and backward for
 activations and weights). With `--peak_tflops` it also reports MFU.
 """
+
 import argparse
 import dataclasses
 import json
@@ -50,10 +51,13 @@ def add_model_args(parser):
     parser.add_argument("--backbone", default="resnet18_cifar", choices=BACKBONES)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=128, help="images per step (each gives two views)")
-    parser.add_argument("--precision", default=runtime.precision, choices=PRECISIONS,
-                        help="default: RuntimeConfig.precision")
     parser.add_argument(
-        "--jit_compile", default=runtime.jit_compile, action=argparse.BooleanOptionalAction,
+        "--precision", default=runtime.precision, choices=PRECISIONS, help="default: RuntimeConfig.precision"
+    )
+    parser.add_argument(
+        "--jit_compile",
+        default=runtime.jit_compile,
+        action=argparse.BooleanOptionalAction,
         help="XLA-compile the train step (default: RuntimeConfig.jit_compile)",
     )
     parser.add_argument("--width_multiplier", type=float, default=REFERENCE_MODEL["width_multiplier"])
@@ -61,7 +65,9 @@ def add_model_args(parser):
     parser.add_argument("--pred_dim", type=int, default=REFERENCE_MODEL["pred_dim"])
     parser.add_argument("--projector_layers", type=int, default=REFERENCE_MODEL["projector_layers"], choices=(2, 3))
     parser.add_argument(
-        "--small_map_grad", default="auto", choices=("auto", "on", "off"),
+        "--small_map_grad",
+        default="auto",
+        choices=("auto", "on", "off"),
         help="filter gradient of small-map backbone convs as a forward convolution: auto (the per-dtype "
         "default of simsiam_tf.backbones.small_map_grad_by_default), on or off",
     )
@@ -76,14 +82,18 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first one traces/compiles)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument(
-        "--feed", default="dataset", choices=("dataset", "tensors"),
+        "--feed",
+        default="dataset",
+        choices=("dataset", "tensors"),
         help="dataset: a tf.data iterator, as fit feeds the step; tensors: views already on the compute "
         "device, as the reference's (use on a GPU)",
     )
     parser.add_argument("--peak_tflops", type=float, default=0.0, help="device peak for MFU (0: not reported)")
     parser.add_argument("--profile_dir", default=None, help="write a TensorFlow profiler trace of the timed steps")
     parser.add_argument(
-        "--ab", default="none", choices=("none", "keras_bn", "conv_grad", "jit"),
+        "--ab",
+        default="none",
+        choices=("none", "keras_bn", "conv_grad", "jit"),
         help="also time the same model with one setting changed, alternating steps in this process: "
         "keras_bn (Keras' BatchNormalization computation instead of the fused kernel), conv_grad (the "
         "small-map filter gradient flipped: the forward-convolution form against oneDNN's backward-weights "
@@ -169,7 +179,9 @@ def forward_flops_per_image(args):
 
     arch, cifar_stem = backbones.parse_backbone_name(args.backbone)
     net = backbones.build_backbone(
-        arch, cifar_stem=cifar_stem, width_multiplier=args.width_multiplier,
+        arch,
+        cifar_stem=cifar_stem,
+        width_multiplier=args.width_multiplier,
         input_shape=(args.image_size, args.image_size, 3),
     )
     flops = 0
@@ -393,8 +405,10 @@ def run(args):
     if args.ab != "none":
         ratios = [o / d for d, o in zip(times["default"], times["other"])]
         cpu_ratios = [o / d for d, o in zip(cpu_times["default"], cpu_times["other"])]
-        changed = {"jit": f"jit_compile={not args.jit_compile}",
-                   "conv_grad": f"small_map_grad={not resolved_small_map_grad(args)}"}.get(args.ab, args.ab)
+        changed = {
+            "jit": f"jit_compile={not args.jit_compile}",
+            "conv_grad": f"small_map_grad={not resolved_small_map_grad(args)}",
+        }.get(args.ab, args.ab)
         other = {"changed": changed}
         other.update(summarize(times["other"], args.batch))
         other.update(

@@ -20,6 +20,7 @@ cost is the fraction of the end-to-end step time that the cached run saves:
 The last output line is JSON with `images_per_s` (end to end, with the pipeline),
 `cached_images_per_s` and `pipeline_fraction`.
 """
+
 import argparse
 import json
 import os

@@ -3,6 +3,7 @@
 Public names are imported lazily so that `import simsiam_tf` stays cheap and a
 command-line tool pays only for what it uses.
 """
+
 import importlib
 
 __version__ = "0.1.0"

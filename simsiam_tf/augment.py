@@ -10,6 +10,7 @@ RandomResizedCrop, ColorJitter applied with probability 0.8 in a random order,
 RandomGrayscale, Gaussian blur, horizontal flip. Views are float32 in [0, 1];
 normalisation belongs to the model.
 """
+
 import dataclasses
 import functools
 import math
@@ -185,9 +186,7 @@ def _bilinear_crops(images, top, left, crop_h, crop_w, size, flip):
         # crop_and_resize samples a box with x1 > x2 right to left.
         x1, x2 = tf.where(flip, x2, x1), tf.where(flip, x1, x2)
     boxes = tf.stack([y1, x1, y2, x2], axis=1)
-    return tf.image.crop_and_resize(
-        padded, boxes, tf.range(shape[0]), [size, size], method="bilinear"
-    )
+    return tf.image.crop_and_resize(padded, boxes, tf.range(shape[0]), [size, size], method="bilinear")
 
 
 def _antialiased_crops(images, top, left, crop_h, crop_w, size, flip):
@@ -223,9 +222,7 @@ def _antialiased_crops(images, top, left, crop_h, crop_w, size, flip):
 
 
 @_batched
-def random_resized_crop(
-    images, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.0, antialias=True
-):
+def random_resized_crop(images, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.0, antialias=True):
     """RandomResizedCrop of every image, independently: float32 `[B, size, size, 3]` in [0, 1].
 
     With `flip_prob` > 0 each crop is also mirrored left-right with that probability

@@ -5,6 +5,7 @@ bottleneck block sits on its 3x3 conv), so parameter counts and feature maps lin
 the PyTorch reference. The classifier is left out: a backbone maps [0, 1] images (NHWC)
 to the global-average-pooled feature vector.
 """
+
 import keras
 import tensorflow as tf
 from keras import layers, ops
@@ -111,9 +112,15 @@ class FusedBatchNormalization(layers.BatchNormalization):
             epsilon = max(epsilon, 1.001e-5)
         if training and self.trainable:
             y, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=scale, offset=offset, mean=tf.zeros([0], tf.float32),
-                variance=tf.zeros([0], tf.float32), epsilon=epsilon,
-                exponential_avg_factor=1.0, data_format="NHWC", is_training=True,
+                x=x,
+                scale=scale,
+                offset=offset,
+                mean=tf.zeros([0], tf.float32),
+                variance=tf.zeros([0], tf.float32),
+                epsilon=epsilon,
+                exponential_avg_factor=1.0,
+                data_format="NHWC",
+                is_training=True,
             )
             # The kernel returns the unbiased (n / (n - 1)) variance; the Keras layer
             # keeps the biased one in its moving average.
@@ -125,8 +132,15 @@ class FusedBatchNormalization(layers.BatchNormalization):
             self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
             y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=scale, offset=offset, mean=moving_mean, variance=moving_variance,
-                epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=False,
+                x=x,
+                scale=scale,
+                offset=offset,
+                mean=moving_mean,
+                variance=moving_variance,
+                epsilon=epsilon,
+                exponential_avg_factor=1.0,
+                data_format="NHWC",
+                is_training=False,
             )
         if len(inputs.shape) == 2:
             y = tf.reshape(y, shape)
@@ -249,8 +263,11 @@ class Conv2D(layers.Conv2D):
 
             def grad(dy):
                 dx = tf.raw_ops.Conv2DBackpropInput(
-                    input_sizes=tf.shape(x), filter=w, out_backprop=dy,
-                    strides=[1, *strides, 1], padding=padding,
+                    input_sizes=tf.shape(x),
+                    filter=w,
+                    out_backprop=dy,
+                    strides=[1, *strides, 1],
+                    padding=padding,
                 )
                 dw = _filter_grad_as_conv(x, dy, kernel_size, strides, mode)
                 return dx, dw

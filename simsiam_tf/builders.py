@@ -4,6 +4,7 @@ Every job, export, the benchmarks and the tests build their models here, so that
 directory's flags.cfg rebuilds exactly the model that trained. Nothing here reads flags
 or writes a run directory.
 """
+
 import keras
 
 from simsiam_tf import augment as augment_lib
@@ -59,7 +60,9 @@ def build_pretrain_optimizer(config, model, total_steps, steps_per_epoch):
     """SGD with coupled weight decay on the paper's scaled, cosine-decayed learning rate."""
     peak_lr = optim.scaled_lr(config.base_lr, config.batch_size)
     schedule = optim.WarmupCosine(
-        peak_lr=peak_lr, total_steps=total_steps, warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
+        peak_lr=peak_lr,
+        total_steps=total_steps,
+        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
         steps_per_epoch=schedule_steps_per_epoch(config, steps_per_epoch),
     )
     fixed_lr, fixed_vars = None, None
@@ -94,7 +97,10 @@ def build_linear_optimizer(config, total_steps, steps_per_epoch=None):
         peak_lr=peak_lr, total_steps=total_steps, steps_per_epoch=schedule_steps_per_epoch(config, steps_per_epoch)
     )
     return probe.linear_optimizer(
-        config.optimizer, schedule, momentum=config.momentum, weight_decay=config.weight_decay,
+        config.optimizer,
+        schedule,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
 
 
@@ -150,9 +156,17 @@ def load_tile_set(config, split, num_examples=None):
     """The tiles of a split with their neighbours (method simtriplet, dataset synthetic_tiles)."""
     d = config.data
     return tiles.load_tile_set(
-        d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed,
-        num_examples=num_examples, pattern=config.tile_pattern, neighbourhood=config.neighbourhood,
-        on_mismatch=config.tile_on_mismatch, tiles_per_side=config.tiles_per_side, on_corrupt=d.on_corrupt,
+        d.dataset,
+        split=split,
+        data_dir=d.data_dir,
+        image_size=d.image_size,
+        seed=config.runtime.seed,
+        num_examples=num_examples,
+        pattern=config.tile_pattern,
+        neighbourhood=config.neighbourhood,
+        on_mismatch=config.tile_on_mismatch,
+        tiles_per_side=config.tiles_per_side,
+        on_corrupt=d.on_corrupt,
         label_splits=(d.train_split, d.eval_split),
     )
 
@@ -165,8 +179,13 @@ def load_split_source(config, split, num_examples):
     if d.dataset == tiles.SYNTHETIC_TILES:
         return load_tile_set(config, split, num_examples).source
     return data.load_source(
-        d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size,
-        seed=config.runtime.seed, num_examples=num_examples, on_corrupt=d.on_corrupt,
+        d.dataset,
+        split=split,
+        data_dir=d.data_dir,
+        image_size=d.image_size,
+        seed=config.runtime.seed,
+        num_examples=num_examples,
+        on_corrupt=d.on_corrupt,
         label_splits=(d.train_split, d.eval_split),
     )
 

@@ -3,6 +3,7 @@
 The command-line tools turn absl flags into these; notebooks and tests build them
 directly. Nothing here imports absl or TensorFlow.
 """
+
 import dataclasses
 import math
 from typing import Optional, Tuple
@@ -47,7 +48,9 @@ class RuntimeConfig:
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("precision", self.precision, PRECISIONS)
         if self.strategy == "tpu" and not self.tpu:
-            raise ValueError("strategy='tpu' needs the TPU address: set tpu (e.g. --tpu=grpc://10.0.0.2:8470 or --tpu=local)")
+            raise ValueError(
+                "strategy='tpu' needs the TPU address: set tpu (e.g. --tpu=grpc://10.0.0.2:8470 or --tpu=local)"
+            )
         if self.verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose}")
 
@@ -69,7 +72,9 @@ class DataConfig:
         if self.image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}")
         if self.dataset == "folder" and not self.data_dir:
-            raise ValueError("dataset='folder' needs data_dir pointing at a folder of images (class sub-folders or flat)")
+            raise ValueError(
+                "dataset='folder' needs data_dir pointing at a folder of images (class sub-folders or flat)"
+            )
         check_choice("on_corrupt", self.on_corrupt, ON_BAD_FILE)
         for name in ("num_train_examples", "num_eval_examples"):
             value = getattr(self, name)
@@ -102,7 +107,9 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {valid}")
         check_number("width_multiplier", self.width_multiplier, low=0, low_open=True)
         if self.projector_layers not in (2, 3):
-            raise ValueError(f"projector_layers must be 2 (CIFAR recipe) or 3 (ImageNet recipe), got {self.projector_layers}")
+            raise ValueError(
+                f"projector_layers must be 2 (CIFAR recipe) or 3 (ImageNet recipe), got {self.projector_layers}"
+            )
         if self.dim < 1 or self.pred_dim < 1:
             raise ValueError("dim and pred_dim must be positive")
         check_choice("sync_bn", self.sync_bn, SYNC_BN)
@@ -113,7 +120,9 @@ class ModelConfig:
         check_choice("projector_bn", self.projector_bn, PROJECTOR_BN)
         check_choice("predictor_bn", self.predictor_bn, PREDICTOR_BN)
         # heads_bn=false is the older spelling of none for both; a variant other than the default says otherwise.
-        if not self.heads_bn and (self.projector_bn not in ("all", "none") or self.predictor_bn not in ("hidden", "none")):
+        if not self.heads_bn and (
+            self.projector_bn not in ("all", "none") or self.predictor_bn not in ("hidden", "none")
+        ):
             raise ValueError(
                 f"heads_bn=false (no BatchNorm in the heads) contradicts projector_bn={self.projector_bn} "
                 f"predictor_bn={self.predictor_bn}: drop heads_bn=false, or set both to none"
@@ -208,7 +217,9 @@ class PretrainConfig:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs a batch), got {self.batch_size}")
         _check_sgd(self)
         if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs):
-            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} with epochs={self.epochs}")
+            raise ValueError(
+                f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} with epochs={self.epochs}"
+            )
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.lr_schedule == "epoch" and self.warmup_epochs != int(self.warmup_epochs):
             raise ValueError(
@@ -220,7 +231,12 @@ class PretrainConfig:
             raise ValueError(f"knn_every must be >= 0 (0 turns the kNN monitor off), got {self.knn_every}")
         _check_evaluation(self)
         n = self.data.num_train_examples
-        if n is not None and self.batch_size > n and self.method == "simsiam" and self.data.dataset != "synthetic_tiles":
+        if (
+            n is not None
+            and self.batch_size > n
+            and self.method == "simsiam"
+            and self.data.dataset != "synthetic_tiles"
+        ):
             raise ValueError(
                 f"batch_size {self.batch_size} is larger than the training set (num_train_examples={n}): lower "
                 "batch_size or use more examples"
@@ -239,7 +255,9 @@ def _check_input_placement(config):
     address = config.data_service
     if address is not None and config.method == "simtriplet":
         raise ValueError("data_service supports method=simsiam only; drop --data_service for simtriplet")
-    if address is not None and (not address.startswith(DATA_SERVICE_SCHEME) or ":" not in address[len(DATA_SERVICE_SCHEME):]):
+    if address is not None and (
+        not address.startswith(DATA_SERVICE_SCHEME) or ":" not in address[len(DATA_SERVICE_SCHEME) :]
+    ):
         raise ValueError(
             f"data_service must be the dispatcher's address as grpc://HOST:PORT (e.g. grpc://10.0.0.5:5050), got {address!r}"
         )
@@ -297,7 +315,9 @@ def _check_jitter_strength(strength):
             f"got {tuple(strength)}"
         )
     if strength[3] > 0.5:
-        raise ValueError(f"jitter_strength hue must be at most 0.5 (half a turn of the colour wheel), got {strength[3]}")
+        raise ValueError(
+            f"jitter_strength hue must be at most 0.5 (half a turn of the colour wheel), got {strength[3]}"
+        )
 
 
 def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
@@ -322,7 +342,6 @@ def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value
-
 
 
 def replace(config, **changes):
@@ -407,7 +426,9 @@ class LinearConfig:
         if self.finetune:
             _check_finetune(self)
         if (self.batch_size is not None and self.batch_size < 1) or self.eval_batch_size < 1:
-            raise ValueError(f"batch_size and eval_batch_size must be positive, got {self.batch_size} and {self.eval_batch_size}")
+            raise ValueError(
+                f"batch_size and eval_batch_size must be positive, got {self.batch_size} and {self.eval_batch_size}"
+            )
         _check_sgd(self)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_crop_scale(self.crop_scale)
@@ -441,9 +462,13 @@ def _check_finetune(config):
             "standardize; leave them unset"
         )
     if config.augment is False:
-        raise ValueError("finetune=true trains on augmented crops (SimCLR/BYOL's protocol): leave augment unset or true")
+        raise ValueError(
+            "finetune=true trains on augmented crops (SimCLR/BYOL's protocol): leave augment unset or true"
+        )
     if config.optimizer == "lars":
-        raise ValueError("finetune=true uses SGD with momentum (SimCLR/BYOL's protocol): set optimizer=sgd or leave it unset")
+        raise ValueError(
+            "finetune=true uses SGD with momentum (SimCLR/BYOL's protocol): set optimizer=sgd or leave it unset"
+        )
 
 
 def _inside(path, directory):
@@ -512,7 +537,9 @@ class VerifyConfig:
                 "distance (distance=l2)"
             )
         if self.embedding_dim < 1 or self.hidden_dim < 1:
-            raise ValueError(f"embedding_dim and hidden_dim must be positive, got {self.embedding_dim} and {self.hidden_dim}")
+            raise ValueError(
+                f"embedding_dim and hidden_dim must be positive, got {self.embedding_dim} and {self.hidden_dim}"
+            )
         check_number("margin", self.margin, low=0)
         if self.compare_random_init and not self.init_from:
             raise ValueError(
@@ -528,7 +555,9 @@ class VerifyConfig:
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (a positive and a negative pair), got {self.batch_size}")
         if self.epochs < 1 or self.steps_per_epoch < 1:
-            raise ValueError(f"epochs and steps_per_epoch must be positive, got {self.epochs} and {self.steps_per_epoch}")
+            raise ValueError(
+                f"epochs and steps_per_epoch must be positive, got {self.epochs} and {self.steps_per_epoch}"
+            )
         check_number("learning_rate", self.learning_rate, low=0, low_open=True)
         check_number("weight_decay", self.weight_decay, low=0)
         if self.num_val_pairs < 2 or self.num_eval_pairs < 2:

@@ -13,6 +13,7 @@ run); a cap below `AVX512_CORE_BF16` leaves bfloat16 without native kernels, so
 No TensorFlow import here: the module is cheap, and the bench scripts call it before
 TensorFlow starts.
 """
+
 import dataclasses
 import functools
 import os
@@ -21,8 +22,17 @@ import platform
 # The flags that decide which kernels run (x86 names as in /proc/cpuinfo; Arm's "bf16"
 # and "asimd"/"sve" as in its "Features" line).
 FLAGS_THAT_MATTER = (
-    "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "amx_fp16",
-    "asimd", "sve", "bf16",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+    "amx_tile",
+    "amx_fp16",
+    "asimd",
+    "sve",
+    "bf16",
 )
 
 # oneDNN's `ONEDNN_MAX_CPU_ISA` values, lowest first (older spellings mapped onto the
@@ -175,14 +185,23 @@ def describe(cpuinfo_text=None, environ=None, machine=None, threads=None):
     """CpuInfo from a /proc/cpuinfo text (None: no such file) and an environment."""
     machine = machine if machine is not None else platform.machine()
     threads = threads if threads is not None else _thread_count()
-    common = {"threads": threads, "machine": machine, "isa_cap": isa_cap_from_env(environ),
-              "onednn": onednn_enabled(environ)}
+    common = {
+        "threads": threads,
+        "machine": machine,
+        "isa_cap": isa_cap_from_env(environ),
+        "onednn": onednn_enabled(environ),
+    }
     fields = parse_cpuinfo(cpuinfo_text) if cpuinfo_text else {}
     flag_text = fields.get("flags", fields.get("features"))
     if flag_text is None:
         return CpuInfo(
-            model_name=platform.processor() or machine or "unknown", vendor="unknown", family="", model="",
-            flags=frozenset(), known=False, **common,
+            model_name=platform.processor() or machine or "unknown",
+            vendor="unknown",
+            family="",
+            model="",
+            flags=frozenset(),
+            known=False,
+            **common,
         )
     return CpuInfo(
         model_name=fields.get("model name", fields.get("hardware", machine or "unknown")),

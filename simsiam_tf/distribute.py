@@ -5,6 +5,7 @@ Nothing here initialises TensorFlow's devices before a strategy is made: a
 starts, so device queries use `tf.config.list_physical_devices`, which leaves it
 unstarted.
 """
+
 import json
 import os
 import shutil
@@ -66,10 +67,12 @@ def _multi_worker_strategy():
             task = tf_config["task"]
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(
-                "TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host1:port\", \"host2:port\"]}, "
-                f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; got {raw!r} ({err})"
+                'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                f'"task": {{"type": "worker", "index": 0}}}}; got {raw!r} ({err})'
             ) from None
-        logging.info("multi-worker cluster of %d worker(s); this is %s %s", len(workers), task.get("type"), task.get("index"))
+        logging.info(
+            "multi-worker cluster of %d worker(s); this is %s %s", len(workers), task.get("type"), task.get("index")
+        )
     else:
         logging.warning("strategy multi_worker_mirrored without TF_CONFIG: training on this machine alone")
     try:
@@ -180,9 +183,7 @@ def check_same_on_all_workers(strategy, value, what):
     """
     if not in_multi_worker_mode(strategy):
         return
-    local = strategy.experimental_distribute_values_from_function(
-        lambda _: tf.constant([int(value)], tf.int64)
-    )
+    local = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([int(value)], tf.int64))
     values = [int(v) for v in strategy.gather(local, axis=0).numpy()]
     if len(set(values)) > 1:
         raise RuntimeError(
@@ -208,14 +209,24 @@ def fit(model, dataset, epochs, steps_per_epoch, initial_epoch=0, callbacks=None
     strategy = model.distribute_strategy
     if not in_multi_worker_mode(strategy):
         return model.fit(
-            dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
-            callbacks=callbacks, verbose=verbose, shuffle=shuffle,
+            dataset,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=shuffle,
         )
     if model.steps_per_execution != 1:
         raise ValueError("under multi_worker_mirrored, compile the model with steps_per_execution=1")
     callback_list = keras.callbacks.CallbackList(
-        callbacks, add_history=True, add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
-        steps=steps_per_epoch, model=model,
+        callbacks,
+        add_history=True,
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps_per_epoch,
+        model=model,
     )
     train_function = _multi_worker_train_function(model, strategy)
     model.stop_training = False

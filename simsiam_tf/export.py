@@ -5,6 +5,7 @@ signatures); they are importable from here too. Exporting a finished run directo
 (rebuild the model from its flags.cfg, restore the latest checkpoint, export) is the
 job `simsiam_tf.runs.export` (`simsiam-export`), beside the jobs whose checkpoints it reads.
 """
+
 import os
 
 from simsiam_tf import config as config_lib
@@ -23,9 +24,7 @@ from simsiam_tf.serving import (  # noqa: F401 (the old import paths of the serv
 EXPORT_SUBDIR = "export"
 
 
-def export_after_run(
-    model_dir, kind, encoder, image_size, center_crop, projector=None, classifier=None, verifier=None
-):
+def export_after_run(model_dir, kind, encoder, image_size, center_crop, projector=None, classifier=None, verifier=None):
     """What a job calls at its end when `export=True`: writes `<model_dir>/export/`.
 
     `kind` is "pretrain" (pass the projector), "linear" (pass the classifier, e.g.
@@ -33,12 +32,19 @@ def export_after_run(
     directory.
     """
     config_lib.check_choice("kind", kind, config_lib.EXPORT_KINDS)
-    name, part = {"pretrain": ("projector", projector), "linear": ("classifier", classifier),
-                  "verify": ("verifier", verifier)}[kind]
+    name, part = {
+        "pretrain": ("projector", projector),
+        "linear": ("classifier", classifier),
+        "verify": ("verifier", verifier),
+    }[kind]
     if part is None:
         raise ValueError(f"a {kind} export needs the {name}")
     return export_models(
-        os.path.join(model_dir, EXPORT_SUBDIR), encoder, image_size, center_crop,
-        projector=projector, classifier=classifier, verifier=verifier,
+        os.path.join(model_dir, EXPORT_SUBDIR),
+        encoder,
+        image_size,
+        center_crop,
+        projector=projector,
+        classifier=classifier,
+        verifier=verifier,
     )
-

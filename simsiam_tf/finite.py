@@ -23,7 +23,9 @@ def float_variables(*trackables):
     """
     seen, out = set(), []
     for root in trackables:
-        nodes = [root] if isinstance(root, (tf.Variable, keras.Variable)) else tf.train.TrackableView(root).descendants()
+        nodes = (
+            [root] if isinstance(root, (tf.Variable, keras.Variable)) else tf.train.TrackableView(root).descendants()
+        )
         for node in nodes:
             if not isinstance(node, (tf.Variable, keras.Variable)):
                 continue

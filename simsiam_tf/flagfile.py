@@ -6,6 +6,7 @@ into a config with `config_from_flag_values`; the export job and the benchmarks 
 run's flags.cfg (or a recipe in flags/) with `read_flags_file` + `config_from_flags`.
 No absl here: the tools pass the values of their flags in.
 """
+
 import dataclasses
 import os
 import typing
@@ -32,7 +33,7 @@ def read_flags_file(path):
             if line.startswith("#"):
                 body = line[1:].strip()
                 if body.startswith("tool:"):
-                    values["#tool"] = body[len("tool:"):].strip()
+                    values["#tool"] = body[len("tool:") :].strip()
                 continue
             if not line.startswith("--"):
                 raise RunError(f"{path}:{number}: expected --name=value, got {line!r}")
@@ -113,8 +114,8 @@ def detect_kind(values):
     several, the one with the fewest fields left unset wins.
     """
     tool = values.get("#tool", "")
-    if tool.startswith("simsiam-") and tool[len("simsiam-"):] in CONFIGS:
-        return tool[len("simsiam-"):]
+    if tool.startswith("simsiam-") and tool[len("simsiam-") :] in CONFIGS:
+        return tool[len("simsiam-") :]
     names = [n for n in values if not n.startswith("#")]
     ranked = []
     for kind, cls in CONFIGS.items():
@@ -130,7 +131,6 @@ def detect_kind(values):
             f"--{', --'.join(names_unknown)}"
         )
     return kind
-
 
 
 def find_run_flags(path):

@@ -1,4 +1,5 @@
 """SimSiam's projection MLP and prediction MLP, initialised as PyTorch's defaults."""
+
 import math
 
 import keras

@@ -17,6 +17,7 @@ PIL's resize, which the reference's RandomResizedCrop calls), rounded back to ui
 and optionally mirrored. The photometric stage follows, per image
 (`simsiam_tf.per_image.appearance`) or on batches (`TwoViewAugment.appearance`).
 """
+
 import tensorflow as tf
 
 from simsiam_tf import augment
@@ -128,7 +129,9 @@ def decode_views(contents, windows, size, flip=None, mode="union", antialias=Tru
         raise ValueError("decode_views needs a static number of windows")
     if mode == "per_view":
         views = [
-            views_of_image(decode_window(contents, windows[v]), windows[v : v + 1], size, None, windows[v, :2], antialias)
+            views_of_image(
+                decode_window(contents, windows[v]), windows[v : v + 1], size, None, windows[v, :2], antialias
+            )
             for v in range(windows.shape[0])
         ]
         views = tf.concat(views, axis=0)
@@ -142,8 +145,17 @@ def decode_views(contents, windows, size, flip=None, mode="union", antialias=Tru
 
 
 @tf.autograph.experimental.do_not_convert
-def random_view_crops(contents, seed, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.5, num_views=2,
-                      mode="union", antialias=True):
+def random_view_crops(
+    contents,
+    seed,
+    size,
+    scale=(0.2, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    flip_prob=0.5,
+    num_views=2,
+    mode="union",
+    antialias=True,
+):
     """The geometric stage of `num_views` SimSiam views of one encoded JPEG: uint8 `[num_views, size, size, 3]`.
 
     RandomResizedCrop windows drawn from the header (`crop_windows`), decoded by
@@ -169,8 +181,9 @@ def decode_image(contents):
 
 
 @tf.autograph.experimental.do_not_convert
-def encoded_view_crops(contents, seed, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.5, num_views=2,
-                       antialias=True):
+def encoded_view_crops(
+    contents, seed, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.5, num_views=2, antialias=True
+):
     """`random_view_crops` of any encoded image: uint8 `[num_views, size, size, 3]`, cut from the original.
 
     JPEGs draw their windows from the header and decode only the box holding them

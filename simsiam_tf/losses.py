@@ -3,6 +3,7 @@
 All functions compute in float32 whatever the compute dtype of their inputs, so that
 mixed-precision training keeps the loss exact.
 """
+
 import numbers
 
 import keras

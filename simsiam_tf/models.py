@@ -1,4 +1,5 @@
 """The SimSiam model: encoder f (backbone + projector), predictor h; the train step every model shares; LinearProbe."""
+
 import keras
 import tensorflow as tf
 
@@ -109,9 +110,7 @@ class SimSiam(TrainStepModel):
             bn=projector_bn,
         )
         self.predictor = (
-            heads.build_predictor(
-                self.dim, self.pred_dim, use_bn=self.heads_bn, sync_bn=self.sync_bn, bn=predictor_bn
-            )
+            heads.build_predictor(self.dim, self.pred_dim, use_bn=self.heads_bn, sync_bn=self.sync_bn, bn=predictor_bn)
             if self.use_predictor
             else None
         )
@@ -181,9 +180,7 @@ class SimSiam(TrainStepModel):
     def update_step_metrics(self, loss, extras):
         z1, z2 = extras
         self.loss_tracker.update_state(loss)
-        self.z_std_tracker.update_state(
-            0.5 * (monitor.normalized_std(z1) + monitor.normalized_std(z2))
-        )
+        self.z_std_tracker.update_state(0.5 * (monitor.normalized_std(z1) + monitor.normalized_std(z2)))
         center_norm, residual_norm = monitor.center_residual(z1)
         self.center_norm_tracker.update_state(center_norm)
         self.residual_norm_tracker.update_state(residual_norm)

@@ -33,8 +33,6 @@ def center_residual(z):
     return tf.norm(center), tf.reduce_mean(tf.norm(residual, axis=-1))
 
 
-
-
 # ---------------------------------------------------------------------------
 # Feature extraction and weighted kNN (InstDisc, Wu et al. 2018)
 # ---------------------------------------------------------------------------
@@ -69,16 +67,14 @@ def _as_int_labels(labels):
     elif labels.ndim > 1 and labels.size == labels.shape[0]:
         labels = labels.reshape(-1)
     elif labels.ndim != 1:
-        raise ValueError(
-            f"labels must be integers [B] or one-hot [B, C], got shape {labels.shape}")
+        raise ValueError(f"labels must be integers [B] or one-hot [B, C], got shape {labels.shape}")
     return labels.astype(np.int64)
 
 
 def _run_feature_step(step, dataset):
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
-        raise ValueError(
-            f"dataset must yield (images, labels) batches, got element_spec {spec}")
+        raise ValueError(f"dataset must yield (images, labels) batches, got element_spec {spec}")
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise ValueError("dataset is infinite; pass a finite dataset (no .repeat())")
     # One trace with a free batch dimension serves every batch, the last smaller one included.
@@ -122,14 +118,12 @@ def _knn_predict_batch(query, bank, bank_labels, k, temperature, num_classes):
     weights = tf.exp((top_sim - top_sim[:, :1]) / temperature)
     rows = tf.shape(query)[0]
     segments = tf.range(rows)[:, None] * num_classes + top_labels
-    scores = tf.math.unsorted_segment_sum(
-        tf.reshape(weights, [-1]), tf.reshape(segments, [-1]), rows * num_classes)
+    scores = tf.math.unsorted_segment_sum(tf.reshape(weights, [-1]), tf.reshape(segments, [-1]), rows * num_classes)
     scores = tf.reshape(scores, [rows, num_classes])
     return tf.argmax(scores, axis=-1, output_type=tf.int64)
 
 
-def knn_predict(train_features, train_labels, query_features, num_classes, k=200,
-                temperature=0.1, batch_size=256):
+def knn_predict(train_features, train_labels, query_features, num_classes, k=200, temperature=0.1, batch_size=256):
     """Weighted kNN classification of `query_features` against a labelled feature bank.
 
     Cosine similarity (both sides are l2-normalised here), the k most similar bank entries
@@ -145,14 +139,11 @@ def knn_predict(train_features, train_labels, query_features, num_classes, k=200
     if train_features.ndim != 2 or query_features.ndim != 2:
         raise ValueError("train_features and query_features must be 2-D [N, D]")
     if train_features.shape[1] != query_features.shape[1]:
-        raise ValueError(
-            f"feature widths differ: bank {train_features.shape[1]}, "
-            f"query {query_features.shape[1]}")
+        raise ValueError(f"feature widths differ: bank {train_features.shape[1]}, query {query_features.shape[1]}")
     if train_features.shape[0] == 0:
         raise ValueError("the feature bank is empty")
     if train_labels.shape[0] != train_features.shape[0]:
-        raise ValueError(
-            f"{train_labels.shape[0]} labels for {train_features.shape[0]} bank features")
+        raise ValueError(f"{train_labels.shape[0]} labels for {train_features.shape[0]} bank features")
     if num_classes < 1 or train_labels.min() < 0 or train_labels.max() >= num_classes:
         raise ValueError(f"train_labels must lie in [0, num_classes={num_classes})")
     if k < 1:
@@ -169,44 +160,49 @@ def knn_predict(train_features, train_labels, query_features, num_classes, k=200
     num_classes = tf.constant(num_classes, tf.int32)
     predictions = [np.zeros([0], np.int64)]
     for start in range(0, query_features.shape[0], batch_size):
-        query = tf.constant(query_features[start:start + batch_size])
-        predictions.append(
-            _knn_predict_batch(query, bank, bank_labels, k, temperature, num_classes).numpy())
+        query = tf.constant(query_features[start : start + batch_size])
+        predictions.append(_knn_predict_batch(query, bank, bank_labels, k, temperature, num_classes).numpy())
     return np.concatenate(predictions)
 
 
-def knn_accuracy(train_features, train_labels, query_features, query_labels, num_classes,
-                 k=200, temperature=0.1, batch_size=256):
+def knn_accuracy(
+    train_features, train_labels, query_features, query_labels, num_classes, k=200, temperature=0.1, batch_size=256
+):
     """Top-1 accuracy in [0, 1] of `knn_predict` on labelled queries."""
     query_labels = np.asarray(query_labels).reshape(-1)
     if query_labels.shape[0] == 0:
         raise ValueError("no queries to score")
     if query_labels.shape[0] != np.shape(query_features)[0]:
-        raise ValueError(
-            f"{query_labels.shape[0]} labels for {np.shape(query_features)[0]} queries")
-    predictions = knn_predict(train_features, train_labels, query_features, num_classes,
-                              k=k, temperature=temperature, batch_size=batch_size)
+        raise ValueError(f"{query_labels.shape[0]} labels for {np.shape(query_features)[0]} queries")
+    predictions = knn_predict(
+        train_features, train_labels, query_features, num_classes, k=k, temperature=temperature, batch_size=batch_size
+    )
     return float(np.mean(predictions == query_labels))
 
 
-def _knn_evaluate_with_step(step, train_dataset, test_dataset, num_classes, k, temperature,
-                            batch_size):
+def _knn_evaluate_with_step(step, train_dataset, test_dataset, num_classes, k, temperature, batch_size):
     train_features, train_labels = _run_feature_step(step, train_dataset)
     test_features, test_labels = _run_feature_step(step, test_dataset)
-    return knn_accuracy(train_features, train_labels, test_features, test_labels,
-                        num_classes, k=k, temperature=temperature, batch_size=batch_size)
+    return knn_accuracy(
+        train_features,
+        train_labels,
+        test_features,
+        test_labels,
+        num_classes,
+        k=k,
+        temperature=temperature,
+        batch_size=batch_size,
+    )
 
 
-def knn_evaluate(encoder, train_dataset, test_dataset, num_classes, k=200, temperature=0.1,
-                 batch_size=256):
+def knn_evaluate(encoder, train_dataset, test_dataset, num_classes, k=200, temperature=0.1, batch_size=256):
     """kNN top-1 accuracy in [0, 1] of `encoder` features: the train set is the bank.
 
     Both datasets are finite datasets of (images, labels) batches, preprocessed for
     evaluation (no augmentation); `batch_size` is the kNN query batch.
     """
     step = _feature_step(encoder, normalize=True)
-    return _knn_evaluate_with_step(step, train_dataset, test_dataset, num_classes, k,
-                                   temperature, batch_size)
+    return _knn_evaluate_with_step(step, train_dataset, test_dataset, num_classes, k, temperature, batch_size)
 
 
 # ---------------------------------------------------------------------------
@@ -217,8 +213,7 @@ def knn_evaluate(encoder, train_dataset, test_dataset, num_classes, k=200, tempe
 def _write_scalar(name, value, step):
     # tf.summary.scalar lives in the tensorboard package, which TensorFlow no longer
     # installs; this writes the same event (scalars plugin metadata, version 0 content).
-    metadata = tf.compat.v1.SummaryMetadata(
-        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"))
+    metadata = tf.compat.v1.SummaryMetadata(plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"))
     tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=metadata)
 
 
@@ -243,8 +238,9 @@ class KNNMonitor(keras.callbacks.Callback):
     `self.history` is a list of (epoch, accuracy) with 0-based epochs.
     """
 
-    def __init__(self, encoder, train_dataset, test_dataset, num_classes, every_n_epochs=1,
-                 k=200, temperature=0.1, log_dir=None):
+    def __init__(
+        self, encoder, train_dataset, test_dataset, num_classes, every_n_epochs=1, k=200, temperature=0.1, log_dir=None
+    ):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
@@ -265,8 +261,7 @@ class KNNMonitor(keras.callbacks.Callback):
         if self.encoder is None:
             encoder = getattr(self.model, "backbone", None)
             if encoder is None:
-                raise ValueError(
-                    "KNNMonitor was given no encoder and the model has no `backbone`")
+                raise ValueError("KNNMonitor was given no encoder and the model has no `backbone`")
             return encoder
         if isinstance(self.encoder, keras.layers.Layer):
             return self.encoder
@@ -274,9 +269,11 @@ class KNNMonitor(keras.callbacks.Callback):
 
     def _should_evaluate(self, epoch):
         last_epoch = (self.params or {}).get("epochs")
-        return ((epoch + 1) % self.every_n_epochs == 0
-                or (last_epoch is not None and epoch + 1 >= last_epoch)
-                or bool(getattr(self.model, "stop_training", False)))
+        return (
+            (epoch + 1) % self.every_n_epochs == 0
+            or (last_epoch is not None and epoch + 1 >= last_epoch)
+            or bool(getattr(self.model, "stop_training", False))
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._should_evaluate(epoch):
@@ -286,20 +283,19 @@ class KNNMonitor(keras.callbacks.Callback):
             self._step_encoder = encoder
             self._step = _feature_step(encoder, normalize=True)
         start = time.perf_counter()
-        accuracy = _knn_evaluate_with_step(self._step, self.train_dataset, self.test_dataset,
-                                           self.num_classes, self.k, self.temperature, 256)
+        accuracy = _knn_evaluate_with_step(
+            self._step, self.train_dataset, self.test_dataset, self.num_classes, self.k, self.temperature, 256
+        )
         self.history.append((epoch, accuracy))
         if logs is not None:
             logs["knn_top1"] = accuracy
         if self.log_dir:
             if self._writer is None:
-                self._writer = tf.summary.create_file_writer(
-                    os.path.join(self.log_dir, "validation"))
+                self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "validation"))
             with self._writer.as_default():
                 _write_scalar("knn_top1", accuracy, step=epoch)
             self._writer.flush()
-        logging.info("epoch %d: knn_top1 = %.4f (%.1f s)", epoch, accuracy,
-                     time.perf_counter() - start)
+        logging.info("epoch %d: knn_top1 = %.4f (%.1f s)", epoch, accuracy, time.perf_counter() - start)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -329,8 +325,9 @@ class CollapseMonitor(keras.callbacks.Callback):
 
     ACTIONS = ("stop", "warn", "ignore")
 
-    def __init__(self, threshold=0.3, patience=3, action="stop", metric="z_std", hint="",
-                 check_every=None, running_mean=False):
+    def __init__(
+        self, threshold=0.3, patience=3, action="stop", metric="z_std", hint="", check_every=None, running_mean=False
+    ):
         super().__init__()
         if action not in self.ACTIONS:
             raise ValueError(f"action must be one of {self.ACTIONS}, got {action!r}")
@@ -402,8 +399,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         if value is None:
             if not self._warned_missing:
                 self._warned_missing = True
-                logging.warning("CollapseMonitor: no %r in the logs; collapse is not watched",
-                                self.metric)
+                logging.warning("CollapseMonitor: no %r in the logs; collapse is not watched", self.metric)
             return
         value = float(value)
         if not value < self.threshold:
@@ -419,7 +415,8 @@ class CollapseMonitor(keras.callbacks.Callback):
             self.message = (
                 f"representation collapsed at step {self.collapsed_at_step}: {name} "
                 f"{value:.4g} < threshold {self.threshold} for {self.consecutive} "
-                f"consecutive checks; every input maps to nearly the same output vector")
+                f"consecutive checks; every input maps to nearly the same output vector"
+            )
             if self.hint:
                 self.message += f"; {self.hint}"
             if self.action == "warn":

@@ -9,6 +9,7 @@ outside the momentum) rather than an L2 term added to the gradient.
 `LARS` is the layer-wise adaptive rule of the reference's linear probe (apex `LARC`
 wrapping that SGD).
 """
+
 import math
 import numbers
 import re
@@ -26,9 +27,7 @@ def scaled_lr(base_lr, global_batch_size):
         raise ValueError(f"`base_lr` must be > 0. Received: base_lr={base_lr}")
     global_batch_size = _as_int(global_batch_size, "global_batch_size")
     if global_batch_size < 1:
-        raise ValueError(
-            f"`global_batch_size` must be >= 1. Received: global_batch_size={global_batch_size}"
-        )
+        raise ValueError(f"`global_batch_size` must be >= 1. Received: global_batch_size={global_batch_size}")
     return base_lr * global_batch_size / 256.0
 
 
@@ -62,19 +61,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         if not peak_lr > 0:
             raise ValueError(f"`peak_lr` must be > 0. Received: peak_lr={peak_lr}")
         if warmup_steps < 0:
-            raise ValueError(
-                f"`warmup_steps` must be >= 0. Received: warmup_steps={warmup_steps}"
-            )
+            raise ValueError(f"`warmup_steps` must be >= 0. Received: warmup_steps={warmup_steps}")
         if total_steps <= warmup_steps:
             raise ValueError(
                 "`total_steps` must be greater than `warmup_steps`. Received: "
                 f"total_steps={total_steps}, warmup_steps={warmup_steps}"
             )
         if not 0.0 <= final_lr <= peak_lr:
-            raise ValueError(
-                "`final_lr` must lie in [0, peak_lr]. Received: "
-                f"final_lr={final_lr}, peak_lr={peak_lr}"
-            )
+            raise ValueError(f"`final_lr` must lie in [0, peak_lr]. Received: final_lr={final_lr}, peak_lr={peak_lr}")
         if steps_per_epoch is not None:
             steps_per_epoch = _as_int(steps_per_epoch, "steps_per_epoch")
             if steps_per_epoch < 1:
@@ -169,9 +163,7 @@ class CoupledSGD(keras.optimizers.Optimizer):
         if momentum < 0:
             raise ValueError(f"`momentum` must be >= 0. Received: momentum={momentum}")
         if weight_decay < 0:
-            raise ValueError(
-                f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}"
-            )
+            raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         if nesterov and momentum == 0:
             raise ValueError("`nesterov=True` requires `momentum > 0`.")
         if fixed_lr is not None:
@@ -183,8 +175,7 @@ class CoupledSGD(keras.optimizers.Optimizer):
             if not fixed_lr_variables:
                 # Usually a model whose variables do not exist yet (not built).
                 raise ValueError(
-                    "`fixed_lr_variables` is empty: build the model before creating the "
-                    "optimizer, or pass None."
+                    "`fixed_lr_variables` is empty: build the model before creating the optimizer, or pass None."
                 )
             if fixed_lr is None:
                 raise ValueError("`fixed_lr_variables` were given without a `fixed_lr`.")
@@ -228,8 +219,7 @@ class CoupledSGD(keras.optimizers.Optimizer):
 
     def exclude_from_weight_decay(self, var_list=None, var_names=None):
         raise ValueError(
-            "CoupledSGD decays every variable, as the reference SGD does; "
-            "`exclude_from_weight_decay` is not supported."
+            "CoupledSGD decays every variable, as the reference SGD does; `exclude_from_weight_decay` is not supported."
         )
 
     def get_config(self):
@@ -311,13 +301,9 @@ class LARS(keras.optimizers.Optimizer):
         if momentum < 0:
             raise ValueError(f"`momentum` must be >= 0. Received: momentum={momentum}")
         if weight_decay < 0:
-            raise ValueError(
-                f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}"
-            )
+            raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         if not trust_coefficient > 0:
-            raise ValueError(
-                f"`trust_coefficient` must be > 0. Received: trust_coefficient={trust_coefficient}"
-            )
+            raise ValueError(f"`trust_coefficient` must be > 0. Received: trust_coefficient={trust_coefficient}")
         if not epsilon >= 0:
             raise ValueError(f"`epsilon` must be >= 0. Received: epsilon={epsilon}")
         if not isinstance(adapt_rank1, bool):
@@ -368,9 +354,7 @@ class LARS(keras.optimizers.Optimizer):
             w_norm = tf.norm(w)
             g_norm = tf.norm(g)
             local_lr = (
-                tf.cast(self.trust_coefficient, dtype)
-                * w_norm
-                / (g_norm + wd * w_norm + tf.cast(self.epsilon, dtype))
+                tf.cast(self.trust_coefficient, dtype) * w_norm / (g_norm + wd * w_norm + tf.cast(self.epsilon, dtype))
             )
             both = (w_norm > 0) & (g_norm > 0)
             # With epsilon 0 and a zero norm the ratio is nan; the select discards it.

@@ -4,6 +4,7 @@ Inputs are array-likes: `labels` 1 for a same pair and 0 for a different pair, `
 higher for pairs more likely the same (use minus a distance). Curves come back as NumPy
 arrays and single figures as Python floats. Pure NumPy; matplotlib only inside `plot_roc`.
 """
+
 import math
 import os
 
@@ -14,13 +15,9 @@ def _check_pairs(labels, scores, need_both=True):
     labels = np.asarray(labels)
     scores = np.asarray(scores)
     if labels.ndim != 1 or scores.ndim != 1:
-        raise ValueError(
-            f"labels and scores must be 1-D; got shapes {labels.shape} and {scores.shape}"
-        )
+        raise ValueError(f"labels and scores must be 1-D; got shapes {labels.shape} and {scores.shape}")
     if labels.shape[0] != scores.shape[0]:
-        raise ValueError(
-            f"labels and scores must have the same length; got {labels.shape[0]} and {scores.shape[0]}"
-        )
+        raise ValueError(f"labels and scores must have the same length; got {labels.shape[0]} and {scores.shape[0]}")
     if labels.shape[0] == 0:
         raise ValueError("labels and scores are empty")
     if labels.dtype.kind not in "biuf" or not np.all((labels == 0) | (labels == 1)):
@@ -32,9 +29,7 @@ def _check_pairs(labels, scores, need_both=True):
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores must be finite (no NaN or inf)")
     if need_both and (labels.min() == labels.max()):
-        raise ValueError(
-            "labels must contain both same (1) and different (0) pairs for a ROC-based metric"
-        )
+        raise ValueError("labels must contain both same (1) and different (0) pairs for a ROC-based metric")
     return labels, scores
 
 
@@ -172,9 +167,7 @@ def plot_roc(fpr, tpr, path, auc=None, eer=None, title="ROC curve"):
     fpr = np.asarray(fpr, dtype=np.float64)
     tpr = np.asarray(tpr, dtype=np.float64)
     if fpr.ndim != 1 or fpr.shape != tpr.shape or fpr.size < 2:
-        raise ValueError(
-            f"fpr and tpr must be 1-D of the same length >= 2; got shapes {fpr.shape} and {tpr.shape}"
-        )
+        raise ValueError(f"fpr and tpr must be 1-D of the same length >= 2; got shapes {fpr.shape} and {tpr.shape}")
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:

@@ -13,6 +13,7 @@ The ops are the package's (`simsiam_tf.augment`), the draws the same distributio
 `TwoViewAugment.appearance` (ColorJitter with probability `jitter_prob`, its four
 factors and a random order; grayscale; blur with sigma ~ U(blur_sigma)).
 """
+
 import tensorflow as tf
 
 from simsiam_tf import augment
@@ -57,9 +58,7 @@ def appearance(image, seed, aug):
     if aug.jitter_prob > 0 and any(aug.jitter_strength):
         apply_seed, factor_seed = _split(jitter_seed, 2)
         factors, order = augment.jitter_factors(factor_seed, 1, aug.jitter_strength)
-        image = tf.cond(
-            _draw(apply_seed) < aug.jitter_prob, lambda: jitter(image, factors[0], order[0]), lambda: image
-        )
+        image = tf.cond(_draw(apply_seed) < aug.jitter_prob, lambda: jitter(image, factors[0], order[0]), lambda: image)
     if aug.grayscale_prob > 0:
         image = tf.cond(
             _draw(gray_seed) < aug.grayscale_prob,

@@ -1,4 +1,5 @@
 """Linear classifier on cached (pre-extracted) features: the fast linear-probe path."""
+
 import keras
 import numpy as np
 
@@ -62,10 +63,12 @@ class EpochEvaluation(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        logits = np.concatenate([
-            keras.ops.convert_to_numpy(self.classifier(self.features[i:i + self.batch_size]))
-            for i in range(0, len(self.features), self.batch_size)
-        ])
+        logits = np.concatenate(
+            [
+                keras.ops.convert_to_numpy(self.classifier(self.features[i : i + self.batch_size]))
+                for i in range(0, len(self.features), self.batch_size)
+            ]
+        )
         if logs is not None:
             logs["val_top1"] = topk_accuracy(logits, self.labels, 1)
             logs["val_top5"] = topk_accuracy(logits, self.labels, 5)
@@ -148,7 +151,8 @@ def train_linear_on_features(
         steps_per_epoch = max(1, int(np.ceil(len(train_features) / batch_size)))
         check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         schedule = optim.WarmupCosine(
-            peak_lr=base_lr, total_steps=epochs * steps_per_epoch,
+            peak_lr=base_lr,
+            total_steps=epochs * steps_per_epoch,
             steps_per_epoch=steps_per_epoch if lr_schedule == "epoch" else None,
         )
         optimizer = linear_optimizer(optimizer, schedule, momentum=momentum, weight_decay=weight_decay)
@@ -157,7 +161,12 @@ def train_linear_on_features(
     model = keras.Sequential([keras.Input((train_features.shape[1],)), classifier], name="linear_probe")
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(
-        train_features, train_labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose,
+        train_features,
+        train_labels,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        verbose=verbose,
         callbacks=callbacks,
     )
     logits = model.predict(test_features, batch_size=1024, verbose=0)

@@ -31,6 +31,7 @@ images2)` that of `verify`, with the same input rules. Load it with `keras.savin
 once `simsiam_tf.serving` is imported (it registers the package's Keras classes), or
 with `load_keras_model`.
 """
+
 import os
 import shutil
 import tempfile
@@ -70,9 +71,7 @@ def check_images(images, name="images"):
     # [size, 1, 1, 1] instead, and the assert below is the only error it meets.
     dims = tf.concat([shape, tf.zeros([4], shape.dtype)], 0)[:4]
     channels = dims[3]
-    ok = tf.logical_and(
-        tf.equal(tf.size(shape), 4), tf.logical_or(tf.equal(channels, 3), tf.equal(channels, 1))
-    )
+    ok = tf.logical_and(tf.equal(tf.size(shape), 4), tf.logical_or(tf.equal(channels, 3), tf.equal(channels, 1)))
     message = IMAGES_MESSAGE.replace("images", name, 1)
     valid = tf.debugging.Assert(ok, [message, "got shape", shape], summarize=8)
     with tf.control_dependencies([valid]):
@@ -133,8 +132,12 @@ class ServingModel(keras.Model):
         super().__init__(**kwargs)
         if encoder is None:
             raise ValueError("export needs the encoder (the backbone mapping images to features)")
-        for name, part in (("encoder", encoder), ("projector", projector), ("classifier", classifier),
-                           ("verifier", verifier)):
+        for name, part in (
+            ("encoder", encoder),
+            ("projector", projector),
+            ("classifier", classifier),
+            ("verifier", verifier),
+        ):
             if part is not None and not part.built:
                 raise ValueError(f"the {name} is not built: call it on a batch (or build it) before exporting")
         if verifier is not None:
@@ -307,9 +310,13 @@ def export_models(output_dir, encoder, image_size, center_crop, projector=None, 
     """Writes `<output_dir>/saved_model` and `<output_dir>/model.keras`; returns `output_dir`."""
     output_dir = os.path.abspath(output_dir)
     export_saved_model(
-        os.path.join(output_dir, SAVED_MODEL_NAME), encoder, image_size, center_crop,
-        projector=projector, classifier=classifier, verifier=verifier,
+        os.path.join(output_dir, SAVED_MODEL_NAME),
+        encoder,
+        image_size,
+        center_crop,
+        projector=projector,
+        classifier=classifier,
+        verifier=verifier,
         keras_path=os.path.join(output_dir, KERAS_NAME),
     )
     return output_dir
-

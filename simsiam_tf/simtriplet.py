@@ -1,4 +1,5 @@
 """SimTriplet (Liu et al., MICCAI 2021): SimSiam with a third view from a neighbouring sample."""
+
 import keras
 
 from simsiam_tf import losses, models

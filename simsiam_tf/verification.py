@@ -5,6 +5,7 @@ once; pair scores come from the embeddings (`PairVerifier.score_embeddings`). Th
 figures (ROC-AUC, EER, accuracy at the threshold chosen on validation pairs, TAR at
 FAR=1e-2, N-way one-shot accuracy) are computed by `pair_metrics`.
 """
+
 import dataclasses
 from typing import Dict, List, Optional
 

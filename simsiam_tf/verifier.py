@@ -12,6 +12,7 @@ by SimSiam) and an embedding head. Three heads:
 
 Every score is higher for pairs more likely the same, as `pair_metrics` expects.
 """
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -145,8 +146,11 @@ class PairVerifier(models.TrainStepModel):
         )
         self.classifier = build_pair_classifier(self.embedding_dim, self.hidden_dim) if head == "classifier" else None
         self.threshold = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(float(threshold)), trainable=False,
-            name="threshold", dtype="float32",
+            shape=(),
+            initializer=keras.initializers.Constant(float(threshold)),
+            trainable=False,
+            name="threshold",
+            dtype="float32",
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.gap_tracker = keras.metrics.Mean(name="score_gap")

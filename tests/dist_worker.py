@@ -8,6 +8,7 @@ TensorFlow, which a pytest process (TF long started) cannot do.
   checkpoint_loop MODEL_DIR         restore the latest checkpoint, then save forever
   sync_bn_default OUT               SimSiam and build_backbone with sync_bn left at its default, per strategy
 """
+
 import os
 import sys
 
@@ -40,10 +41,16 @@ def mirrored(out):
 
     def build(sync_bn):
         keras.utils.set_random_seed(0)
-        backbone = backbones.build_backbone("resnet18", cifar_stem=True, width_multiplier=TINY["width_multiplier"],
-                                            sync_bn=sync_bn)
-        return models.SimSiam(backbone, dim=TINY["dim"], pred_dim=TINY["pred_dim"],
-                              projector_layers=TINY["projector_layers"], sync_bn=sync_bn)
+        backbone = backbones.build_backbone(
+            "resnet18", cifar_stem=True, width_multiplier=TINY["width_multiplier"], sync_bn=sync_bn
+        )
+        return models.SimSiam(
+            backbone,
+            dim=TINY["dim"],
+            pred_dim=TINY["pred_dim"],
+            projector_layers=TINY["projector_layers"],
+            sync_bn=sync_bn,
+        )
 
     rng = np.random.default_rng(0)
     views = rng.random((2, 24, 16, 16, 3), dtype=np.float32)
@@ -54,8 +61,9 @@ def mirrored(out):
             model = build(sync_bn)
             model.set_weights(weights)
             schedule = optim.WarmupCosine(peak_lr=0.5, total_steps=10)
-            model.compile(optimizer=optim.CoupledSGD(schedule, momentum=0.9, weight_decay=1e-4),
-                          run_eagerly=True)  # same numerics as a compiled step; far cheaper to start
+            model.compile(
+                optimizer=optim.CoupledSGD(schedule, momentum=0.9, weight_decay=1e-4), run_eagerly=True
+            )  # same numerics as a compiled step; far cheaper to start
         recorder = LossRecorder()
         model.fit(dataset, epochs=1, verbose=0, callbacks=[recorder])
         return model, recorder.losses
@@ -73,7 +81,9 @@ def mirrored(out):
         out,
         replicas=strategy.num_replicas_in_sync,
         synchronized=[bn.synchronized for bn in bns],
-        single_losses=single_losses, synced_losses=synced_losses, unsynced_losses=unsynced_losses,
+        single_losses=single_losses,
+        synced_losses=synced_losses,
+        unsynced_losses=unsynced_losses,
         iterations=[int(m.optimizer.iterations.numpy()) for m in (single, synced, unsynced)],
         **{f"initial_{i}": w for i, w in enumerate(initial)},
         **{f"single_{i}": v.numpy() for i, v in enumerate(single.weights)},
@@ -117,8 +127,14 @@ def multi_worker(out, model_dir, steps):
 
     config = config_lib.replace(
         config_lib.PretrainConfig(),
-        **{"runtime.model_dir": model_dir, "data.image_size": 16, "data.num_train_examples": 32, "batch_size": 8,
-           "epochs": 1, **{"model." + k: v for k, v in TINY.items()}},
+        **{
+            "runtime.model_dir": model_dir,
+            "data.image_size": 16,
+            "data.num_train_examples": 32,
+            "batch_size": 8,
+            "epochs": 1,
+            **{"model." + k: v for k, v in TINY.items()},
+        },
     )
     per_replica = distribute.per_replica_batch_size(config.batch_size, strategy)
     source = builders.load_train_source(config)
@@ -128,7 +144,9 @@ def multi_worker(out, model_dir, steps):
     def build():
         with strategy.scope():
             model = builders.build_model(config, strategy)
-            optimizer = builders.build_pretrain_optimizer(config, model, steps_per_epoch * config.epochs, steps_per_epoch)
+            optimizer = builders.build_pretrain_optimizer(
+                config, model, steps_per_epoch * config.epochs, steps_per_epoch
+            )
             model.compile(optimizer=optimizer)
             optimizer.build(model.trainable_variables)
         write_dir = distribute.write_dir_for(model_dir, strategy)
@@ -145,8 +163,14 @@ def multi_worker(out, model_dir, steps):
         )
     )
     recorder = LossRecorder()
-    distribute.fit(model, dataset, epochs=1, steps_per_epoch=steps, callbacks=[
-        recorder, common.StepCheckpointer(checkpoint, 1)], verbose=0)
+    distribute.fit(
+        model,
+        dataset,
+        epochs=1,
+        steps_per_epoch=steps,
+        callbacks=[recorder, common.StepCheckpointer(checkpoint, 1)],
+        verbose=0,
+    )
     distribute.remove_write_dir(write_dir, model_dir)
     iterations = int(model.optimizer.iterations.numpy())
     # A collective: no worker reads the run directory before the chief's last save is done.
@@ -162,10 +186,18 @@ def multi_worker(out, model_dir, steps):
         disagreement = str(err)
     np.savez(
         os.path.join(out, f"worker{task}.npz"),
-        chief=distribute.is_chief(strategy), replicas=strategy.num_replicas_in_sync, per_replica=per_replica,
-        sync_bn=model.sync_bn, restored=str(restored), start=start, write_dir=write_dir,
+        chief=distribute.is_chief(strategy),
+        replicas=strategy.num_replicas_in_sync,
+        per_replica=per_replica,
+        sync_bn=model.sync_bn,
+        restored=str(restored),
+        start=start,
+        write_dir=write_dir,
         write_dirs_left=[os.path.exists(d) and d != model_dir for d in (write_dir, again_write_dir)],
-        iterations=iterations, losses=recorder.losses, again_restored=str(again_restored), again_start=again_start,
+        iterations=iterations,
+        losses=recorder.losses,
+        again_restored=str(again_restored),
+        again_start=again_start,
         disagreement=disagreement,
         **{f"var_{i}": v.numpy() for i, v in enumerate(model.weights)},
         **{f"again_{i}": v.numpy() for i, v in enumerate(again.weights)},

@@ -1,4 +1,5 @@
 """Each ablation recipe is the baseline recipe with one switch changed (test_flagfiles dry-runs them)."""
+
 import dataclasses
 import os
 
@@ -37,7 +38,9 @@ def test_baseline_is_the_demo_with_a_decayed_predictor_lr_and_per_epoch_knn():
     # Table 1's baseline: the predictor lr decays with the rest (Table 1c keeps it fixed).
     assert base["fix_pred_lr"] == "false" and float(base["base_lr"]) == 0.3
     # Model, augmentation and the rest of the optimisation are the demo's (the config defaults).
-    pinned = {f.name for f in dataclasses.fields(config.ModelConfig)} | {f.name for f in dataclasses.fields(config.AugmentConfig)}
+    pinned = {f.name for f in dataclasses.fields(config.ModelConfig)} | {
+        f.name for f in dataclasses.fields(config.AugmentConfig)
+    }
     pinned |= {"method", "batch_size", "epochs", "weight_decay", "momentum", "fixed_random_predictor"}
     assert not set(base) & pinned
 

@@ -17,8 +17,9 @@ def _images(batch=4, size=20, seed=0, dtype=np.uint8):
 
 def _plain(size, **overrides):
     """A TwoViewAugment that only resizes: every probability 0, full-image square crops."""
-    kwargs = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_prob=0.0, grayscale_prob=0.0,
-                  blur_prob=0.0, flip_prob=0.0)
+    kwargs = dict(
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, flip_prob=0.0
+    )
     kwargs.update(overrides)
     return augment.TwoViewAugment(size, **kwargs)
 
@@ -67,9 +68,7 @@ def test_flip_prob_one_mirrors_and_single_images_work():
     assert flipped.shape == (16, 16, 3)
     expected = tf.image.resize(x[0].astype(np.float32) / 255.0, [16, 16], antialias=True)[:, ::-1]
     np.testing.assert_allclose(flipped.numpy(), expected.numpy(), atol=1e-5)
-    np.testing.assert_array_equal(
-        augment.random_flip(x, [1, 1], prob=1.0).numpy(), x[:, :, ::-1]
-    )
+    np.testing.assert_array_equal(augment.random_flip(x, [1, 1], prob=1.0).numpy(), x[:, :, ::-1])
 
 
 def test_grayscale_prob_one_makes_channels_equal():

@@ -27,13 +27,9 @@ def test_parameter_count_matches_torchvision_without_fc(arch, params, dim):
     assert all("moving" in w.path for w in model.non_trainable_weights)
 
 
-@pytest.mark.parametrize(
-    "cifar_stem, layer1_size, layer4_size", [(True, 32, 4), (False, 8, 1)]
-)
+@pytest.mark.parametrize("cifar_stem, layer1_size, layer4_size", [(True, 32, 4), (False, 8, 1)])
 def test_stems_at_32px(cifar_stem, layer1_size, layer4_size):
-    model = backbones.build_backbone(
-        "resnet18", cifar_stem=cifar_stem, width_multiplier=0.125, input_shape=(32, 32, 3)
-    )
+    model = backbones.build_backbone("resnet18", cifar_stem=cifar_stem, width_multiplier=0.125, input_shape=(32, 32, 3))
     assert model.get_layer("layer1_1_out").output.shape == (None, layer1_size, layer1_size, 8)
     assert model.get_layer("layer4_1_out").output.shape == (None, layer4_size, layer4_size, 64)
     assert model(_images(2, 32)).shape == (2, 64)
@@ -70,8 +66,9 @@ def test_strided_padding_matches_pytorch():
     expected_conv = tf.nn.conv2d(
         normalized.astype(np.float32), conv.kernel, strides=2, padding=[[0, 0], [3, 3], [3, 3], [0, 0]]
     )
-    probe = keras.Model(model.input, [conv.output, model.get_layer("stem_relu").output,
-                                      model.get_layer("stem_pool").output])
+    probe = keras.Model(
+        model.input, [conv.output, model.get_layer("stem_relu").output, model.get_layer("stem_pool").output]
+    )
     conv_out, relu_out, pool_out = probe(x)
     np.testing.assert_allclose(conv_out, expected_conv, atol=1e-4)
     padded = tf.pad(relu_out, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=-np.inf)
@@ -222,7 +219,9 @@ def test_small_map_filter_gradient_equals_the_keras_one(kernel_size, stride, pad
     assert backbones.Conv2D.from_config(convs[0].get_config()).small_map_grad
 
 
-_ZEN3_CPUINFO = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fma avx avx2\n"
+_ZEN3_CPUINFO = (
+    "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fma avx avx2\n"
+)
 _ZEN4_CPUINFO = (
     "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9B14\n"
     "flags\t\t: fma avx avx2 avx512f avx512_bf16\n"

@@ -3,6 +3,7 @@
 The scripts run in this process (their `main(argv)`), which spares a TensorFlow start
 per script; their command lines are the ones bench/README.md documents.
 """
+
 import json
 import os
 import sys
@@ -11,8 +12,18 @@ import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 TINY_MODEL = [
-    "--batch", "4", "--image_size", "16", "--width_multiplier", "0.125",
-    "--dim", "32", "--pred_dim", "8", "--projector_layers", "2",
+    "--batch",
+    "4",
+    "--image_size",
+    "16",
+    "--width_multiplier",
+    "0.125",
+    "--dim",
+    "32",
+    "--pred_dim",
+    "8",
+    "--projector_layers",
+    "2",
 ]
 
 
@@ -47,10 +58,22 @@ def test_step_bench(bench_modules, capsys):
 
 def test_pipeline_bench(bench_modules, capsys):
     _, pipeline, _ = bench_modules
-    pipeline.main([
-        "--image_size", "16", "--batch", "4", "--num_examples", "16", "--warmup", "1",
-        "--windows", "1", "--batches_per_window", "1",
-    ])
+    pipeline.main(
+        [
+            "--image_size",
+            "16",
+            "--batch",
+            "4",
+            "--num_examples",
+            "16",
+            "--warmup",
+            "1",
+            "--windows",
+            "1",
+            "--batches_per_window",
+            "1",
+        ]
+    )
     result = _last_json(capsys)
     assert result["images_per_s"] > 0
     (entry,) = result["results"]
@@ -59,8 +82,9 @@ def test_pipeline_bench(bench_modules, capsys):
 
 def test_train_bench(bench_modules, capsys):
     _, _, train = bench_modules
-    train.main(TINY_MODEL + ["--steps", "1", "--warmup", "1", "--rounds", "1", "--num_examples", "16",
-                             "--no-jit_compile"])
+    train.main(
+        TINY_MODEL + ["--steps", "1", "--warmup", "1", "--rounds", "1", "--num_examples", "16", "--no-jit_compile"]
+    )
     result = _last_json(capsys)
     assert result["images_per_s"] > 0 and result["cached_images_per_s"] > 0
     assert result["pipeline_fraction"] < 1.0
@@ -109,8 +133,22 @@ def test_step_bench_names_the_cpu_and_its_isa_cap(bench_modules, capsys, monkeyp
 @pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs Linux /proc/cpuinfo")
 def test_train_bench_names_the_cpu(bench_modules, capsys):
     _, _, train = bench_modules
-    train.main(TINY_MODEL + ["--steps", "1", "--warmup", "1", "--rounds", "1", "--num_examples", "16",
-                             "--no-jit_compile", "--small_map_grad", "on"])
+    train.main(
+        TINY_MODEL
+        + [
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--num_examples",
+            "16",
+            "--no-jit_compile",
+            "--small_map_grad",
+            "on",
+        ]
+    )
     result = _last_json(capsys)
     _assert_names_the_cpu(result)
     assert result["small_map_grad"] is True
@@ -127,10 +165,29 @@ def test_compare_reference_names_the_cpu(bench_modules, capsys):
     sys.path.insert(0, BENCH)
     import compare_reference
 
-    compare_reference.main([
-        "--reference", reference, "--batch", "4", "--image_size", "16", "--dim", "32", "--pred_dim", "8",
-        "--projector_layers", "2", "--warmup", "1", "--rounds", "1", "--ref_threads", "1", "--no-jit_compile",
-    ])
+    compare_reference.main(
+        [
+            "--reference",
+            reference,
+            "--batch",
+            "4",
+            "--image_size",
+            "16",
+            "--dim",
+            "32",
+            "--pred_dim",
+            "8",
+            "--projector_layers",
+            "2",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--ref_threads",
+            "1",
+            "--no-jit_compile",
+        ]
+    )
     result = _last_json(capsys)
     _assert_names_the_cpu(result)
     assert result["ratio"] > 0 and "ATen" in result["reference_framework"]
@@ -139,10 +196,29 @@ def test_compare_reference_names_the_cpu(bench_modules, capsys):
 def test_pipeline_bench_jpeg_side_by_side(bench_modules, capsys):
     """Each contender runs in a worker pinned to one core; ratios are against the reference's rounds."""
     _, pipeline, _ = bench_modules
-    pipeline.main([
-        "--source", "jpeg", "--image_size", "32", "--batch", "4", "--num_images", "8", "--jpeg_size", "64", "48",
-        "--rounds", "2", "--batches_per_round", "1", "--contenders", "reference", "package", "fast:union:noaa",
-    ])
+    pipeline.main(
+        [
+            "--source",
+            "jpeg",
+            "--image_size",
+            "32",
+            "--batch",
+            "4",
+            "--num_images",
+            "8",
+            "--jpeg_size",
+            "64",
+            "48",
+            "--rounds",
+            "2",
+            "--batches_per_round",
+            "1",
+            "--contenders",
+            "reference",
+            "package",
+            "fast:union:noaa",
+        ]
+    )
     result = _last_json(capsys)
     assert result["source"] == "jpeg" and result["jpegs"]["count"] == 8 and result["jpegs"]["mean_bytes"] > 0
     assert set(result["results"]) == {"reference", "package", "fast:union:noaa"}
@@ -181,7 +257,9 @@ def test_real_digits_quick(tmp_path, capsys):
     report = real_digits.main(["--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     # the class folders hold sklearn's 1,797 digits, 80/20
-    counts = {split: sum(len(files) for _, _, files in os.walk(tmp_path / "digits" / split)) for split in ("train", "test")}
+    counts = {
+        split: sum(len(files) for _, _, files in os.walk(tmp_path / "digits" / split)) for split in ("train", "test")
+    }
     assert counts == {"train": 1437, "test": 360}
     rows = [line for line in report["table"].splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 4 and rows[1].startswith("| SimSiam") and rows[3].startswith("| raw pixels")

@@ -1,5 +1,6 @@
 """What every tool does before any work: --help, absl's parse errors and invalid values (exit 2), and a
 console kept free of TensorFlow's start-up and checkpoint chatter."""
+
 import logging
 import os
 import subprocess
@@ -14,7 +15,10 @@ TOOLS = ("pretrain", "linear", "verify", "export")
 def run_tool(tool, *args, cwd=ROOT, env=None):
     return subprocess.run(
         [sys.executable, "-m", f"simsiam_tf.cli.{tool}", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=env or dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
     )
 

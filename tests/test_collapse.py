@@ -6,6 +6,7 @@ many steps even without stop-gradient, while without BN such a run collapses wit
 a few steps. `--collapse_threshold=0.2` suits the 32-wide output (one channel left
 alive would read 1/sqrt(32) = 0.18).
 """
+
 import json
 import logging as py_logging
 import os
@@ -21,18 +22,39 @@ from simsiam_tf.runs import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLAPSING = {
-    "width_multiplier": 0.125, "dim": 32, "pred_dim": 16, "projector_layers": 2, "image_size": 16,
-    "num_train_examples": 64, "batch_size": 16, "base_lr": 0.5, "checkpoint_every_steps": 1,
-    "log_every_steps": 1, "stop_gradient": False, "heads_bn": False, "collapse_threshold": 0.2,
-    "collapse_patience": 3, "evaluate": False, "export": False, "knn_every": 0,
+    "width_multiplier": 0.125,
+    "dim": 32,
+    "pred_dim": 16,
+    "projector_layers": 2,
+    "image_size": 16,
+    "num_train_examples": 64,
+    "batch_size": 16,
+    "base_lr": 0.5,
+    "checkpoint_every_steps": 1,
+    "log_every_steps": 1,
+    "stop_gradient": False,
+    "heads_bn": False,
+    "collapse_threshold": 0.2,
+    "collapse_patience": 3,
+    "evaluate": False,
+    "export": False,
+    "knn_every": 0,
 }
-SECTIONS = {"width_multiplier": "model", "dim": "model", "pred_dim": "model", "projector_layers": "model",
-            "stop_gradient": "model", "heads_bn": "model", "image_size": "data", "num_train_examples": "data"}
+SECTIONS = {
+    "width_multiplier": "model",
+    "dim": "model",
+    "pred_dim": "model",
+    "projector_layers": "model",
+    "stop_gradient": "model",
+    "heads_bn": "model",
+    "image_size": "data",
+    "num_train_examples": "data",
+}
 
 
 def checkpoint_steps(model_dir):
     folder = os.path.join(model_dir, "checkpoints")
-    return sorted(int(f[len("ckpt-"):-len(".index")]) for f in os.listdir(folder) if f.endswith(".index"))
+    return sorted(int(f[len("ckpt-") : -len(".index")]) for f in os.listdir(folder) if f.endswith(".index"))
 
 
 @pytest.mark.slow
@@ -40,9 +62,21 @@ def test_stop_ends_with_exit_code_3_and_keeps_the_checkpoint_from_before_the_col
     model_dir = tmp_path / "run"
     flags = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in COLLAPSING.items()]
     result = subprocess.run(
-        [sys.executable, "-m", "simsiam_tf.cli.pretrain", f"--model_dir={model_dir}", "--epochs=5", "--verbose=0",
-         "--on_collapse=stop", *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        [
+            sys.executable,
+            "-m",
+            "simsiam_tf.cli.pretrain",
+            f"--model_dir={model_dir}",
+            "--epochs=5",
+            "--verbose=0",
+            "--on_collapse=stop",
+            *flags,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     assert result.returncode == 3, result.stderr[-3000:]
     last_line = result.stderr.strip().splitlines()[-1]
@@ -64,8 +98,15 @@ def test_stop_ends_with_exit_code_3_and_keeps_the_checkpoint_from_before_the_col
 
 def collapsing_config(model_dir, action):
     changes = {(SECTIONS[k] + "." if k in SECTIONS else "") + k: v for k, v in COLLAPSING.items()}
-    changes.update({"runtime.model_dir": str(model_dir), "runtime.verbose": 0, "epochs": 3, "on_collapse": action,
-                    "checkpoint_every_steps": 100})
+    changes.update(
+        {
+            "runtime.model_dir": str(model_dir),
+            "runtime.verbose": 0,
+            "epochs": 3,
+            "on_collapse": action,
+            "checkpoint_every_steps": 100,
+        }
+    )
     return config.replace(config.PretrainConfig(), **changes)
 
 
@@ -110,8 +151,9 @@ class RunningMeanZStd(keras.Model):
 def test_step_checks_see_a_collapse_that_the_epoch_mean_hides(running_mean, collapsed_at):
     # Healthy for 8 steps, collapsed from step 9 on, in one 20-step epoch: the running mean
     # never drops under 0.1 (8/20 at the end), the mean over each 2-step window does.
-    callback = monitor.CollapseMonitor(threshold=0.1, patience=2, action="warn", check_every=2,
-                                       running_mean=running_mean)
+    callback = monitor.CollapseMonitor(
+        threshold=0.1, patience=2, action="warn", check_every=2, running_mean=running_mean
+    )
     model = RunningMeanZStd([1.0] * 8 + [0.0])
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     data = tf.data.Dataset.range(20).map(lambda i: tf.cast(i, tf.float32)).batch(1)

@@ -4,6 +4,7 @@ The hue oracle is torchvision's tensor `adjust_hue` (`_rgb2hsv`, hue shift modul
 turn, `_hsv2rgb`) in float64; PIL's `adjust_hue` (the reference's, on PIL images) is the
 same map on 8-bit HSV, checked with a tolerance for its quantisation.
 """
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -34,9 +35,9 @@ def _hsv2rgb(h, s, v):
     p = np.clip(v * (1.0 - s), 0, 1)
     q = np.clip(v * (1.0 - s * f), 0, 1)
     t = np.clip(v * (1.0 - s * (1.0 - f)), 0, 1)
-    table = np.stack([
-        np.stack([v, q, p, p, t, v]), np.stack([t, v, v, q, p, p]), np.stack([p, p, t, v, v, q])
-    ])  # [channel, sector, ...]
+    table = np.stack(
+        [np.stack([v, q, p, p, t, v]), np.stack([t, v, v, q, p, p]), np.stack([p, p, t, v, v, q])]
+    )  # [channel, sector, ...]
     return np.stack([np.take_along_axis(table[c], i[None], 0)[0] for c in range(3)], -1)
 
 
@@ -105,5 +106,6 @@ def test_saturation_contrast_grayscale_per_image_factors_match_numpy():
     for i, f in enumerate(factors):
         np.testing.assert_allclose(saturated[i], np.clip(f * images[i] + (1 - f) * gray[i][..., None], 0, 1), atol=1e-6)
         np.testing.assert_allclose(contrasted[i], np.clip(f * images[i] + (1 - f) * gray[i].mean(), 0, 1), atol=1e-6)
-    np.testing.assert_allclose(augment.grayscale(images, channels=3).numpy(), np.repeat(gray[..., None], 3, -1),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        augment.grayscale(images, channels=3).numpy(), np.repeat(gray[..., None], 3, -1), atol=1e-6
+    )

@@ -1,4 +1,5 @@
 """CPU detection from /proc/cpuinfo texts of real machines and the oneDNN ISA cap."""
+
 import pytest
 
 from simsiam_tf import cpu

@@ -132,7 +132,11 @@ def test_a_source_built_from_any_dataset_streams():
     images, labels = data.make_synthetic(12, image_size=8)
     source = data.Source(
         dataset=tf.data.Dataset.from_tensor_slices((images, labels)),
-        num_examples=12, num_classes=10, image_shape=(8, 8, 3), class_names=(), name="mine",
+        num_examples=12,
+        num_classes=10,
+        image_shape=(8, 8, 3),
+        class_names=(),
+        name="mine",
     )
     batches = _take(data.make_pretrain_dataset(source, 4, _identity_views, seed=0), 4)
     seen = {image.tobytes() for batch in batches[:3] for image in batch[0]}
@@ -144,7 +148,11 @@ def test_a_streamed_order_ignores_the_global_seed():
     images, labels = data.make_synthetic(12, image_size=8)
     source = data.Source(
         dataset=tf.data.Dataset.from_tensor_slices((images, labels)),
-        num_examples=12, num_classes=10, image_shape=(8, 8, 3), class_names=(), name="mine",
+        num_examples=12,
+        num_classes=10,
+        image_shape=(8, 8, 3),
+        class_names=(),
+        name="mine",
     )
     streams = []
     for global_seed in (0, 1234):

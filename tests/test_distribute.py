@@ -3,6 +3,7 @@
 The tests that need their own TensorFlow device setup (two logical CPUs, a TF_CONFIG
 cluster) or a process to kill run tests/dist_worker.py or the CLI in subprocesses.
 """
+
 import json
 import os
 import random
@@ -63,8 +64,11 @@ def test_strategy_names():
 
 
 def test_unknown_strategy_and_tpu_without_address_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown strategy 'horovod'; choose one of auto, default, one_device, "
-                                         "mirrored, multi_worker_mirrored, tpu"):
+    with pytest.raises(
+        ValueError,
+        match="unknown strategy 'horovod'; choose one of auto, default, one_device, "
+        "mirrored, multi_worker_mirrored, tpu",
+    ):
         distribute.get_strategy("horovod")
     for missing in (None, ""):
         with pytest.raises(ValueError, match="strategy 'tpu' needs a TPU address"):
@@ -80,8 +84,9 @@ def test_multi_worker_errors_name_the_cause(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv("TF_CONFIG", json.dumps(
-        {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
+    )
     with pytest.raises(RuntimeError, match="must be created before TensorFlow starts its devices"):
         distribute.get_strategy("multi_worker_mirrored")
 
@@ -89,8 +94,11 @@ def test_multi_worker_errors_name_the_cause(monkeypatch):
 def test_per_replica_batch_size():
     assert distribute.per_replica_batch_size(512, tf.distribute.get_strategy()) == 512
     assert distribute.per_replica_batch_size(512, _replicas(8)) == 64
-    with pytest.raises(ValueError, match=r"batch_size 100 \(the global batch\) is not divisible by the 8 "
-                                         r"replicas .* use a multiple of 8, e\.g\. 96 or 104"):
+    with pytest.raises(
+        ValueError,
+        match=r"batch_size 100 \(the global batch\) is not divisible by the 8 "
+        r"replicas .* use a multiple of 8, e\.g\. 96 or 104",
+    ):
         distribute.per_replica_batch_size(100, _replicas(8))
     with pytest.raises(ValueError, match="use a multiple of 8, e.g. 8$"):
         distribute.per_replica_batch_size(4, _replicas(8))
@@ -180,8 +188,11 @@ def test_two_multi_worker_processes_train_and_checkpoint_together(tmp_path):
     try:
         for index in range(2):
             tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            processes.append(_worker(logs[index], "multi_worker", tmp_path, model_dir, 3,
-                                     env=dict(ENV, TF_CONFIG=json.dumps(tf_config))))
+            processes.append(
+                _worker(
+                    logs[index], "multi_worker", tmp_path, model_dir, 3, env=dict(ENV, TF_CONFIG=json.dumps(tf_config))
+                )
+            )
         for process, log in zip(processes, logs):
             _wait(process, log)
     finally:
@@ -246,9 +257,21 @@ def test_checkpoints_survive_sigkill_at_random_times(tmp_path):
 
 
 TINY_FLAGS = [
-    "--backbone=resnet18_cifar", "--width_multiplier=0.125", "--dim=32", "--pred_dim=8", "--projector_layers=2",
-    "--image_size=16", "--num_train_examples=48", "--batch_size=16", "--epochs=3", "--checkpoint_every_steps=1",
-    "--knn_every=0", "--evaluate=false", "--export=false", "--verbose=0", "--seed=3",
+    "--backbone=resnet18_cifar",
+    "--width_multiplier=0.125",
+    "--dim=32",
+    "--pred_dim=8",
+    "--projector_layers=2",
+    "--image_size=16",
+    "--num_train_examples=48",
+    "--batch_size=16",
+    "--epochs=3",
+    "--checkpoint_every_steps=1",
+    "--knn_every=0",
+    "--evaluate=false",
+    "--export=false",
+    "--verbose=0",
+    "--seed=3",
 ]
 
 

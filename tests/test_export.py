@@ -6,6 +6,7 @@ differ from a fresh build, exports them (the pretrain run through simsiam-export
 then serves every signature in a separate Python process that cannot import
 simsiam_tf.
 """
+
 import json
 import os
 import subprocess
@@ -71,8 +72,13 @@ def _env():
 
 def _tool(module, *args, **kwargs):
     return subprocess.Popen(
-        [sys.executable, "-m", f"simsiam_tf.cli.{module}", *args], cwd=ROOT, env=_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
+        [sys.executable, "-m", f"simsiam_tf.cli.{module}", *args],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
     )
 
 
@@ -118,12 +124,22 @@ def env(tmp_path_factory):
     os.makedirs(empty)
     strategy = tf.distribute.get_strategy()
 
-    pre_flags = _write_flags(pre, "pretrain", *TINY, f"--image_size={PRE_SIZE}", "--dim=16", "--pred_dim=8",
-                             "--projector_layers=2", "--nouse_predictor")
-    lin_flags = _write_flags(lin, "linear", *TINY, f"--image_size={LIN_SIZE}", f"--init_from={pre}",
-                             "--nocache_features")
-    ver_flags = _write_flags(ver, "verify", *TINY, f"--image_size={VER_SIZE}", "--head=classifier",
-                             "--embedding_dim=8", "--hidden_dim=16")
+    pre_flags = _write_flags(
+        pre,
+        "pretrain",
+        *TINY,
+        f"--image_size={PRE_SIZE}",
+        "--dim=16",
+        "--pred_dim=8",
+        "--projector_layers=2",
+        "--nouse_predictor",
+    )
+    lin_flags = _write_flags(
+        lin, "linear", *TINY, f"--image_size={LIN_SIZE}", f"--init_from={pre}", "--nocache_features"
+    )
+    ver_flags = _write_flags(
+        ver, "verify", *TINY, f"--image_size={VER_SIZE}", "--head=classifier", "--embedding_dim=8", "--hidden_dim=16"
+    )
 
     # Checkpoints whose weights a rebuild (seed 0) cannot reproduce without restoring them.
     pre_config = flagfile.config_from_flags(config_lib.PretrainConfig, pre_flags)
@@ -216,14 +232,20 @@ def env(tmp_path_factory):
     with open(jobs_path, "w") as f:
         json.dump(jobs, f)
     serve = subprocess.Popen(
-        [sys.executable, "-c", SERVE, jobs_path, outputs_path, report_path], cwd=str(base),
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=""), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", SERVE, jobs_path, outputs_path, report_path],
+        cwd=str(base),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=""),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     show = subprocess.Popen(
         [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all", "--dir", saved(pre_out)],
-        cwd=str(base), env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        cwd=str(base),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     code, _, err = _finish(serve)
     assert code == 0, err[-3000:]
@@ -233,10 +255,20 @@ def env(tmp_path_factory):
     show_code, show_out, show_err = _finish(show)
     assert show_code == 0, show_err[-2000:]
     return dict(
-        pre=pre, lin=lin, ver=ver, empty=empty, dry_dir=dry_dir,
+        pre=pre,
+        lin=lin,
+        ver=ver,
+        empty=empty,
+        dry_dir=dry_dir,
         outputs={"pre": pre_out, "lin": lin_out, "ver": ver_out},
-        simsiam=simsiam, probe=probe, verifier=pair_verifier, images=images, served=served, report=report,
-        cli=cli, show=show_out,
+        simsiam=simsiam,
+        probe=probe,
+        verifier=pair_verifier,
+        images=images,
+        served=served,
+        report=report,
+        cli=cli,
+        show=show_out,
     )
 
 
@@ -307,7 +339,12 @@ def test_verify_uses_the_calibrated_threshold(env):
 def test_bad_inputs_fail_with_a_clear_message(env):
     errors = env["report"]["errors"]
     assert set(errors) == {
-        "pre/rank3", "pre/two_channels", "ver/mismatch", "ver/bad_second", "pre/embed_255_f32", "ver/second_255_f32"
+        "pre/rank3",
+        "pre/two_channels",
+        "ver/mismatch",
+        "ver/bad_second",
+        "pre/embed_255_f32",
+        "ver/second_255_f32",
     }
     assert "images of a _float signature must lie in [0, 1]" in errors["pre/embed_255_f32"]
     assert "use embed for uint8 images" in errors["pre/embed_255_f32"]
@@ -377,8 +414,9 @@ def test_unknown_flags_and_missing_heads_are_refused(tmp_path):
     path.write_text("--image_size=big\n")
     with pytest.raises(common.RunError, match="--image_size=big is not a valid int"):
         flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(str(path)))
-    encoder = builders.build_encoder(config_lib.ModelConfig(backbone="resnet18_cifar", width_multiplier=0.125),
-                                     tf.distribute.get_strategy(), 0)
+    encoder = builders.build_encoder(
+        config_lib.ModelConfig(backbone="resnet18_cifar", width_multiplier=0.125), tf.distribute.get_strategy(), 0
+    )
     with pytest.raises(ValueError, match="a linear export needs the classifier"):
         export.export_after_run(str(tmp_path), "linear", encoder, 16, False)
     assert not os.path.exists(tmp_path / export.EXPORT_SUBDIR)

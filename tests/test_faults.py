@@ -28,8 +28,15 @@ STEPS = (1, 2, 3)
 
 def _build(width=16, seed=0):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(width), keras.layers.BatchNormalization(),
-                              keras.layers.ReLU(), keras.layers.Dense(4)])
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(width),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dense(4),
+        ]
+    )
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
     model.compile(optimizer=optimizer, loss="mse")
     optimizer.build(model.trainable_variables)
@@ -96,7 +103,7 @@ def _zero_middle_of_data(prefix):
     with open(path, "r+b") as f:
         raw = bytearray(f.read())
         middle = len(raw) // 2
-        assert any(raw[middle:middle + 256]), "the region to zero must hold non-zero bytes"
+        assert any(raw[middle : middle + 256]), "the region to zero must hold non-zero bytes"
         f.seek(middle)
         f.write(bytes(256))
     return path
@@ -131,8 +138,7 @@ def _assert_state(model, optimizer, expected):
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
-def test_resume_falls_back_to_the_previous_checkpoint_with_a_warning_naming_the_file(
-        damage, run_dir, pristine, caplog):
+def test_resume_falls_back_to_the_previous_checkpoint_with_a_warning_naming_the_file(damage, run_dir, pristine, caplog):
     damaged = DAMAGES[damage](_prefix(run_dir, 3))
     model, optimizer = _build(seed=7)  # other initial values, so a partial restore would show
     run = common.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
@@ -167,7 +173,8 @@ def test_a_checkpoint_of_another_architecture_is_a_mismatch_not_a_fallback(run_d
 
 
 def test_training_resumed_after_a_fallback_continues_from_the_older_step_and_rewrites_the_damaged_one(
-        run_dir, pristine):
+    run_dir, pristine
+):
     _zero_middle_of_data(_prefix(run_dir, 3))
     model, optimizer = _build(seed=3)
     run = common.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
@@ -241,17 +248,32 @@ def test_a_second_run_on_a_locked_directory_fails_before_touching_its_checkpoint
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny run of the fault reports: 32 synthetic 16 px images, 4 steps per epoch.
 T = [
-    "--dataset=synthetic", "--num_train_examples=32", "--num_eval_examples=32", "--image_size=16",
-    "--backbone=resnet18_cifar", "--width_multiplier=0.0625", "--dim=32", "--pred_dim=16", "--batch_size=8",
-    "--epochs=2", "--evaluate=false", "--export=false", "--checkpoint_every_steps=1", "--verbose=0",
+    "--dataset=synthetic",
+    "--num_train_examples=32",
+    "--num_eval_examples=32",
+    "--image_size=16",
+    "--backbone=resnet18_cifar",
+    "--width_multiplier=0.0625",
+    "--dim=32",
+    "--pred_dim=16",
+    "--batch_size=8",
+    "--epochs=2",
+    "--evaluate=false",
+    "--export=false",
+    "--checkpoint_every_steps=1",
+    "--verbose=0",
 ]
 T_STEPS = 8
 
 
 def _start(module, *args):
     return subprocess.Popen(
-        [sys.executable, "-m", f"simsiam_tf.cli.{module}", *args], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+        [sys.executable, "-m", f"simsiam_tf.cli.{module}", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
     )
 
 
@@ -272,14 +294,19 @@ def _error_line(result):
 
 def _non_finite_checkpoints(run_dir):
     """{checkpoint name: names of its NaN/inf tensors} of every checkpoint left in `run_dir`."""
-    return {os.path.basename(p): finite.checkpoint_non_finite(p)
-            for p in common.checkpoint_prefixes(os.path.join(run_dir, common.CHECKPOINT_SUBDIR))}
+    return {
+        os.path.basename(p): finite.checkpoint_non_finite(p)
+        for p in common.checkpoint_prefixes(os.path.join(run_dir, common.CHECKPOINT_SUBDIR))
+    }
 
 
 def _tensors(prefix):
     reader = tf.train.load_checkpoint(prefix)
-    return {key: reader.get_tensor(key) for key, dtype in reader.get_variable_to_dtype_map().items()
-            if dtype.is_floating and key.startswith(("model/", "optimizer/"))}
+    return {
+        key: reader.get_tensor(key)
+        for key, dtype in reader.get_variable_to_dtype_map().items()
+        if dtype.is_floating and key.startswith(("model/", "optimizer/"))
+    }
 
 
 def _assert_same_weights(prefix, reference_prefix):
@@ -306,7 +333,10 @@ def tiny_run(tmp_path_factory):
     result = _tool("pretrain", *T, f"--model_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert [os.path.basename(p) for p in common.checkpoint_prefixes(os.path.join(run_dir, "checkpoints"))] == [
-        "ckpt-8", "ckpt-7", "ckpt-6"]
+        "ckpt-8",
+        "ckpt-7",
+        "ckpt-6",
+    ]
     return run_dir
 
 
@@ -357,8 +387,14 @@ def test_linear_and_export_read_the_previous_checkpoint_when_the_latest_is_damag
     shutil.copytree(tiny_run, for_export)
     damaged_index = _truncate_index(_prefix(for_linear, T_STEPS))
     zeroed_data = _zero_middle_of_data(_prefix(for_export, T_STEPS))
-    linear = _start("linear", f"--init_from={for_linear}", f"--model_dir={tmp_path / 'linear'}", "--epochs=1",
-                    "--compare_baselines=false", "--verbose=0")
+    linear = _start(
+        "linear",
+        f"--init_from={for_linear}",
+        f"--model_dir={tmp_path / 'linear'}",
+        "--epochs=1",
+        "--compare_baselines=false",
+        "--verbose=0",
+    )
     exported = _finish(_start("export", f"--model_dir={for_export}"))
     linear = _finish(linear)
 
@@ -415,8 +451,10 @@ def test_a_failed_restart_or_start_changes_nothing(tiny_copy, tmp_path):
 
 
 def test_the_end_of_pretraining_refuses_a_finite_encoder_that_embeds_every_image_alike():
-    config = config_lib.replace(config_lib.PretrainConfig(), **{
-        "data.num_train_examples": 32, "data.image_size": 16, "model.width_multiplier": 0.0625})
+    config = config_lib.replace(
+        config_lib.PretrainConfig(),
+        **{"data.num_train_examples": 32, "data.image_size": 16, "model.width_multiplier": 0.0625},
+    )
     encoder = builders.build_encoder(config.model, tf.distribute.get_strategy(), 0)
     source = builders.load_train_source(config)
     assert pretrain.check_encoder_alive(config, encoder, source) > 0.01

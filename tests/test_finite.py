@@ -6,8 +6,9 @@ from simsiam_tf import finite
 
 
 def _model_and_optimizer():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(), keras.layers.Dense(2)]
+    )
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
     optimizer.build(model.trainable_variables)
     return model, optimizer
@@ -59,5 +60,5 @@ def test_checkpoint_non_finite_reads_the_saved_tensors(tmp_path):
     model.layers[0].kernel.assign(np.full((3, 4), np.nan, np.float32))
     bad = checkpoint.write(str(tmp_path / "bad"))
     assert finite.checkpoint_non_finite(good) == []
-    (key, count, size), = finite.checkpoint_non_finite(bad)
+    ((key, count, size),) = finite.checkpoint_non_finite(bad)
     assert (count, size) == (12, 12) and key.endswith("VARIABLE_VALUE")  # the kernel, under one of its names

@@ -1,4 +1,5 @@
 """Config dataclass <-> flag values <-> flags.cfg (simsiam_tf.flagfile)."""
+
 import os
 import subprocess
 import sys
@@ -15,8 +16,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_flag_values_fill_nested_fields_by_name():
     config = flagfile.config_from_flag_values(
         config_lib.PretrainConfig,
-        {"image_size": 16, "width_multiplier": 0.5, "crop_scale": ["0.3", "0.9"], "jitter_strength": ["0.1"] * 4,
-         "init_from": "", "tpu": None, "epochs": 3, "dry_run": True},
+        {
+            "image_size": 16,
+            "width_multiplier": 0.5,
+            "crop_scale": ["0.3", "0.9"],
+            "jitter_strength": ["0.1"] * 4,
+            "init_from": "",
+            "tpu": None,
+            "epochs": 3,
+            "dry_run": True,
+        },
     )
     assert config.data.image_size == 16 and config.model.width_multiplier == 0.5
     assert config.augment.crop_scale == (0.3, 0.9) and config.augment.jitter_strength == (0.1, 0.1, 0.1, 0.1)
@@ -71,7 +80,10 @@ def test_the_flags_cfg_a_tool_writes_gives_back_the_recipe_s_config(recipe, tmp_
     path = os.path.join(ROOT, "flags", recipe)
     result = subprocess.run(
         [sys.executable, "-m", "simsiam_tf.cli.pretrain", f"--flagfile={path}", "--dry_run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     written = tmp_path / "flags.cfg"

@@ -1,4 +1,5 @@
 """Every flagfile in flags/ parses and validates with the tool it names."""
+
 import glob
 import os
 import re
@@ -41,7 +42,10 @@ def test_flagfile_parses_and_validates(path):
     module = TOOLS[tool_of(path)]
     result = subprocess.run(
         [sys.executable, "-m", module, f"--flagfile={path}", "--dry_run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--model_dir=" in result.stdout
@@ -52,7 +56,10 @@ def test_unknown_flag_in_a_flagfile_fails(tmp_path):
     bad.write_text("--not_a_flag=3\n")
     result = subprocess.run(
         [sys.executable, "-m", "simsiam_tf.cli.pretrain", f"--flagfile={bad}", "--dry_run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "not_a_flag" in result.stderr
@@ -61,7 +68,10 @@ def test_unknown_flag_in_a_flagfile_fails(tmp_path):
 def test_invalid_combination_fails_fast_with_one_line():
     result = subprocess.run(
         [sys.executable, "-m", "simsiam_tf.cli.pretrain", "--use_predictor=false", "--fix_pred_lr", "--dry_run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: fix_pred_lr needs a predictor: drop use_predictor=False"

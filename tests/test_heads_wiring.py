@@ -1,4 +1,5 @@
 """The projector width and Table 3's BN variants from ModelConfig, flags and flags.cfg to the built heads."""
+
 import keras
 import pytest
 
@@ -30,12 +31,15 @@ def build(**changes):
 
 # The reference's builder.py: projector Linear-BN-ReLU (x2 for ImageNet) then Linear-BN(affine=False);
 # predictor Linear-BN-ReLU-Linear(bias). The paper's Table 3 variants move the BN layers.
-@pytest.mark.parametrize("projector_bn, predictor_bn, projector, predictor", [
-    ("all", "hidden", "dBRdb", "dBRD"),     # the reference, Table 3c
-    ("hidden", "hidden", "dBRD", "dBRD"),   # Table 3b: no BN on the projector's output
-    ("all", "all", "dBRdb", "dBRdb"),       # Table 3d: BN on the predictor's output too
-    ("none", "none", "DRD", "DRD"),         # Table 3a
-])
+@pytest.mark.parametrize(
+    "projector_bn, predictor_bn, projector, predictor",
+    [
+        ("all", "hidden", "dBRdb", "dBRD"),  # the reference, Table 3c
+        ("hidden", "hidden", "dBRD", "dBRD"),  # Table 3b: no BN on the projector's output
+        ("all", "all", "dBRdb", "dBRdb"),  # Table 3d: BN on the predictor's output too
+        ("none", "none", "DRD", "DRD"),  # Table 3a
+    ],
+)
 def test_bn_variants_reach_the_heads(projector_bn, predictor_bn, projector, predictor):
     model = build(**{"model.projector_bn": projector_bn, "model.predictor_bn": predictor_bn})
     assert (layer_kinds(model.projector), layer_kinds(model.predictor)) == (projector, predictor)
@@ -62,8 +66,10 @@ def test_projector_hidden_dim_zero_is_the_backbone_width():
 
 def test_flags_cfg_rebuilds_the_same_heads(tmp_path):
     path = tmp_path / "flags.cfg"
-    path.write_text("# tool: simsiam-pretrain\n--width_multiplier=0.125\n--dim=16\n--pred_dim=8\n"
-                    "--projector_hidden_dim=24\n--projector_bn=hidden\n--predictor_bn=all\n")
+    path.write_text(
+        "# tool: simsiam-pretrain\n--width_multiplier=0.125\n--dim=16\n--pred_dim=8\n"
+        "--projector_hidden_dim=24\n--projector_bn=hidden\n--predictor_bn=all\n"
+    )
     values = flagfile.read_flags_file(str(path))
     assert flagfile.detect_kind(values) == "pretrain"
     cfg = flagfile.config_from_flags(config_lib.PretrainConfig, values)

@@ -4,6 +4,7 @@ Oracles: the full decode cut with NumPy slicing; torchvision's RandomResizedCrop
 sampler re-written in NumPy from its source; PIL's antialiased bilinear resize (the
 reference's RandomResizedCrop on PIL images).
 """
+
 import io
 import math
 
@@ -35,8 +36,16 @@ def photo():
     return contents, tf.io.decode_jpeg(contents, channels=3).numpy()
 
 
-WINDOWS = [(0, 0, 75, 100), (0, 0, 1, 1), (7, 13, 33, 41), (37, 50, 38, 50), (1, 3, 16, 17), (8, 16, 32, 48),
-           (74, 99, 1, 1), (0, 95, 75, 5)]
+WINDOWS = [
+    (0, 0, 75, 100),
+    (0, 0, 1, 1),
+    (7, 13, 33, 41),
+    (37, 50, 38, 50),
+    (1, 3, 16, 17),
+    (8, 16, 32, 48),
+    (74, 99, 1, 1),
+    (0, 95, 75, 5),
+]
 
 
 @pytest.mark.parametrize("window", WINDOWS)
@@ -129,6 +138,7 @@ def _torchvision_params(rng, height, width, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 
 def _ks(a, b):
     """Two-sample Kolmogorov-Smirnov statistic."""
     grid = np.sort(np.concatenate([a, b]))
+
     def cdf(x):
         return np.searchsorted(np.sort(x), grid, side="right") / len(x)
 
@@ -151,9 +161,12 @@ def test_crop_windows_follow_torchvision_rules():
     log_ratio = np.log(w / h)
     assert log_ratio.min() >= math.log(3 / 4) - 0.1 and log_ratio.max() <= math.log(4 / 3) + 0.1
     # the same distributions as torchvision's sampler: area, log aspect ratio, position
-    for ours, theirs in [(area, o_h * o_w / 7500), (log_ratio, np.log(o_w / o_h)),
-                         (top / np.maximum(75 - h, 1), o_top / np.maximum(75 - o_h, 1)),
-                         (left / np.maximum(100 - w, 1), o_left / np.maximum(100 - o_w, 1))]:
+    for ours, theirs in [
+        (area, o_h * o_w / 7500),
+        (log_ratio, np.log(o_w / o_h)),
+        (top / np.maximum(75 - h, 1), o_top / np.maximum(75 - o_h, 1)),
+        (left / np.maximum(100 - w, 1), o_left / np.maximum(100 - o_w, 1)),
+    ]:
         assert _ks(ours, theirs) < 0.05
 
 

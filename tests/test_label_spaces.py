@@ -1,4 +1,5 @@
 """One label space per folder dataset: class folders map by name across splits; evaluation refuses mismatches."""
+
 import logging
 
 import keras
@@ -60,8 +61,13 @@ def test_knn_and_probe_are_perfect_on_separable_classes_with_an_empty_test_folde
     train, test = pretrain.load_train_source(cfg), pretrain.load_eval_source(cfg)
     eval_sets = pretrain.eval_datasets(cfg, train, test)
     metrics = pretrain.evaluate_encoder(
-        mean_colour_encoder(), *eval_sets, num_classes=train.num_classes, knn_k=3, knn_temperature=0.1,
-        probe_epochs=100, seed=0,
+        mean_colour_encoder(),
+        *eval_sets,
+        num_classes=train.num_classes,
+        knn_k=3,
+        knn_temperature=0.1,
+        probe_epochs=100,
+        seed=0,
     )
     assert metrics["knn_top1"] == 1.0
     assert metrics["probe_top1"] == 1.0

@@ -5,6 +5,7 @@ layer or of a layer below; no library module imports builders, runs/ or cli/; no
 import cycles; only cli/ reads absl flags. The checker is tried on a small package with
 bad imports too, so that it is known to find what it looks for.
 """
+
 import ast
 import os
 
@@ -60,9 +61,7 @@ def imports_of(path, module, is_package, known):
 
 def import_graph(root, package):
     modules = modules_of(root, package)
-    return {
-        name: imports_of(path, name, path.endswith("__init__.py"), modules) for name, path in modules.items()
-    }
+    return {name: imports_of(path, name, path.endswith("__init__.py"), modules) for name, path in modules.items()}
 
 
 def layer_of(module, package):
@@ -129,7 +128,11 @@ def absl_flag_readers(root, package):
         with open(path) as f:
             tree = ast.parse(f.read(), path)
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "absl" and any(a.name == "flags" for a in node.names):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "absl"
+                and any(a.name == "flags" for a in node.names)
+            ):
                 readers.append(module)
             elif isinstance(node, ast.Import) and any(a.name == "absl.flags" for a in node.names):
                 readers.append(module)
@@ -187,19 +190,22 @@ def _write(root, files):
 
 
 def test_the_checks_find_bad_imports_in_a_package_that_has_them(tmp_path):
-    _write(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/lib.py": "def f():\n    from pkg.runs import job\n    return job\n",
-        "pkg/builders.py": "from pkg import lib\n",
-        "pkg/a.py": "from . import b\n",
-        "pkg/b.py": "import pkg.c\n",
-        "pkg/c.py": "from pkg.a import something\n",
-        "pkg/runs/__init__.py": "",
-        "pkg/runs/job.py": "from pkg import builders\nfrom pkg.cli import tool\n",
-        "pkg/cli/__init__.py": "",
-        "pkg/cli/tool.py": "from absl import flags\nfrom pkg.runs import job\n",
-        "pkg/quiet.py": "from absl import flags\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/lib.py": "def f():\n    from pkg.runs import job\n    return job\n",
+            "pkg/builders.py": "from pkg import lib\n",
+            "pkg/a.py": "from . import b\n",
+            "pkg/b.py": "import pkg.c\n",
+            "pkg/c.py": "from pkg.a import something\n",
+            "pkg/runs/__init__.py": "",
+            "pkg/runs/job.py": "from pkg import builders\nfrom pkg.cli import tool\n",
+            "pkg/cli/__init__.py": "",
+            "pkg/cli/tool.py": "from absl import flags\nfrom pkg.runs import job\n",
+            "pkg/quiet.py": "from absl import flags\n",
+        },
+    )
     graph = import_graph(str(tmp_path), "pkg")
     assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.builders"] == {"pkg.lib"}
     assert layering_violations(graph, "pkg") == [

@@ -1,4 +1,5 @@
 """Linear evaluation: LinearProbe, the cached-feature probe's optimizers, the simsiam-linear job and CLI."""
+
 import json
 import os
 import re
@@ -17,15 +18,23 @@ from simsiam_tf.runs import common, linear, pretrain
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_DATA = {"data.image_size": 16, "data.num_train_examples": 64, "data.num_eval_examples": 32}
 TINY_FLAGS = [
-    "--width_multiplier=0.125", "--image_size=16", "--num_train_examples=64", "--num_eval_examples=32",
-    "--batch_size=16", "--epochs=1", "--verbose=0",
+    "--width_multiplier=0.125",
+    "--image_size=16",
+    "--num_train_examples=64",
+    "--num_eval_examples=32",
+    "--batch_size=16",
+    "--epochs=1",
+    "--verbose=0",
 ]
 METRIC_KEYS = {"top1", "top5", "sanity_check", "init_from", "mode", "step", "total_steps"}
 
 
 def run_cli(*args, timeout=120):
     return subprocess.run(
-        [sys.executable, "-m", "simsiam_tf.cli.linear", *args], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "simsiam_tf.cli.linear", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -35,8 +44,16 @@ def pretrained(tmp_path_factory):
     """A tiny SimSiam pretraining run on the synthetic set, written by the pretraining job."""
     model_dir = str(tmp_path_factory.mktemp("pretrain"))
     changes = {
-        "runtime.model_dir": model_dir, "runtime.verbose": 0, "model.width_multiplier": 0.125, "model.dim": 32,
-        "model.pred_dim": 16, "batch_size": 16, "epochs": 1, "evaluate": False, "export": False, "knn_every": 0,
+        "runtime.model_dir": model_dir,
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "model.dim": 32,
+        "model.pred_dim": 16,
+        "batch_size": 16,
+        "epochs": 1,
+        "evaluate": False,
+        "export": False,
+        "knn_every": 0,
     }
     changes.update(TINY_DATA)
     pretrain.run(config.replace(config.PretrainConfig(), **changes))
@@ -45,8 +62,14 @@ def pretrained(tmp_path_factory):
 
 def tiny_linear(init_from, model_dir, **changes):
     base = {
-        "runtime.model_dir": str(model_dir), "runtime.verbose": 0, "model.width_multiplier": 0.125,
-        "batch_size": 16, "epochs": 1, "checkpoint_every_steps": 2, "augment": True, "compare_baselines": False,
+        "runtime.model_dir": str(model_dir),
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "batch_size": 16,
+        "epochs": 1,
+        "checkpoint_every_steps": 2,
+        "augment": True,
+        "compare_baselines": False,
     }
     base.update(TINY_DATA)
     base.update(changes)
@@ -70,8 +93,9 @@ def test_linear_probe_trains_only_the_classifier_and_keeps_bn_statistics():
     assert abs(kernel.std() - 0.01) < 0.003 and not model.classifier.bias.numpy().any()
 
     before = [v.numpy().copy() for v in encoder.weights]
-    model.compile(optimizer=probe.linear_optimizer("sgd", 0.5),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=probe.linear_optimizer("sgd", 0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     # Images far from the BN moving statistics (mean 0, variance 1): a BN layer in
     # training mode would move them at once.
     images = np.random.default_rng(0).uniform(0, 1, (8, 16, 16, 3)).astype("float32") * 5.0
@@ -108,8 +132,18 @@ def test_train_linear_on_features_with_each_optimizer(optimizer):
     # needs a far larger lr.
     lr = 100.0 if optimizer == "lars" else 0.1
     result = probe.train_linear_on_features(
-        train_x, train_y, test_x, test_y, 3, epochs=20, batch_size=32, base_lr=lr, standardize=False,
-        optimizer=optimizer, weight_decay=1e-4, classifier=classifier,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        3,
+        epochs=20,
+        batch_size=32,
+        base_lr=lr,
+        standardize=False,
+        optimizer=optimizer,
+        weight_decay=1e-4,
+        classifier=classifier,
     )
     assert result["top1"] > 0.9 and result["top5"] == 1.0
     logits = classifier(test_x).numpy()
@@ -224,8 +258,9 @@ def test_sanity_check_catches_a_probe_that_updates_bn_statistics(pretrained, tmp
 @pytest.mark.parametrize("backbone, width", [("resnet18_cifar", 0.25), ("resnet34_cifar", 0.125)])
 def test_checkpoint_of_another_architecture_names_the_mismatch(pretrained, tmp_path, backbone, width):
     changes = {"model.backbone": backbone, "model.width_multiplier": width}
-    with pytest.raises(common.RunError, match=rf"does not fit this encoder \({backbone}, width_multiplier {width}\)"
-                       ) as err:
+    with pytest.raises(
+        common.RunError, match=rf"does not fit this encoder \({backbone}, width_multiplier {width}\)"
+    ) as err:
         linear.run(tiny_linear(pretrained, tmp_path / "other", **changes))
     assert "incompatible tensor with shape" in str(err.value)
 
@@ -256,7 +291,10 @@ def test_cli_init_from_nothing_names_the_path(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--init_from=outputs/demo", "--cache_features=true", "--augment=true"], "cache_features=true needs augment=false"),
+        (
+            ["--init_from=outputs/demo", "--cache_features=true", "--augment=true"],
+            "cache_features=true needs augment=false",
+        ),
         ([], "init_from is required"),
     ],
 )
@@ -280,8 +318,13 @@ def _flagfile(path):
 
 def test_demo_linear_matches_the_demo_run():
     demo = config.PretrainConfig()
-    expected = {"dataset": demo.data.dataset, "image_size": str(demo.data.image_size), "backbone": demo.model.backbone,
-                "width_multiplier": str(float(demo.model.width_multiplier)), "init_from": demo.runtime.model_dir}
+    expected = {
+        "dataset": demo.data.dataset,
+        "image_size": str(demo.data.image_size),
+        "backbone": demo.model.backbone,
+        "width_multiplier": str(float(demo.model.width_multiplier)),
+        "init_from": demo.runtime.model_dir,
+    }
     demo_cfg = os.path.join(ROOT, "flags", "demo.cfg")
     if os.path.exists(demo_cfg):
         written = _flagfile(demo_cfg)
@@ -301,7 +344,11 @@ def test_paper_recipes_use_the_reference_protocol(name):
     values = _flagfile(os.path.join(ROOT, "flags", name))
     assert open(os.path.join(ROOT, "flags", name)).readline().strip() == "# tool: simsiam-linear"
     assert {k: values[k] for k in ("optimizer", "batch_size", "base_lr", "weight_decay", "epochs", "augment")} == {
-        "optimizer": "lars", "batch_size": "4096", "base_lr": "0.1", "weight_decay": "0.0", "epochs": "90",
+        "optimizer": "lars",
+        "batch_size": "4096",
+        "base_lr": "0.1",
+        "weight_decay": "0.0",
+        "epochs": "90",
         "augment": "true",
     }
 
@@ -353,19 +400,38 @@ def write_fake_run(run_dir, lines):
 
 def test_cli_takes_data_and_encoder_flags_from_the_run_and_the_command_line_wins(tmp_path):
     run_dir = str(tmp_path / "pretrain")
-    write_fake_run(run_dir, [
-        f"--model_dir={run_dir}", "--seed=7", "--dataset=synthetic", "--image_size=24", "--num_train_examples=300",
-        "--backbone=resnet34_cifar", "--width_multiplier=0.5", "--dim=64", "--batch_size=32", "--base_lr=0.05",
-    ])
+    write_fake_run(
+        run_dir,
+        [
+            f"--model_dir={run_dir}",
+            "--seed=7",
+            "--dataset=synthetic",
+            "--image_size=24",
+            "--num_train_examples=300",
+            "--backbone=resnet34_cifar",
+            "--width_multiplier=0.5",
+            "--dim=64",
+            "--batch_size=32",
+            "--base_lr=0.05",
+        ],
+    )
     recipe = tmp_path / "recipe.cfg"
     recipe.write_text("--width_multiplier=0.125\n")
-    result = run_cli(f"--init_from={run_dir}", f"--model_dir={tmp_path / 'probe'}", "--image_size=16",
-                     f"--flagfile={recipe}", "--dry_run")
+    result = run_cli(
+        f"--init_from={run_dir}",
+        f"--model_dir={tmp_path / 'probe'}",
+        "--image_size=16",
+        f"--flagfile={recipe}",
+        "--dry_run",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     resolved = dict(line[2:].split("=", 1) for line in result.stdout.splitlines() if line.startswith("--"))
     # from the run: what describes its data and encoder; not its optimisation flags
     assert {k: resolved[k] for k in ("seed", "dataset", "num_train_examples", "backbone")} == {
-        "seed": "7", "dataset": "synthetic", "num_train_examples": "300", "backbone": "resnet34_cifar",
+        "seed": "7",
+        "dataset": "synthetic",
+        "num_train_examples": "300",
+        "backbone": "resnet34_cifar",
     }
     assert "batch_size" not in resolved and resolved["base_lr"] == "0.1"
     # given on the command line or in a flagfile: kept
@@ -379,12 +445,18 @@ def test_cli_prints_the_batch_lr_and_steps_it_uses(pretrained, tmp_path):
     result = run_cli(f"--init_from={pretrained}", f"--model_dir={model_dir}", "--compare_baselines=false", *flags)
     assert result.returncode == 0, result.stderr[-2000:]
     # 64 images: 4096 -> 16, the floor (4 steps); sgd on cached standardised features as for any small set
-    line = ("linear probe: batch 16, lr 0.00625 (base_lr 0.1 x 16 / 256), 4 steps per epoch x 1 epochs = 4 steps; "
-            "sgd on cached, standardised features")
+    line = (
+        "linear probe: batch 16, lr 0.00625 (base_lr 0.1 x 16 / 256), 4 steps per epoch x 1 epochs = 4 steps; "
+        "sgd on cached, standardised features"
+    )
     assert line in result.stdout.splitlines()
     metrics = json.load(open(model_dir / "metrics.json"))
     assert {k: metrics[k] for k in ("batch_size", "lr", "steps_per_epoch", "total_steps", "optimizer", "mode")} == {
-        "batch_size": 16, "lr": 0.00625, "steps_per_epoch": 4, "total_steps": 4, "optimizer": "sgd",
+        "batch_size": 16,
+        "lr": 0.00625,
+        "steps_per_epoch": 4,
+        "total_steps": 4,
+        "optimizer": "sgd",
         "mode": "cached_features",
     }
     assert metrics["warnings"] == []

@@ -1,4 +1,5 @@
 """--lr_schedule: the reference's per-epoch cosine (adjust_learning_rate) end to end, and its checks."""
+
 import math
 import os
 
@@ -41,10 +42,22 @@ def reference_rate(init_lr, epoch, epochs):
 
 def tiny_pretrain_config(model_dir, **changes):
     base = {
-        "runtime.model_dir": str(model_dir), "runtime.verbose": 0, "model.width_multiplier": 0.125,
-        "model.dim": 32, "model.pred_dim": 16, "data.image_size": 16, "data.num_train_examples": 48,
-        "data.num_eval_examples": 16, "batch_size": 16, "epochs": 3, "checkpoint_every_steps": 100,
-        "log_every_steps": 1, "evaluate": False, "export": False, "knn_every": 0, "base_lr": 0.5,
+        "runtime.model_dir": str(model_dir),
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "model.dim": 32,
+        "model.pred_dim": 16,
+        "data.image_size": 16,
+        "data.num_train_examples": 48,
+        "data.num_eval_examples": 16,
+        "batch_size": 16,
+        "epochs": 3,
+        "checkpoint_every_steps": 100,
+        "log_every_steps": 1,
+        "evaluate": False,
+        "export": False,
+        "knn_every": 0,
+        "base_lr": 0.5,
     }
     base.update(changes)
     return config.replace(config.PretrainConfig(), **base)
@@ -114,8 +127,9 @@ def test_epoch_schedule_needs_whole_warmup_epochs():
         config.LinearConfig(init_from="run", lr_schedule="cosine").validate()
 
 
-@pytest.mark.parametrize("recipe", ["imagenet_resnet50", "cifar10_resnet18", "imagenet_resnet50_linear",
-                                    "cifar10_resnet18_linear"])
+@pytest.mark.parametrize(
+    "recipe", ["imagenet_resnet50", "cifar10_resnet18", "imagenet_resnet50_linear", "cifar10_resnet18_linear"]
+)
 def test_recipes_that_claim_the_reference_schedule_set_it(recipe):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "flags", recipe + ".cfg")) as f:

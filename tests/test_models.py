@@ -213,8 +213,12 @@ def test_heads_options_reach_the_heads():
     for head in (model.projector, model.predictor):
         assert not any(isinstance(l, keras.layers.BatchNormalization) for l in head.layers)
     synced = models.SimSiam(_small_backbone(), dim=16, pred_dim=4, sync_bn=True, projector_layers=2)
-    bns = [l for h in (synced.projector, synced.predictor) for l in h.layers
-           if isinstance(l, keras.layers.BatchNormalization)]
+    bns = [
+        l
+        for h in (synced.projector, synced.predictor)
+        for l in h.layers
+        if isinstance(l, keras.layers.BatchNormalization)
+    ]
     assert len(bns) == 3 and all(bn.synchronized for bn in bns)
 
 

@@ -57,15 +57,13 @@ def random_problem(seed, n_bank=120, n_query=50, dim=16, num_classes=5):
     return bank, labels, queries
 
 
-@pytest.mark.parametrize(
-    "k, temperature", [(1, 0.1), (5, 0.07), (20, 0.5), (200, 0.1), (500, 0.02)])
+@pytest.mark.parametrize("k, temperature", [(1, 0.1), (5, 0.07), (20, 0.5), (200, 0.1), (500, 0.02)])
 def test_knn_predict_matches_brute_force(k, temperature):
     # 5 classes with class 4 absent from the bank; queries in batches of 7; the last two
     # cases ask for more neighbours than the 120 bank entries.
     bank, labels, queries = random_problem(seed=k)
     labels = labels % 4
-    got = monitor.knn_predict(bank, labels, queries, 5, k=k, temperature=temperature,
-                              batch_size=7)
+    got = monitor.knn_predict(bank, labels, queries, 5, k=k, temperature=temperature, batch_size=7)
     want = brute_force_knn(bank, labels, queries, 5, k, temperature)
     assert got.dtype == np.int64 and got.shape == (50,)
     np.testing.assert_array_equal(got, want)
@@ -130,8 +128,7 @@ def test_extract_features_order_normalisation_and_single_trace():
     assert labels.dtype == np.int64
     np.testing.assert_array_equal(labels, y)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(
-        features, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(features, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
     unnormalised, _ = monitor.extract_features(encoder, dataset, normalize=False)
     np.testing.assert_allclose(unnormalised, raw, atol=1e-5)
 
@@ -179,10 +176,8 @@ def knn_setup():
 
 def test_knn_monitor_logs_to_history_and_tensorboard(tmp_path):
     model, pretrain, train, test = knn_setup()
-    callback = monitor.KNNMonitor(None, train, test, num_classes=3, k=10,
-                                  log_dir=str(tmp_path))
-    history = model.fit(pretrain, epochs=2, callbacks=[callback], verbose=0,
-                        shuffle=False)
+    callback = monitor.KNNMonitor(None, train, test, num_classes=3, k=10, log_dir=str(tmp_path))
+    history = model.fit(pretrain, epochs=2, callbacks=[callback], verbose=0, shuffle=False)
 
     expected = monitor.knn_evaluate(model.backbone, train, test, num_classes=3, k=10)
     assert expected > 0.9
@@ -204,10 +199,8 @@ def test_knn_monitor_logs_to_history_and_tensorboard(tmp_path):
 
 def test_knn_monitor_every_n_epochs_and_final_epoch_with_encoder_fn():
     model, pretrain, train, test = knn_setup()
-    callback = monitor.KNNMonitor(lambda m: m.backbone, train, test, num_classes=3, k=10,
-                                  every_n_epochs=2)
-    history = model.fit(pretrain, epochs=3, callbacks=[callback], verbose=0,
-                        shuffle=False)
+    callback = monitor.KNNMonitor(lambda m: m.backbone, train, test, num_classes=3, k=10, every_n_epochs=2)
+    history = model.fit(pretrain, epochs=3, callbacks=[callback], verbose=0, shuffle=False)
     assert [epoch for epoch, _ in callback.history] == [1, 2]
     assert len(history.history["knn_top1"]) == 2
 
@@ -239,14 +232,14 @@ def fit_with(callback, schedule, steps_per_epoch=5, epochs=2):
     model = ScheduledZStdModel(schedule)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     data = tf.data.Dataset.range(steps_per_epoch).map(lambda i: tf.cast(i, tf.float32))
-    history = model.fit(data.batch(1), epochs=epochs, callbacks=[callback], verbose=0,
-                        shuffle=False)
+    history = model.fit(data.batch(1), epochs=epochs, callbacks=[callback], verbose=0, shuffle=False)
     return model, history
 
 
 def test_collapse_monitor_stops_after_patience_checks():
-    callback = monitor.CollapseMonitor(threshold=0.1, patience=3, action="stop",
-                                       check_every=1, hint="is stop-gradient on?")
+    callback = monitor.CollapseMonitor(
+        threshold=0.1, patience=3, action="stop", check_every=1, hint="is stop-gradient on?"
+    )
     model, _ = fit_with(callback, [0.0])
     assert callback.collapsed
     assert callback.collapsed_at_step == 3

@@ -6,6 +6,7 @@ directories go to one temporary folder (SIMSIAM_NOTEBOOK_RUNS), shared by the th
 the order a user runs them: the later ones reuse the pretraining run of the first, as
 RUNS_DIR lets users share runs on Colab.
 """
+
 import os
 import pathlib
 

@@ -168,8 +168,11 @@ def test_per_epoch_schedule_is_the_reference_rule():
 def test_per_epoch_schedule_with_warmup_and_final_lr():
     peak, final, epochs, warmup_epochs, steps_per_epoch = 0.8, 0.01, 10, 2, 4
     s = WarmupCosine(
-        peak, total_steps=epochs * steps_per_epoch, warmup_steps=warmup_epochs * steps_per_epoch,
-        final_lr=final, steps_per_epoch=steps_per_epoch,
+        peak,
+        total_steps=epochs * steps_per_epoch,
+        warmup_steps=warmup_epochs * steps_per_epoch,
+        final_lr=final,
+        steps_per_epoch=steps_per_epoch,
     )
     for step in range(epochs * steps_per_epoch + 5):
         epoch = step // steps_per_epoch
@@ -234,9 +237,7 @@ def test_coupled_sgd_matches_torch_rule_with_per_step_schedule(nesterov):
         nesterov=nesterov,
     )
     got = _run(opt, _keras_variables(values), grads, compiled=True)
-    expected = _torch_sgd_np(
-        values, grads, lambda n, step: _schedule_np(step, peak, total, warmup), 0.9, wd, nesterov
-    )
+    expected = _torch_sgd_np(values, grads, lambda n, step: _schedule_np(step, peak, total, warmup), 0.9, wd, nesterov)
     _assert_close(got, expected)
     assert int(opt.iterations) == STEPS
     assert opt.weight_decay is None  # no decoupled decay from the base class
@@ -342,8 +343,14 @@ def test_lars_rank1_and_pattern_exclusion():
     lr, momentum, wd, trust = 1.0, 0.9, 0.05, 0.01
     adapted = {n: len(v.shape) > 1 and not n.startswith("head") for n, v in values.items()}
     assert adapted["kernel"] and not adapted["bias"] and not adapted["head_kernel"]
-    opt = LARS(lr, momentum=momentum, weight_decay=wd, trust_coefficient=trust, adapt_rank1=False,
-               exclude_from_adaptation=["head"])
+    opt = LARS(
+        lr,
+        momentum=momentum,
+        weight_decay=wd,
+        trust_coefficient=trust,
+        adapt_rank1=False,
+        exclude_from_adaptation=["head"],
+    )
     got = _run(opt, _keras_variables(values), grads, compiled=True)
     _assert_close(got, _larc_np(values, grads, lambda step: lr, momentum, wd, trust, adapted))
     # Only the pattern: rank-1 variables are adapted, "head_kernel" is not.
@@ -423,7 +430,12 @@ def test_optimizer_config_round_trip():
         assert restored.get_config() == config
 
     lars = LARS(
-        0.2, momentum=0.95, weight_decay=1e-6, trust_coefficient=0.002, epsilon=1e-6, adapt_rank1=False,
+        0.2,
+        momentum=0.95,
+        weight_decay=1e-6,
+        trust_coefficient=0.002,
+        epsilon=1e-6,
+        adapt_rank1=False,
         exclude_from_adaptation=["head"],
     )
     restored = keras.optimizers.deserialize(json.loads(json.dumps(keras.optimizers.serialize(lars))))
@@ -558,7 +570,7 @@ def test_optimizers_under_mirrored_strategy_match_single_device(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     for kind, r in result.items():
         assert r["replicas"] == 2, kind
         assert r["moved"] > 1e-4, kind

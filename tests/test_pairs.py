@@ -1,4 +1,5 @@
 """Pair, triplet and N-way trial construction from labelled sources."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,15 +21,22 @@ def _source(images, labels, name="hand-made", class_names=()):
     num_classes = int(np.max(labels)) + 1
     return data.Source(
         dataset=tf.data.Dataset.from_tensor_slices(records).map(decode),
-        num_examples=len(encoded), num_classes=num_classes, image_shape=None,
-        class_names=tuple(class_names), name=name, records=records, decode=decode,
+        num_examples=len(encoded),
+        num_classes=num_classes,
+        image_shape=None,
+        class_names=tuple(class_names),
+        name=name,
+        records=records,
+        decode=decode,
     )
 
 
 def _flat_images(labels, size=SIZE, seed=0):
     rng = np.random.default_rng(seed)
-    return [np.full((size, size, 3), 20 * (int(y) + 1), np.uint8) + rng.integers(0, 5, (size, size, 3)).astype(np.uint8)
-            for y in labels]
+    return [
+        np.full((size, size, 3), 20 * (int(y) + 1), np.uint8) + rng.integers(0, 5, (size, size, 3)).astype(np.uint8)
+        for y in labels
+    ]
 
 
 @pytest.fixture(scope="module")

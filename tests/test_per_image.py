@@ -1,4 +1,5 @@
 """The per-image photometric stage (simsiam_tf.per_image) against NumPy and its draw probabilities."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -62,6 +63,7 @@ def test_draw_probabilities():
     jitter_only = augment.TwoViewAugment(16, jitter_strength=(0.4, 0.0, 0.0, 0.0), grayscale_prob=0.0, blur_prob=0.0)
     gray_only = augment.TwoViewAugment(16, jitter_prob=0.0, grayscale_prob=0.2, blur_prob=0.0)
     blur_only = augment.TwoViewAugment(16, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.5)
+
     def differs(x, y):
         return not np.allclose(x, y, atol=1e-6)
 

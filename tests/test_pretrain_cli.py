@@ -1,4 +1,5 @@
 """simsiam-pretrain end to end on tiny settings: run directory, resume, init_from, errors."""
+
 import json
 import os
 import subprocess
@@ -13,18 +14,37 @@ from simsiam_tf.runs import common, pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
-    "--width_multiplier=0.125", "--dim=32", "--pred_dim=16", "--image_size=16",
-    "--num_train_examples=48", "--num_eval_examples=24", "--batch_size=16", "--epochs=2",
-    "--checkpoint_every_steps=2", "--log_every_steps=1", "--verbose=2", "--export=false",
+    "--width_multiplier=0.125",
+    "--dim=32",
+    "--pred_dim=16",
+    "--image_size=16",
+    "--num_train_examples=48",
+    "--num_eval_examples=24",
+    "--batch_size=16",
+    "--epochs=2",
+    "--checkpoint_every_steps=2",
+    "--log_every_steps=1",
+    "--verbose=2",
+    "--export=false",
 ]
 
 
 def tiny_config(model_dir, **changes):
     base = {
-        "runtime.model_dir": str(model_dir), "runtime.verbose": 0, "model.width_multiplier": 0.125,
-        "model.dim": 32, "model.pred_dim": 16, "data.image_size": 16, "data.num_train_examples": 48,
-        "data.num_eval_examples": 24, "batch_size": 16, "epochs": 2, "checkpoint_every_steps": 2,
-        "evaluate": False, "export": False, "knn_every": 0,
+        "runtime.model_dir": str(model_dir),
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "model.dim": 32,
+        "model.pred_dim": 16,
+        "data.image_size": 16,
+        "data.num_train_examples": 48,
+        "data.num_eval_examples": 24,
+        "batch_size": 16,
+        "epochs": 2,
+        "checkpoint_every_steps": 2,
+        "evaluate": False,
+        "export": False,
+        "knn_every": 0,
     }
     base.update(changes)
     return config.replace(config.PretrainConfig(), **base)
@@ -33,7 +53,10 @@ def tiny_config(model_dir, **changes):
 def run_cli(*args, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", "simsiam_tf.cli.pretrain", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
 
@@ -111,8 +134,9 @@ def test_init_from_loads_weights_but_not_the_step(tmp_path):
     metrics = pretrain.run(target)
     assert metrics["step"] == 3
 
-    other_width = tiny_config(tmp_path / "other", epochs=1, init_from=str(tmp_path / "source"),
-                              **{"model.width_multiplier": 0.25})
+    other_width = tiny_config(
+        tmp_path / "other", epochs=1, init_from=str(tmp_path / "source"), **{"model.width_multiplier": 0.25}
+    )
     with pytest.raises(common.RunError, match="does not fit this SimSiam model"):
         pretrain.run(other_width)
     with pytest.raises(common.RunError, match="no checkpoint found at"):
@@ -128,9 +152,15 @@ def test_batch_larger_than_the_dataset_is_a_clear_error(tmp_path):
     folder.mkdir(parents=True)
     for i in range(3):
         (folder / f"{i}.png").write_bytes(tf.io.encode_png(np.zeros((16, 16, 3), np.uint8)).numpy())
-    folder_config = tiny_config(tmp_path / "run2", batch_size=4, **{
-        "data.dataset": "folder", "data.data_dir": str(tmp_path / "images"), "data.num_train_examples": None,
-    })
+    folder_config = tiny_config(
+        tmp_path / "run2",
+        batch_size=4,
+        **{
+            "data.dataset": "folder",
+            "data.data_dir": str(tmp_path / "images"),
+            "data.num_train_examples": None,
+        },
+    )
     with pytest.raises(common.RunError, match="batch_size 4 is larger than the training set"):
         pretrain.run(folder_config)
 
@@ -168,8 +198,14 @@ def test_evaluation_puts_raw_pixels_beside_random_init_and_says_when_they_win(tm
     model_dir = tmp_path / "run"
     flags = [f for f in TINY_FLAGS if not f.startswith(("--num_", "--epochs"))]
     result = run_cli(
-        f"--model_dir={model_dir}", "--dataset=folder", f"--data_dir={tmp_path / 'data'}", "--epochs=1",
-        "--evaluate", "--probe_epochs=20", "--knn_k=5", *flags,
+        f"--model_dir={model_dir}",
+        "--dataset=folder",
+        f"--data_dir={tmp_path / 'data'}",
+        "--epochs=1",
+        "--evaluate",
+        "--probe_epochs=20",
+        "--knn_k=5",
+        *flags,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((model_dir / "metrics.json").read_text())

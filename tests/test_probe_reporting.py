@@ -1,4 +1,5 @@
 """The linear probe reports the final epoch and, as the reference (main_lincls.py's best_acc1), the best epoch."""
+
 import json
 
 import keras
@@ -27,8 +28,12 @@ def test_epoch_evaluation_scores_every_image_the_last_partial_batch_included():
 
 
 def test_best_epoch_takes_the_highest_and_the_earliest_of_ties():
-    history = [{"epoch": 1, "val_top1": 0.3}, {"epoch": 2, "val_top1": 0.5}, {"epoch": 3, "val_top1": 0.5},
-               {"epoch": 4, "val_top1": 0.4}]
+    history = [
+        {"epoch": 1, "val_top1": 0.3},
+        {"epoch": 2, "val_top1": 0.5},
+        {"epoch": 3, "val_top1": 0.5},
+        {"epoch": 4, "val_top1": 0.4},
+    ]
     assert probe.best_epoch(history) == (0.5, 2)
     assert probe.best_epoch([{"epoch": 1, "loss": 1.0}]) is None
 
@@ -37,8 +42,16 @@ def test_best_epoch_takes_the_highest_and_the_earliest_of_ties():
 def pretrained(tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("pretrain"))
     changes = {
-        "runtime.model_dir": model_dir, "runtime.verbose": 0, "model.width_multiplier": 0.125, "model.dim": 32,
-        "model.pred_dim": 16, "batch_size": 16, "epochs": 1, "evaluate": False, "export": False, "knn_every": 0,
+        "runtime.model_dir": model_dir,
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "model.dim": 32,
+        "model.pred_dim": 16,
+        "batch_size": 16,
+        "epochs": 1,
+        "evaluate": False,
+        "export": False,
+        "knn_every": 0,
     }
     pretrain.run(config.replace(config.PretrainConfig(), **changes, **TINY_DATA))
     return model_dir
@@ -47,11 +60,23 @@ def pretrained(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("augment", [True, False], ids=["end_to_end", "cached"])
 def test_metrics_hold_the_final_and_the_best_epoch(pretrained, tmp_path, augment):
-    cfg = config.replace(config.LinearConfig(init_from=pretrained), **{
-        "runtime.model_dir": str(tmp_path), "runtime.verbose": 0, "model.width_multiplier": 0.125,
-        "batch_size": 16, "epochs": 3, "augment": augment, "compare_baselines": False, "eval_batch_size": 16,
-        "base_lr": 3.0, "optimizer": "sgd", "standardize": False, **TINY_DATA,
-    })
+    cfg = config.replace(
+        config.LinearConfig(init_from=pretrained),
+        **{
+            "runtime.model_dir": str(tmp_path),
+            "runtime.verbose": 0,
+            "model.width_multiplier": 0.125,
+            "batch_size": 16,
+            "epochs": 3,
+            "augment": augment,
+            "compare_baselines": False,
+            "eval_batch_size": 16,
+            "base_lr": 3.0,
+            "optimizer": "sgd",
+            "standardize": False,
+            **TINY_DATA,
+        },
+    )
     metrics = linear.run(cfg)
     history = json.load(open(tmp_path / "history.json"))
     scores = [record["val_top1"] for record in history]

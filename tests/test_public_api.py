@@ -1,4 +1,5 @@
 """The public names of DESIGN.md's contract and of `simsiam_tf.__all__` keep their import paths."""
+
 import importlib
 
 import pytest
@@ -6,16 +7,30 @@ import pytest
 import simsiam_tf
 
 CONTRACT = [
-    ("simsiam_tf", "SimSiam"), ("simsiam_tf", "build_backbone"), ("simsiam_tf", "CoupledSGD"),
-    ("simsiam_tf", "WarmupCosine"), ("simsiam_tf.losses", "simsiam_loss"), ("simsiam_tf.losses", "triplet_loss"),
-    ("simsiam_tf.losses", "contrastive_loss"), ("simsiam_tf.optim", "LARS"), ("simsiam_tf.data", "load_source"),
-    ("simsiam_tf.data", "make_pretrain_dataset"), ("simsiam_tf.data", "make_eval_dataset"),
-    ("simsiam_tf.augment", "TwoViewAugment"), ("simsiam_tf.config", "PretrainConfig"),
-    ("simsiam_tf.config", "LinearConfig"), ("simsiam_tf.config", "VerifyConfig"), ("simsiam_tf.config", "ExportConfig"),
+    ("simsiam_tf", "SimSiam"),
+    ("simsiam_tf", "build_backbone"),
+    ("simsiam_tf", "CoupledSGD"),
+    ("simsiam_tf", "WarmupCosine"),
+    ("simsiam_tf.losses", "simsiam_loss"),
+    ("simsiam_tf.losses", "triplet_loss"),
+    ("simsiam_tf.losses", "contrastive_loss"),
+    ("simsiam_tf.optim", "LARS"),
+    ("simsiam_tf.data", "load_source"),
+    ("simsiam_tf.data", "make_pretrain_dataset"),
+    ("simsiam_tf.data", "make_eval_dataset"),
+    ("simsiam_tf.augment", "TwoViewAugment"),
+    ("simsiam_tf.config", "PretrainConfig"),
+    ("simsiam_tf.config", "LinearConfig"),
+    ("simsiam_tf.config", "VerifyConfig"),
+    ("simsiam_tf.config", "ExportConfig"),
     # Moved modules and names, at their old paths.
-    ("simsiam_tf.export", "ServingModel"), ("simsiam_tf.export", "export_saved_model"),
-    ("simsiam_tf.export", "export_after_run"), ("simsiam_tf.export", "load_keras_model"),
-    ("simsiam_tf.pairs", "make_pools"), ("simsiam_tf.tiles", "load_tile_set"), ("simsiam_tf.data", "make_synthetic"),
+    ("simsiam_tf.export", "ServingModel"),
+    ("simsiam_tf.export", "export_saved_model"),
+    ("simsiam_tf.export", "export_after_run"),
+    ("simsiam_tf.export", "load_keras_model"),
+    ("simsiam_tf.pairs", "make_pools"),
+    ("simsiam_tf.tiles", "load_tile_set"),
+    ("simsiam_tf.data", "make_synthetic"),
 ]
 
 

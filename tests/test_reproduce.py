@@ -1,4 +1,5 @@
 """bench/reproduce.py end to end at a tiny budget: runs, figure, table and JSON."""
+
 import importlib.util
 import json
 import os
@@ -20,10 +21,18 @@ def test_reproduce_writes_the_figure_table_and_history(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # main() moves into the repository; the fixture moves back
     reproduce = _load("reproduce")
     out, runs = tmp_path / "out", tmp_path / "runs"
-    reproduce.main([
-        "--epochs=2", "--num_train_examples=128", "--num_eval_examples=40", "--batch_size=64", "--knn_k=5",
-        "--runs=baseline,no_stop_gradient", f"--runs_dir={runs}", f"--out={out}",
-    ])
+    reproduce.main(
+        [
+            "--epochs=2",
+            "--num_train_examples=128",
+            "--num_eval_examples=40",
+            "--batch_size=64",
+            "--knn_k=5",
+            "--runs=baseline,no_stop_gradient",
+            f"--runs_dir={runs}",
+            f"--out={out}",
+        ]
+    )
     with open(out / "reproduce.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     payload = json.loads((out / "reproduce.json").read_text())

@@ -12,14 +12,16 @@ from simsiam_tf.runs import common
 
 def _tiny(seed=0):
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization(), keras.layers.Dense(2)]
+    )
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
     optimizer.build(model.trainable_variables)
     return model, optimizer
 
 
 # --- atomic writes ---------------------------------------------------------------------------------------------
+
 
 def test_write_text_atomic_replaces_the_file_with_normal_permissions_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "flags.cfg"
@@ -49,6 +51,7 @@ def test_write_json_atomic_round_trips(tmp_path):
 
 
 # --- the list of checkpoints ------------------------------------------------------------------------------------
+
 
 def _saved_run(tmp_path, steps=(1, 2, 3), value_of_step=float):
     model, optimizer = _tiny()
@@ -83,6 +86,7 @@ def test_checkpoint_prefixes_of_an_empty_or_missing_directory(tmp_path):
 
 
 # --- no non-finite state is written -----------------------------------------------------------------------------
+
 
 def test_save_refuses_nan_state_and_names_the_step_and_the_newest_finite_checkpoint(tmp_path):
     run, model, _optimizer = _saved_run(tmp_path, steps=(1, 2))
@@ -162,6 +166,7 @@ def test_nan_guard_is_silent_for_finite_losses():
 
 
 # --- dead encoder -----------------------------------------------------------------------------------------------
+
 
 def test_check_embeddings_alive_accepts_spread_embeddings():
     rng = np.random.default_rng(0)

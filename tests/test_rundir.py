@@ -65,11 +65,14 @@ def test_flags_the_file_does_not_record_and_a_missing_file_are_not_compared(run_
 
 def test_linear_and_verify_compare_their_own_model_flags(tmp_path):
     (tmp_path / "flags.cfg").write_text("--backbone=resnet18\n--width_multiplier=0.5\n--head=triplet\n--dim=99\n")
-    linear = config_lib.replace(config_lib.LinearConfig(), **{"model.backbone": "resnet18",
-                                                               "model.width_multiplier": 0.5})
+    linear = config_lib.replace(
+        config_lib.LinearConfig(), **{"model.backbone": "resnet18", "model.width_multiplier": 0.5}
+    )
     rundir.check_same_model(linear, str(tmp_path))
-    verify = config_lib.replace(config_lib.VerifyConfig(), **{"model.backbone": "resnet18",
-                                                               "model.width_multiplier": 0.5, "head": "contrastive"})
+    verify = config_lib.replace(
+        config_lib.VerifyConfig(),
+        **{"model.backbone": "resnet18", "model.width_multiplier": 0.5, "head": "contrastive"},
+    )
     with pytest.raises(common.RunError, match="it has --head=triplet"):
         rundir.check_same_model(verify, str(tmp_path))
 

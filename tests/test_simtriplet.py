@@ -2,6 +2,7 @@
 
 The loss itself is checked against NumPy in test_losses.py.
 """
+
 import json
 import os
 import subprocess
@@ -55,9 +56,7 @@ def test_stop_gradient_on_every_target(stop_gradient):
     for z in (z1, z2, z3):
         g = tape.gradient(through_targets, z)
         assert (g is None or not np.any(g.numpy())) if stop_gradient else np.any(g.numpy())
-    np.testing.assert_allclose(
-        loss.numpy(), losses.simtriplet_loss(p1, p2, p3, z1, z2, z3).numpy(), rtol=1e-6
-    )
+    np.testing.assert_allclose(loss.numpy(), losses.simtriplet_loss(p1, p2, p3, z1, z2, z3).numpy(), rtol=1e-6)
     # The neighbour's view reaches the loss through its prediction p3 either way.
     x3_t = tf.constant(x3)
     with tf.GradientTape() as tape3:
@@ -119,12 +118,36 @@ def test_config_needs_tiles_and_a_pattern_with_the_named_groups():
 def test_cli_pretrains_simtriplet_on_synthetic_tiles(tmp_path):
     model_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "simsiam_tf.cli.pretrain", "--method=simtriplet", "--dataset=synthetic_tiles",
-         "--tiles_per_side=3", "--neighbourhood=8", f"--model_dir={model_dir}", "--width_multiplier=0.125",
-         "--dim=32", "--pred_dim=16", "--image_size=16", "--num_train_examples=48", "--num_eval_examples=27",
-         "--batch_size=16", "--epochs=2", "--knn_every=1", "--knn_k=5", "--checkpoint_every_steps=3",
-         "--log_every_steps=1", "--verbose=0", "--evaluate=false", "--export=false"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        [
+            sys.executable,
+            "-m",
+            "simsiam_tf.cli.pretrain",
+            "--method=simtriplet",
+            "--dataset=synthetic_tiles",
+            "--tiles_per_side=3",
+            "--neighbourhood=8",
+            f"--model_dir={model_dir}",
+            "--width_multiplier=0.125",
+            "--dim=32",
+            "--pred_dim=16",
+            "--image_size=16",
+            "--num_train_examples=48",
+            "--num_eval_examples=27",
+            "--batch_size=16",
+            "--epochs=2",
+            "--knn_every=1",
+            "--knn_k=5",
+            "--checkpoint_every_steps=3",
+            "--log_every_steps=1",
+            "--verbose=0",
+            "--evaluate=false",
+            "--export=false",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((model_dir / "metrics.json").read_text())
@@ -137,6 +160,9 @@ def test_cli_pretrains_simtriplet_on_synthetic_tiles(tmp_path):
 
     bad = subprocess.run(
         [sys.executable, "-m", "simsiam_tf.cli.pretrain", "--method=simtriplet", "--dataset=synthetic", "--dry_run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 2 and "method=simtriplet needs tiles" in bad.stderr

@@ -1,5 +1,6 @@
 """Streamed sources in several files (large TFDS splits) read their files in a new order every epoch,
 deterministically in (seed, epoch), so a resumed run sees the batches of an uninterrupted one."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -31,8 +32,13 @@ def streamed_source(names):
     epoch_records = sources.shuffled_file_records(names, [0] * FILES, [PER_FILE] * FILES, parse, cycle_length=1)
     stored_order = tf.data.TFRecordDataset(names).map(parse)
     return sources.Source(
-        dataset=stored_order, num_examples=FILES * PER_FILE, num_classes=100, image_shape=(2, 2, 3),
-        class_names=tuple(str(i) for i in range(100)), name="files", records=stored_order,
+        dataset=stored_order,
+        num_examples=FILES * PER_FILE,
+        num_classes=100,
+        image_shape=(2, 2, 3),
+        class_names=tuple(str(i) for i in range(100)),
+        name="files",
+        records=stored_order,
         epoch_records=epoch_records,
     )
 
@@ -67,7 +73,7 @@ def test_every_epoch_reads_every_record_once_and_the_file_order_changes(tmp_path
     source = streamed_source(write_files(tmp_path))
     steps_per_epoch = FILES * PER_FILE // BATCH
     ids = ids_of(probe_stream(source, seed=0, start_step=0), 3 * steps_per_epoch)
-    epochs = [ids[e * FILES * PER_FILE:(e + 1) * FILES * PER_FILE] for e in range(3)]
+    epochs = [ids[e * FILES * PER_FILE : (e + 1) * FILES * PER_FILE] for e in range(3)]
     for epoch in epochs:
         assert sorted(epoch) == sorted(10 * i + j for i in range(FILES) for j in range(PER_FILE))
     orders = [file_sequence(epoch) for epoch in epochs]
@@ -83,7 +89,7 @@ def test_resume_at_any_step_sees_the_uninterrupted_batches(tmp_path, start_step)
     source = streamed_source(write_files(tmp_path))
     uninterrupted = ids_of(probe_stream(source, seed=2, start_step=0), 18)
     resumed = ids_of(probe_stream(source, seed=2, start_step=start_step), 18 - start_step)
-    assert resumed == uninterrupted[start_step * BATCH:]
+    assert resumed == uninterrupted[start_step * BATCH :]
 
 
 def test_a_real_tfds_split_in_several_files_gets_a_per_epoch_file_order(tmp_path, monkeypatch):
@@ -106,6 +112,8 @@ def test_a_real_tfds_split_in_several_files_gets_a_per_epoch_file_order(tmp_path
     assert sorted(first) == sorted(stored)
     again = [(source.decode(*r)[0].numpy().tobytes(), int(r[1])) for r in source.epoch_records(seed)]
     assert again == first
-    orders = {tuple(int(source.decode(*r)[0][0, 0, 0]) for r in source.epoch_records(tf.constant([0, k], tf.int64)))
-              for k in range(6)}
+    orders = {
+        tuple(int(source.decode(*r)[0][0, 0, 0]) for r in source.epoch_records(tf.constant([0, k], tf.int64)))
+        for k in range(6)
+    }
     assert len(orders) > 1

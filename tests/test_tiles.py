@@ -1,4 +1,5 @@
 """Tile names, neighbour sampling, synthetic tiles and the triplet pipeline."""
+
 import logging as py_logging
 import os
 
@@ -12,9 +13,7 @@ from simsiam_tf.data.tiles import TileKey
 
 
 def test_default_pattern_parses_grid_positions():
-    keys = tiles.parse_tile_names(
-        ["slideA_x0_y0.png", "some/dir/slideA_x12_y3.JPG", b"slide_B_x2_y10.jpeg"]
-    )
+    keys = tiles.parse_tile_names(["slideA_x0_y0.png", "some/dir/slideA_x12_y3.JPG", b"slide_B_x2_y10.jpeg"])
     assert keys == [TileKey("slideA", 0, 0), TileKey("slideA", 12, 3), TileKey("slide_B", 2, 10)]
     assert tiles.DEFAULT_PATTERN == config.PretrainConfig().tile_pattern
 
@@ -29,17 +28,25 @@ def test_names_that_do_not_match_are_an_error_or_skipped_with_a_warning(caplog):
     assert any("do not match the tile pattern" in r.getMessage() for r in caplog.records)
     with pytest.raises(ValueError, match="lacks the named group"):
         tiles.parse_tile_names(names, pattern=r"(?P<group>.+)\.png")
-    assert tiles.parse_tile_names(["s1-17.png"], pattern=r"(?P<group>s\d+)-\d+\.png", need_grid=False) == [TileKey("s1")]
+    assert tiles.parse_tile_names(["s1-17.png"], pattern=r"(?P<group>s\d+)-\d+\.png", need_grid=False) == [
+        TileKey("s1")
+    ]
 
 
 # Image "a": a 3 x 3 grid without its centre. Image "b": one tile, at a's missing centre
 # (tiles of other images are never neighbours). Image "c": two tiles touching diagonally.
 GRID = {
-    "a00": TileKey("a", 0, 0), "a10": TileKey("a", 1, 0), "a20": TileKey("a", 2, 0),
-    "a01": TileKey("a", 0, 1), "a21": TileKey("a", 2, 1),
-    "a02": TileKey("a", 0, 2), "a12": TileKey("a", 1, 2), "a22": TileKey("a", 2, 2),
+    "a00": TileKey("a", 0, 0),
+    "a10": TileKey("a", 1, 0),
+    "a20": TileKey("a", 2, 0),
+    "a01": TileKey("a", 0, 1),
+    "a21": TileKey("a", 2, 1),
+    "a02": TileKey("a", 0, 2),
+    "a12": TileKey("a", 1, 2),
+    "a22": TileKey("a", 2, 2),
     "b11": TileKey("b", 1, 1),
-    "c00": TileKey("c", 0, 0), "c11": TileKey("c", 1, 1),
+    "c00": TileKey("c", 0, 0),
+    "c11": TileKey("c", 1, 1),
     "none": None,
 }
 NAMES = list(GRID)
@@ -183,8 +190,14 @@ def write_png(path, value):
 
 
 def test_tile_folder_with_class_sub_folders(tmp_path, caplog):
-    names = {"tumour/s1_x0_y0.png": 10, "tumour/s1_x1_y0.png": 20, "tumour/s1_x0_y1.png": 30,
-             "normal/s2_x4_y4.png": 40, "normal/s2_x5_y4.png": 50, "normal/s3_x0_y0.png": 60}
+    names = {
+        "tumour/s1_x0_y0.png": 10,
+        "tumour/s1_x1_y0.png": 20,
+        "tumour/s1_x0_y1.png": 30,
+        "normal/s2_x4_y4.png": 40,
+        "normal/s2_x5_y4.png": 50,
+        "normal/s3_x0_y0.png": 60,
+    }
     for name, value in names.items():
         write_png(tmp_path / name, value)
     tile_set = tiles.load_tile_set("folder", data_dir=str(tmp_path), image_size=6)

@@ -1,4 +1,5 @@
 """PairVerifier: the three heads train, score in the right direction, keep their threshold."""
+
 import keras
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
 """simsiam-verify end to end on tiny settings, and the job's figures against pair_metrics."""
+
 import json
 import os
 import subprocess
@@ -16,16 +17,30 @@ from simsiam_tf.runs import common, verify
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY_FLAGS = [
-    "--image_size=16", "--num_train_examples=200", "--num_eval_examples=200", "--embedding_dim=16",
-    "--hidden_dim=32", "--batch_size=8", "--epochs=2", "--steps_per_epoch=2", "--num_val_pairs=60",
-    "--num_eval_pairs=80", "--num_trials=30", "--checkpoint_every_steps=2", "--log_every_steps=1", "--verbose=0",
+    "--image_size=16",
+    "--num_train_examples=200",
+    "--num_eval_examples=200",
+    "--embedding_dim=16",
+    "--hidden_dim=32",
+    "--batch_size=8",
+    "--epochs=2",
+    "--steps_per_epoch=2",
+    "--num_val_pairs=60",
+    "--num_eval_pairs=80",
+    "--num_trials=30",
+    "--checkpoint_every_steps=2",
+    "--log_every_steps=1",
+    "--verbose=0",
 ]
 
 
 def run_cli(*args, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", "simsiam_tf.cli.verify", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
 
@@ -61,8 +76,14 @@ def test_cli_end_to_end_with_random_init_comparison(tmp_path, pretrain_run):
     pretrain_dir, pretrained_weights = pretrain_run
     model_dir = tmp_path / "verify"
     result = run_cli(
-        f"--model_dir={model_dir}", f"--init_from={pretrain_dir}", "--compare_random_init", "--freeze_encoder",
-        "--head=triplet", "--mining=batch_hard", "--margin=0.5", *TINY_FLAGS,
+        f"--model_dir={model_dir}",
+        f"--init_from={pretrain_dir}",
+        "--compare_random_init",
+        "--freeze_encoder",
+        "--head=triplet",
+        "--mining=batch_hard",
+        "--margin=0.5",
+        *TINY_FLAGS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "random init" in result.stdout and "roc_auc" in result.stdout
@@ -104,7 +125,9 @@ def test_cli_end_to_end_with_random_init_comparison(tmp_path, pretrain_run):
     assert labels.shape == (80,) and labels.sum() == 40
     assert metrics["roc_auc"] == pytest.approx(pair_metrics.roc_auc(labels, scores))
     assert metrics["eer"] == pytest.approx(pair_metrics.equal_error_rate(labels, scores)[0])
-    assert metrics["accuracy"] == pytest.approx(pair_metrics.accuracy_at_threshold(labels, scores, metrics["threshold"]))
+    assert metrics["accuracy"] == pytest.approx(
+        pair_metrics.accuracy_at_threshold(labels, scores, metrics["threshold"])
+    )
     assert np.isnan(pair_metrics.tar_at_far(labels, scores, 1e-2)) and metrics["tar_at_far_1e-2"] is None
     assert saved["one_shot_5way_scores"].shape == (30, 5)
     assert metrics["one_shot_5way"] == pytest.approx(pair_metrics.n_way_accuracy(saved["one_shot_5way_scores"]))
@@ -134,10 +157,20 @@ def test_invalid_flags_fail_fast_with_one_line():
 
 def _tiny_config(model_dir, **changes):
     base = {
-        "runtime.model_dir": str(model_dir), "runtime.verbose": 0, "model.width_multiplier": 0.125,
-        "data.image_size": 16, "data.num_train_examples": 100, "data.num_eval_examples": 100,
-        "embedding_dim": 8, "hidden_dim": 16, "batch_size": 4, "epochs": 1, "steps_per_epoch": 1,
-        "num_val_pairs": 20, "num_eval_pairs": 20, "num_trials": 5,
+        "runtime.model_dir": str(model_dir),
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "data.image_size": 16,
+        "data.num_train_examples": 100,
+        "data.num_eval_examples": 100,
+        "embedding_dim": 8,
+        "hidden_dim": 16,
+        "batch_size": 4,
+        "epochs": 1,
+        "steps_per_epoch": 1,
+        "num_val_pairs": 20,
+        "num_eval_pairs": 20,
+        "num_trials": 5,
     }
     base.update(changes)
     return config.replace(config.VerifyConfig(), **base)
@@ -148,8 +181,10 @@ def test_one_class_dataset_is_a_clear_error(tmp_path):
     folder.mkdir(parents=True)
     for i in range(4):
         tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(np.full((8, 8, 3), 40 * i, np.uint8)))
-    cfg = _tiny_config(tmp_path / "run", **{"data.dataset": "folder", "data.data_dir": str(tmp_path / "images"),
-                                            "data.eval_split": "train"})
+    cfg = _tiny_config(
+        tmp_path / "run",
+        **{"data.dataset": "folder", "data.data_dir": str(tmp_path / "images"), "data.eval_split": "train"},
+    )
     with pytest.raises(common.RunError, match=r"1 class\(es\); pair verification needs at least 2"):
         verify.run(cfg)
 

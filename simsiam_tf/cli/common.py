@@ -4,6 +4,7 @@ The flag defaults are read from the config dataclasses, and a tool's config is b
 from its flags by field name (`flagfile.config_from_flag_values`), so the command line,
 the Python API and `flags/demo.cfg` cannot drift apart.
 """
+
 import contextlib
 import importlib
 import logging as py_logging
@@ -47,58 +48,123 @@ def define(kind, name, default, *args, **kwargs):
 
 def define_runtime_flags(defaults=config_lib.RuntimeConfig()):
     group("run")
-    define("string", "model_dir", defaults.model_dir,
-            "Run directory: flags.cfg, checkpoints/, logs/ (TensorBoard), metrics.json. A run whose "
-            "directory holds a checkpoint resumes from it.")
+    define(
+        "string",
+        "model_dir",
+        defaults.model_dir,
+        "Run directory: flags.cfg, checkpoints/, logs/ (TensorBoard), metrics.json. A run whose "
+        "directory holds a checkpoint resumes from it.",
+    )
     define("integer", "seed", defaults.seed, "Seed for weights, data order and augmentation.")
-    define("enum", "strategy", defaults.strategy, list(config_lib.STRATEGIES),
-            "tf.distribute strategy; auto = mirrored when more than one GPU is visible, else default.")
+    define(
+        "enum",
+        "strategy",
+        defaults.strategy,
+        list(config_lib.STRATEGIES),
+        "tf.distribute strategy; auto = mirrored when more than one GPU is visible, else default.",
+    )
     define("string", "tpu", defaults.tpu, "TPU address or name for --strategy=tpu ('local' for a TPU VM).")
-    define("enum", "precision", defaults.precision, list(config_lib.PRECISIONS),
-            "Numeric precision of the model: float32, mixed_bfloat16 (TPUs, A100/H100 GPUs, CPUs with native "
-            "bfloat16: avx512_bf16 or AMX; emulated and several times slower elsewhere, with a warning) or "
-            "mixed_float16 (GPUs).")
+    define(
+        "enum",
+        "precision",
+        defaults.precision,
+        list(config_lib.PRECISIONS),
+        "Numeric precision of the model: float32, mixed_bfloat16 (TPUs, A100/H100 GPUs, CPUs with native "
+        "bfloat16: avx512_bf16 or AMX; emulated and several times slower elsewhere, with a warning) or "
+        "mixed_float16 (GPUs).",
+    )
     define("bool", "jit_compile", defaults.jit_compile, "Compile the train step with XLA.")
-    define("integer", "verbose", defaults.verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
+    define(
+        "integer", "verbose", defaults.verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch."
+    )
 
 
 def define_data_flags(defaults=config_lib.DataConfig()):
     group("data")
-    define("string", "dataset", defaults.dataset,
-            "'synthetic' (embedded, no download), a TFDS name (e.g. cifar10, imagenet2012), or 'folder'.")
-    define("string", "data_dir", defaults.data_dir,
-            "TFDS data directory, or for --dataset=folder the image folder (class sub-folders or flat).")
+    define(
+        "string",
+        "dataset",
+        defaults.dataset,
+        "'synthetic' (embedded, no download), a TFDS name (e.g. cifar10, imagenet2012), or 'folder'.",
+    )
+    define(
+        "string",
+        "data_dir",
+        defaults.data_dir,
+        "TFDS data directory, or for --dataset=folder the image folder (class sub-folders or flat).",
+    )
     define("integer", "image_size", defaults.image_size, "Side of the square training images in pixels.")
     define("string", "train_split", defaults.train_split, "Split used for training.")
     define("string", "eval_split", defaults.eval_split, "Split used for kNN/probe evaluation.")
-    define("integer", "num_train_examples", defaults.num_train_examples,
-            "Use only this many training images (synthetic: how many to generate).")
+    define(
+        "integer",
+        "num_train_examples",
+        defaults.num_train_examples,
+        "Use only this many training images (synthetic: how many to generate).",
+    )
     define("integer", "num_eval_examples", defaults.num_eval_examples, "Use only this many evaluation images.")
-    define("enum", "on_corrupt", defaults.on_corrupt, list(config_lib.ON_BAD_FILE),
-            "What to do with image files that cannot be decoded: stop with an error naming them, or skip them.")
+    define(
+        "enum",
+        "on_corrupt",
+        defaults.on_corrupt,
+        list(config_lib.ON_BAD_FILE),
+        "What to do with image files that cannot be decoded: stop with an error naming them, or skip them.",
+    )
 
 
 def define_model_flags(defaults=config_lib.ModelConfig()):
     group("model")
-    define("string", "backbone", defaults.backbone,
-            "resnet18, resnet34 or resnet50; suffix _cifar for the CIFAR stem (3x3 conv, no max-pool).")
+    define(
+        "string",
+        "backbone",
+        defaults.backbone,
+        "resnet18, resnet34 or resnet50; suffix _cifar for the CIFAR stem (3x3 conv, no max-pool).",
+    )
     define("float", "width_multiplier", defaults.width_multiplier, "Scales every ResNet width (1.0 = standard).")
     define("integer", "dim", defaults.dim, "Projector output width (the paper: 2048).")
     define("integer", "pred_dim", defaults.pred_dim, "Predictor bottleneck width (the paper: 512).")
     define("integer", "projector_layers", defaults.projector_layers, "3 (ImageNet recipe) or 2 (CIFAR recipe).")
-    define("integer", "projector_hidden_dim", defaults.projector_hidden_dim,
-            "Projector hidden width; 0 = the backbone's feature width, as the reference (2048 for ResNet-50).")
-    define("enum", "projector_bn", defaults.projector_bn, list(config_lib.PROJECTOR_BN),
-            "BatchNorm in the projector (paper Table 3): all (the reference, 3c), hidden (hidden layers only, 3b), "
-            "none (3a).")
-    define("enum", "predictor_bn", defaults.predictor_bn, list(config_lib.PREDICTOR_BN),
-            "BatchNorm in the predictor: hidden (the reference), all (also on its output, Table 3d, unstable), none.")
-    define("bool", "stop_gradient", defaults.stop_gradient, "Stop-gradient on the target branch (off: the collapse ablation).")
+    define(
+        "integer",
+        "projector_hidden_dim",
+        defaults.projector_hidden_dim,
+        "Projector hidden width; 0 = the backbone's feature width, as the reference (2048 for ResNet-50).",
+    )
+    define(
+        "enum",
+        "projector_bn",
+        defaults.projector_bn,
+        list(config_lib.PROJECTOR_BN),
+        "BatchNorm in the projector (paper Table 3): all (the reference, 3c), hidden (hidden layers only, 3b), "
+        "none (3a).",
+    )
+    define(
+        "enum",
+        "predictor_bn",
+        defaults.predictor_bn,
+        list(config_lib.PREDICTOR_BN),
+        "BatchNorm in the predictor: hidden (the reference), all (also on its output, Table 3d, unstable), none.",
+    )
+    define(
+        "bool",
+        "stop_gradient",
+        defaults.stop_gradient,
+        "Stop-gradient on the target branch (off: the collapse ablation).",
+    )
     define("bool", "use_predictor", defaults.use_predictor, "Use the predictor MLP (off: Table 1a ablation).")
-    define("bool", "heads_bn", defaults.heads_bn,
-            "BatchNorm in the projector and predictor; false = --projector_bn=none --predictor_bn=none (Table 3a).")
-    define("enum", "sync_bn", defaults.sync_bn, list(config_lib.SYNC_BN),
-            "Synchronized BatchNorm across replicas; auto = on with more than one replica.")
+    define(
+        "bool",
+        "heads_bn",
+        defaults.heads_bn,
+        "BatchNorm in the projector and predictor; false = --projector_bn=none --predictor_bn=none (Table 3a).",
+    )
+    define(
+        "enum",
+        "sync_bn",
+        defaults.sync_bn,
+        list(config_lib.SYNC_BN),
+        "Synchronized BatchNorm across replicas; auto = on with more than one replica.",
+    )
 
 
 LR_SCHEDULE_HELP = (
@@ -260,8 +326,11 @@ def _without_start_up_noise():
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
-            kept = [line for line in held.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not any(noise in line for noise in START_UP_NOISE)]
+            kept = [
+                line
+                for line in held.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not any(noise in line for noise in START_UP_NOISE)
+            ]
             sys.stderr.write("".join(kept))
             sys.stderr.flush()
 

@@ -11,6 +11,7 @@ The run directory is only read: its flags.cfg stays the training run's.
 
 Exit codes: 0 done, 1 export failed (message says why, e.g. no checkpoint), 2 invalid flags.
 """
+
 from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
@@ -26,13 +27,24 @@ _AUTO = "auto"
 
 def define_flags():
     common.group("run")
-    common.define("string", "model_dir", _D.model_dir,
-                  "Run directory to export (written by simsiam-pretrain, simsiam-linear or simsiam-verify).")
-    common.define("string", "output_dir", _D.output_dir,
-                  "Where to write saved_model/ and model.keras; default <model_dir>/export.")
-    common.define("string", "kind", _AUTO,
-                  f"Which job wrote the run: {', '.join(config_lib.EXPORT_KINDS)}, or auto to read it from the "
-                  "run's flags.cfg.")
+    common.define(
+        "string",
+        "model_dir",
+        _D.model_dir,
+        "Run directory to export (written by simsiam-pretrain, simsiam-linear or simsiam-verify).",
+    )
+    common.define(
+        "string",
+        "output_dir",
+        _D.output_dir,
+        "Where to write saved_model/ and model.keras; default <model_dir>/export.",
+    )
+    common.define(
+        "string",
+        "kind",
+        _AUTO,
+        f"Which job wrote the run: {', '.join(config_lib.EXPORT_KINDS)}, or auto to read it from the run's flags.cfg.",
+    )
     common.define_dry_run_flag()
 
 
@@ -44,17 +56,21 @@ def dry_run(config):
     export_job = common.import_job("export")
     info = export_job.inspect_run(config.model_dir, config.kind)
     print(common.resolved_flags_text())
-    print(f"would export the {info.kind} run {config.model_dir} from {info.checkpoint} "
-          f"(images resized to {info.image_size}, centre crop {'on' if info.center_crop else 'off'}) "
-          f"to {export_job.output_dir_of(config)}")
+    print(
+        f"would export the {info.kind} run {config.model_dir} from {info.checkpoint} "
+        f"(images resized to {info.image_size}, centre crop {'on' if info.center_crop else 'off'}) "
+        f"to {export_job.output_dir_of(config)}"
+    )
 
 
 def report(config, result):
     from simsiam_tf import serving
 
     info, path = result
-    print(f"exported the {info.kind} run {config.model_dir} ({info.checkpoint}) to {path}: "
-          f"{serving.SAVED_MODEL_NAME}/ and {serving.KERAS_NAME}")
+    print(
+        f"exported the {info.kind} run {config.model_dir} ({info.checkpoint}) to {path}: "
+        f"{serving.SAVED_MODEL_NAME}/ and {serving.KERAS_NAME}"
+    )
 
 
 def main(argv):

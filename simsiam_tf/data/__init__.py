@@ -11,6 +11,7 @@
 
 The names most callers need are importable from here.
 """
+
 from simsiam_tf.data.crops import make_pretrain_crops_dataset
 from simsiam_tf.data.pipeline import (
     DEFAULT_SHUFFLE_BUFFER,

@@ -16,6 +16,7 @@ shape)?". This module turns a labelled `sources.Source` into:
 Images are read one at a time and resized to the model's size before batching, so a
 source whose images differ in size gives batches all the same.
 """
+
 import dataclasses
 from typing import Optional, Tuple
 
@@ -545,7 +546,9 @@ def make_pair_dataset(pool, batch_size, image_size, seed=0, start_step=0, augmen
     return stream.map(lambda x1, x2, y: ((x1, x2), y)).prefetch(AUTOTUNE)
 
 
-def make_class_triplet_dataset(pool, batch_size, image_size, seed=0, start_step=0, augment="crop_flip", crop_fraction=1.0):
+def make_class_triplet_dataset(
+    pool, batch_size, image_size, seed=0, start_step=0, augment="crop_flip", crop_fraction=1.0
+):
     """Infinite stream of triplet batches `((anchor, positive, negative), (anchor_class, negative_class))`.
 
     Each triplet: two distinct images of one class and an image of another class. The
@@ -582,6 +585,13 @@ def load_labelled_source(
 ):
     """`sources.load_source`, with TFDS datasets whose class is a name (LFW's identities) read as classes."""
     return sources.load_source(
-        name, split=split, data_dir=data_dir, image_size=image_size, seed=seed, num_examples=num_examples,
-        on_corrupt=on_corrupt, download=download, identities=True,
+        name,
+        split=split,
+        data_dir=data_dir,
+        image_size=image_size,
+        seed=seed,
+        num_examples=num_examples,
+        on_corrupt=on_corrupt,
+        download=download,
+        identities=True,
     )

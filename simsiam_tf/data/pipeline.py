@@ -4,6 +4,7 @@ Pipelines are deterministic in (seed, step): the batch a run sees at step k does
 depend on whether the run started at step 0 or resumed at a later step. The helpers
 for batch layout over replicas and for seed streams serve `pairs` and `tiles` too.
 """
+
 import tensorflow as tf
 
 from simsiam_tf import augment as augment_lib
@@ -33,7 +34,11 @@ def layout(global_batch_size, input_context):
     if replicas % pipelines:
         raise ValueError(f"{replicas} replicas cannot be split evenly over {pipelines} input pipelines")
     per_pipeline = replicas // pipelines
-    return input_context.get_per_replica_batch_size(global_batch_size), per_pipeline, input_context.input_pipeline_id * per_pipeline
+    return (
+        input_context.get_per_replica_batch_size(global_batch_size),
+        per_pipeline,
+        input_context.input_pipeline_id * per_pipeline,
+    )
 
 
 def _chunk_indices(source, global_batch_size, batch, replicas_here, first_replica, seed):
@@ -41,7 +46,9 @@ def _chunk_indices(source, global_batch_size, batch, replicas_here, first_replic
     n = source.num_examples
     steps_per_epoch = n // global_batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"the global batch ({global_batch_size}) is larger than the dataset ({n} examples, {source.name})")
+        raise ValueError(
+            f"the global batch ({global_batch_size}) is larger than the dataset ({n} examples, {source.name})"
+        )
     order_seed = stream_seed(seed, 1)
 
     def indices(chunk):
@@ -60,7 +67,16 @@ _NO_END = 2**62
 
 
 def _stream(
-    source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn, buffer,
+    source,
+    global_batch_size,
+    batch,
+    replicas_here,
+    first_replica,
+    seed,
+    start_step,
+    input_context,
+    element_fn,
+    buffer,
     decode=None,
 ):
     """The batches this input pipeline feeds, as `(chunk, images, labels)`, deterministic in the seed.
@@ -86,7 +102,9 @@ def _stream(
         if decode is None and element_fn is None:
             images, labels = source.records
             return map_ordered(chunks, lambda chunk, index: (chunk, tf.gather(images, index), tf.gather(labels, index)))
-        elements = map_ordered(chunks, lambda chunk, index: (tf.fill([batch], chunk), tf.range(batch), index), False).unbatch()
+        elements = map_ordered(
+            chunks, lambda chunk, index: (tf.fill([batch], chunk), tf.range(batch), index), False
+        ).unbatch()
         records = source.records
         decode = decode or (lambda image, label: (image, label))
         elements = map_ordered(
@@ -136,7 +154,9 @@ def _stream(
         elements = map_ordered(elements, lambda chunk, k, image, label: (chunk, element_fn(chunk, k, image), label))
     else:
         elements = map_ordered(elements, lambda chunk, k, image, label: (chunk, image, label), parallel=False)
-    return map_ordered(elements.batch(batch, drop_remainder=True), lambda chunk, x, labels: (chunk[0], x, labels), False)
+    return map_ordered(
+        elements.batch(batch, drop_remainder=True), lambda chunk, x, labels: (chunk[0], x, labels), False
+    )
 
 
 def _chunk_seed(base, replicas_here, first_replica):
@@ -168,7 +188,13 @@ def _to_uint8(images):
 
 
 def make_pretrain_dataset(
-    source, global_batch_size, augment, seed=0, start_step=0, input_context=None, shuffle_buffer=None,
+    source,
+    global_batch_size,
+    augment,
+    seed=0,
+    start_step=0,
+    input_context=None,
+    shuffle_buffer=None,
     photometric_on_host=True,
 ):
     """Infinite stream of SimSiam batches `(view1, view2)`, each float32 `[b, S, S, 3]` in [0, 1].
@@ -213,16 +239,15 @@ def make_pretrain_dataset(
         decode = source.read
 
         def element_fn(chunk, k, contents):
-            crop_seed, first, second = tf.unstack(
-                tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 3)
-            )
+            crop_seed, first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 3))
             crops = jpeg.encoded_view_crops(
                 contents, crop_seed, augment.image_size, augment.crop_scale, augment.crop_ratio, augment.flip_prob
             )
             if not photometric_on_host:
                 return crops
-            return tf.stack([per_image.appearance(crops[0], first, augment),
-                             per_image.appearance(crops[1], second, augment)])
+            return tf.stack(
+                [per_image.appearance(crops[0], first, augment), per_image.appearance(crops[1], second, augment)]
+            )
 
         def views(chunk, crops, labels):
             return crops[:, 0], crops[:, 1]
@@ -258,8 +283,17 @@ def make_pretrain_dataset(
 
     buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
     stream = _stream(
-        source, global_batch_size, batch, replicas_here, first_replica, seed, start_step, input_context, element_fn,
-        buffer, decode,
+        source,
+        global_batch_size,
+        batch,
+        replicas_here,
+        first_replica,
+        seed,
+        start_step,
+        input_context,
+        element_fn,
+        buffer,
+        decode,
     )
     return map_ordered(stream, views).prefetch(AUTOTUNE)
 
@@ -270,6 +304,7 @@ def make_eval_dataset(source, batch_size, image_size, center_crop=False):
     `center_crop=True`: resize + centre crop (ImageNet protocol); False: plain resize
     (CIFAR-size protocol). The last batch may be smaller.
     """
+
     def preprocess(images, labels):
         return augment_lib.eval_preprocess(images, image_size, center_crop), labels
 

@@ -3,6 +3,7 @@
 A `Source` is a dataset of `(image uint8 [H, W, 3], label int64)` plus what the
 pipelines (`simsiam_tf.data.pipeline`, `pairs`, `tiles`) need to know about it.
 """
+
 import dataclasses
 import math
 import os
@@ -207,7 +208,10 @@ def shuffled_file_records(filenames, skips, takes, parse, cycle_length=16, block
             (tf.gather(filenames, order), tf.gather(skips, order), tf.gather(takes, order))
         )
         records = files.interleave(
-            read, cycle_length=min(cycle_length, count), block_length=block_length, num_parallel_calls=AUTOTUNE,
+            read,
+            cycle_length=min(cycle_length, count),
+            block_length=block_length,
+            num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
         return map_ordered(records, parse)
@@ -277,11 +281,14 @@ def _tfds_source(name, split, data_dir, num_examples, download, identities=False
         raise ValueError(f"TFDS dataset {name!r}: cannot read split {split!r} from {where}: {error}") from None
 
     if label_key is not None:
+
         def to_pair(ex):
             return ex[image_key], ex[label_key]
     else:
+
         def to_pair(ex):
             return ex[image_key], tf.constant(-1, tf.int64)
+
     raw = map_ordered(raw, to_pair, parallel=False)
     if num_examples is not None:
         raw = raw.take(num_examples)
@@ -380,7 +387,9 @@ def folder_class_names(data_dir, splits):
 
 def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits=None):
     if not data_dir:
-        raise ValueError("dataset='folder' needs data_dir: a folder with one sub-folder of images per class, or a flat folder of images")
+        raise ValueError(
+            "dataset='folder' needs data_dir: a folder with one sub-folder of images per class, or a flat folder of images"
+        )
     if not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {data_dir!r} does not exist or is not a folder (dataset='folder')")
     root = _split_root(data_dir, split)
@@ -395,7 +404,9 @@ def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, 
             if not files:
                 logging.warning(
                     "class folder %s has no images (%s); the class keeps its label %d",
-                    os.path.join(root, d), ", ".join(IMAGE_EXTENSIONS), label_of[d],
+                    os.path.join(root, d),
+                    ", ".join(IMAGE_EXTENSIONS),
+                    label_of[d],
                 )
         paths = [p for _, files in class_files for p in files]
         labels = [label_of[d] for d, files in class_files for _ in files]
@@ -496,7 +507,6 @@ def load_source(
     if name == "folder":
         return _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits)
     return _tfds_source(name, split, data_dir, num_examples, download, identities)
-
 
 
 def class_counts(source):

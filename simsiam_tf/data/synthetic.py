@@ -3,11 +3,20 @@
 No download and no file: `make_synthetic` draws the images in NumPy, deterministically
 in its seed. `load_source("synthetic")` serves its splits.
 """
+
 import numpy as np
 
 SYNTHETIC_PATTERNS = (
-    "horizontal_stripes", "vertical_stripes", "diagonal_stripes", "checkerboard", "dots",
-    "grid", "rings", "crosses", "zigzag", "target",
+    "horizontal_stripes",
+    "vertical_stripes",
+    "diagonal_stripes",
+    "checkerboard",
+    "dots",
+    "grid",
+    "rings",
+    "crosses",
+    "zigzag",
+    "target",
 )
 SYNTHETIC_HUES = (0.5, 0.7)
 # split -> (seed stream, default number of images)
@@ -129,4 +138,3 @@ def make_synthetic(num_examples, image_size=32, num_classes=10, seed=0):
     images += rng.standard_normal(images.shape, dtype=np.float32) * (0.03 * 255.0)
     np.clip(np.rint(images, out=images), 0, 255, out=images)
     return images.astype(np.uint8), labels
-

@@ -15,6 +15,7 @@ A tile without a neighbour (a single-tile image, an isolated tile, a file name t
 does not match the pattern under `on_mismatch="skip"`) takes itself as neighbour: its
 third view is one more augmentation of the same tile. How many do is logged.
 """
+
 import collections
 import dataclasses
 import math
@@ -89,7 +90,9 @@ def parse_tile_names(names, pattern=DEFAULT_PATTERN, on_mismatch="error", need_g
             )
         logging.warning(
             "%d file name(s) do not match the tile pattern %r (%s); they are used without neighbours",
-            len(unmatched), pattern, shown,
+            len(unmatched),
+            pattern,
+            shown,
         )
     return keys
 
@@ -241,15 +244,22 @@ def _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, n
     n = default_size if num_examples is None else int(num_examples)
     num_images = int(math.ceil(n / tiles_per_side**2))
     images, labels, groups, cols, rows = make_synthetic_tiles(
-        num_images, tiles_per_side, image_size, num_classes=len(synthetic.SYNTHETIC_PATTERNS),
+        num_images,
+        tiles_per_side,
+        image_size,
+        num_classes=len(synthetic.SYNTHETIC_PATTERNS),
         seed=np.random.SeedSequence([seed, stream]),
     )
     # The last whole image may be cut short: its missing tiles are simply not neighbours.
     images, labels = images[:n], labels[:n]
     keys = tuple(TileKey(str(g), int(c), int(r)) for g, c, r in zip(groups[:n], cols[:n], rows[:n]))
     source = sources.table_source(
-        (images, labels), None, len(synthetic.SYNTHETIC_PATTERNS), tuple(int(d) for d in images.shape[1:]),
-        synthetic.SYNTHETIC_PATTERNS, SYNTHETIC_TILES,
+        (images, labels),
+        None,
+        len(synthetic.SYNTHETIC_PATTERNS),
+        tuple(int(d) for d in images.shape[1:]),
+        synthetic.SYNTHETIC_PATTERNS,
+        SYNTHETIC_TILES,
     )
     return TileSet(source, keys, find_neighbours(keys, neighbourhood))
 
@@ -280,8 +290,14 @@ def load_tile_set(
         tile_set = _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, neighbourhood)
     elif name == "folder":
         source = sources.load_source(
-            "folder", split=split, data_dir=data_dir, image_size=image_size, seed=seed,
-            num_examples=num_examples, on_corrupt=on_corrupt, label_splits=label_splits,
+            "folder",
+            split=split,
+            data_dir=data_dir,
+            image_size=image_size,
+            seed=seed,
+            num_examples=num_examples,
+            on_corrupt=on_corrupt,
+            label_splits=label_splits,
         )
         paths = source.records[0].numpy()
         keys = tuple(parse_tile_names(paths, pattern, on_mismatch, need_grid=neighbourhood != "group"))
@@ -294,7 +310,12 @@ def load_tile_set(
     if isolated:
         logging.warning(
             "%d of %d tiles (%s, split %s) have no neighbour (%s-neighbourhood); their third view is another "
-            "augmentation of the tile itself", isolated, tile_set.source.num_examples, name, split, neighbourhood,
+            "augmentation of the tile itself",
+            isolated,
+            tile_set.source.num_examples,
+            name,
+            split,
+            neighbourhood,
         )
     return tile_set
 
@@ -362,7 +383,9 @@ def make_triplet_dataset(tile_set, global_batch_size, augment, seed=0, start_ste
             lambda s, a, b: tf.data.Dataset.from_tensor_slices((tf.tile(s[None], [2 * batch, 1]), tf.concat([a, b], 0)))
         )
         elements = sources.map_ordered(elements, lambda s, i: (s, read(i)))
-        batches = sources.map_ordered(elements.batch(2 * batch, drop_remainder=True), lambda s, x: (s[0], x[:batch], x[batch:]))
+        batches = sources.map_ordered(
+            elements.batch(2 * batch, drop_remainder=True), lambda s, x: (s[0], x[:batch], x[batch:])
+        )
 
     def views(view_seed, anchors, neighbours_):
         pair_seed, third_seed = tf.unstack(tf.random.experimental.stateless_split(view_seed, 2))

@@ -1,4 +1,5 @@
 """What every job does with its run directory: checkpoints, metrics, logs."""
+
 import json
 import math
 import os
@@ -92,11 +93,16 @@ def checkpoint_prefixes(directory):
     try:
         state = tf.train.get_checkpoint_state(directory)
     except (ValueError, tf.errors.OpError) as err:  # a damaged state file must not hide the checkpoints beside it
-        logging.warning("cannot read the checkpoint list %s: %s; using the *.index files there",
-                        os.path.join(directory, "checkpoint"), _first_line(err))
+        logging.warning(
+            "cannot read the checkpoint list %s: %s; using the *.index files there",
+            os.path.join(directory, "checkpoint"),
+            _first_line(err),
+        )
         state = None
     if state is not None:
-        names.update(os.path.basename(p) for p in list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path])
+        names.update(
+            os.path.basename(p) for p in list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path]
+        )
     names.update(os.path.basename(p)[: -len(".index")] for p in tf.io.gfile.glob(os.path.join(directory, "*.index")))
     names.discard("")
 
@@ -233,7 +239,9 @@ class RunCheckpoint:
         from the one restored); RunError when none is usable or they belong to another model.
         """
         return restore_with_fallback(
-            self.checkpoint, self.prefixes, where=self.directory,
+            self.checkpoint,
+            self.prefixes,
+            where=self.directory,
             mismatch_message=lambda prefix, reason: (
                 f"cannot resume from {prefix!r}: {reason}. The run directory holds checkpoints of "
                 "another model (other --backbone/--width_multiplier/--dim/--pred_dim, or an older version of "
@@ -300,8 +308,9 @@ def resolve_checkpoint(path):
                     tf.train.load_checkpoint(prefix)
                     return prefix
                 except CHECKPOINT_READ_ERRORS as err:
-                    logging.warning("skipping the damaged checkpoint %s (%s: %s)", prefix, damaged_file(prefix),
-                                    _first_line(err))
+                    logging.warning(
+                        "skipping the damaged checkpoint %s (%s: %s)", prefix, damaged_file(prefix), _first_line(err)
+                    )
             if prefixes:
                 raise RunError(f"no readable checkpoint in {directory}: all {len(prefixes)} are damaged")
     if tf.io.gfile.exists(path + ".index"):
@@ -339,7 +348,10 @@ def load_weights(path, what="model", **trackables):
     if not prefixes:
         resolve_checkpoint(path)  # raises the message for a path that holds no checkpoint
     return restore_with_fallback(
-        tf.train.Checkpoint(**trackables), prefixes, weights_only=True, where=path,
+        tf.train.Checkpoint(**trackables),
+        prefixes,
+        weights_only=True,
+        where=path,
         mismatch_message=lambda prefix, reason: (
             f"the checkpoint {prefix!r} does not fit this {what}: {reason}. "
             "It was probably written for another backbone, width or head size: use the same "
@@ -450,8 +462,11 @@ class NaNGuard(keras.callbacks.Callback):
     def raise_if_tripped(self):
         if self.bad_step is None:
             return
-        kept = "the checkpoints written so far are kept" if self.run_checkpoint is None else (
-            self.run_checkpoint._resume_hint())
+        kept = (
+            "the checkpoints written so far are kept"
+            if self.run_checkpoint is None
+            else (self.run_checkpoint._resume_hint())
+        )
         raise RunError(
             f"the loss became NaN/inf at step {self.bad_step}; nothing was saved from that step: {kept}. "
             "Lower --base_lr, raise --batch_size, or use --precision=float32"
@@ -520,8 +535,13 @@ def fit_from_step(model, make_dataset, start_step, steps_per_epoch, epochs, call
         # last callback ends this fit after the interrupted epoch.
         stop = _StopAfterEpoch()
         distribute.fit(
-            model, make_dataset(start_step), initial_epoch=epoch, epochs=epochs,
-            steps_per_epoch=steps_per_epoch - done_in_epoch, callbacks=[*callbacks, stop], verbose=verbose,
+            model,
+            make_dataset(start_step),
+            initial_epoch=epoch,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch - done_in_epoch,
+            callbacks=[*callbacks, stop],
+            verbose=verbose,
             shuffle=False,
         )
         epoch += 1
@@ -529,6 +549,12 @@ def fit_from_step(model, make_dataset, start_step, steps_per_epoch, epochs, call
             return
         model.stop_training = False
     distribute.fit(
-        model, make_dataset(epoch * steps_per_epoch), initial_epoch=epoch, epochs=epochs,
-        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False,
+        model,
+        make_dataset(epoch * steps_per_epoch),
+        initial_epoch=epoch,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
     )

@@ -4,6 +4,7 @@ Reads the run's flags.cfg (`simsiam_tf.flagfile`) to learn which job wrote it an
 to rebuild its model (`simsiam_tf.builders`), restores the latest checkpoint and writes
 `<output_dir>/saved_model` and `<output_dir>/model.keras` (`simsiam_tf.serving`).
 """
+
 import dataclasses
 import os
 import typing
@@ -119,8 +120,10 @@ def _export(info, output_dir=None):
         keras.mixed_precision.set_global_policy(policy)
     info = dataclasses.replace(info, checkpoint=prefix)
     path = export.export_models(
-        output_dir or os.path.join(info.model_dir, export.EXPORT_SUBDIR), image_size=info.image_size,
-        center_crop=info.center_crop, **parts,
+        output_dir or os.path.join(info.model_dir, export.EXPORT_SUBDIR),
+        image_size=info.image_size,
+        center_crop=info.center_crop,
+        **parts,
     )
     return info, path
 

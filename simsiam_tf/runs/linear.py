@@ -10,6 +10,7 @@ With a label budget the classifier trains on a class-balanced subset of the trai
 evaluation as SimCLR/BYOL: augmented crops, BatchNorm in training mode, SGD with
 momentum, no weight decay), and the sanity check, which would fail by design, is skipped.
 """
+
 import contextlib
 import dataclasses
 import math
@@ -70,8 +71,16 @@ def check_unchanged(encoder, reference, source):
 def _load_sources(config):
     d, seed = config.data, config.runtime.seed
     sources = [
-        data.load_source(d.dataset, split=split, data_dir=d.data_dir, image_size=d.image_size, seed=seed,
-                         num_examples=n, on_corrupt=d.on_corrupt, label_splits=(d.train_split, d.eval_split))
+        data.load_source(
+            d.dataset,
+            split=split,
+            data_dir=d.data_dir,
+            image_size=d.image_size,
+            seed=seed,
+            num_examples=n,
+            on_corrupt=d.on_corrupt,
+            label_splits=(d.train_split, d.eval_split),
+        )
         for split, n in ((d.train_split, d.num_train_examples), (d.eval_split, d.num_eval_examples))
     ]
     for source, split in zip(sources, (d.train_split, d.eval_split)):
@@ -100,7 +109,8 @@ def load_encoder(config, strategy, checkpoint=None):
     with strategy.scope():
         encoder = build_encoder(config.model, strategy, config.runtime.seed)
     prefix = common.load_weights(
-        checkpoint or config.init_from, what=_encoder_description(config.model),
+        checkpoint or config.init_from,
+        what=_encoder_description(config.model),
         model=tf.train.Checkpoint(backbone=encoder),
     )
     return encoder, prefix
@@ -202,8 +212,17 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
                 mean, std = probe.feature_statistics(train_x)
                 train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
             probe.train_linear_on_features(
-                train_x, train_y, test_x, test[1], num_classes, epochs=config.epochs, batch_size=config.batch_size,
-                standardize=False, seed=rt.seed, verbose=rt.verbose, optimizer=optimizer,
+                train_x,
+                train_y,
+                test_x,
+                test[1],
+                num_classes,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                standardize=False,
+                seed=rt.seed,
+                verbose=rt.verbose,
+                optimizer=optimizer,
                 classifier=linear_probe.classifier,
                 callbacks=callbacks + [probe.EpochEvaluation(linear_probe.classifier, test_x, test[1]), history],
             )
@@ -211,12 +230,18 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
                 # The stored classifier then acts on the encoder's features as they are.
                 probe.fold_standardization(linear_probe.classifier, mean, std)
     else:
+
         def make_dataset(step):
             # The probe pipeline is deterministic in (seed, step), so skipping `step`
             # batches lands exactly where an interrupted run stopped.
             return data.make_probe_train_dataset(
-                train_source, config.batch_size, image_size, seed=rt.seed, augment=config.augment,
-                crop_scale=tuple(config.crop_scale), center_crop=center_crop,
+                train_source,
+                config.batch_size,
+                image_size,
+                seed=rt.seed,
+                augment=config.augment,
+                crop_scale=tuple(config.crop_scale),
+                center_crop=center_crop,
             ).skip(step)
 
         with strategy.scope():
@@ -233,8 +258,9 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
             probe.EpochEvaluation(linear_probe.classifier, *test),
             history,
         ]
-        common.fit_from_step(linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks,
-                             rt.verbose)
+        common.fit_from_step(
+            linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, rt.verbose
+        )
     nan_guard.raise_if_tripped()
     train_seconds = time.time() - started
     final_step = int(optimizer.iterations.numpy())
@@ -250,8 +276,9 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
     # The reference reports the best epoch's top-1 (best_acc1); top1 is the final epoch's.
     best = probe.best_epoch(history.epochs)
     result["top1_best"], result["best_epoch"] = best if best is not None else (result["top1"], config.epochs)
-    result.update(step=final_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                  train_seconds=round(train_seconds, 1))
+    result.update(
+        step=final_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch, train_seconds=round(train_seconds, 1)
+    )
     return result
 
 
@@ -285,8 +312,9 @@ def _run(config, start):
     encoder, prefix = load_encoder(config, strategy)
     logging.info("probing the encoder of %s", prefix)
     loaded = snapshot(encoder)
-    result = probe_encoder(config, strategy, encoder, train_source, eval_source, rt.model_dir, start=start.started,
-                           check_alive=True)
+    result = probe_encoder(
+        config, strategy, encoder, train_source, eval_source, rt.model_dir, start=start.started, check_alive=True
+    )
     if not config.finetune:
         check_unchanged(encoder, loaded, prefix)
 
@@ -310,8 +338,9 @@ def _run(config, start):
         with strategy.scope():
             random_encoder = build_encoder(config.model, strategy, rt.seed)
         initial = snapshot(random_encoder)
-        baseline = probe_encoder(config, strategy, random_encoder, train_source, eval_source,
-                                 os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR))
+        baseline = probe_encoder(
+            config, strategy, random_encoder, train_source, eval_source, os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR)
+        )
         if not config.finetune:
             check_unchanged(random_encoder, initial, "its random initialisation")
         metrics.update(random_init_top1=baseline["top1"], random_init_top5=baseline["top5"])
@@ -334,7 +363,9 @@ def apply_label_budget(config, train_source):
         return train_source, None
     try:
         budget = label_budget.draw_label_budget(
-            label_budget.source_labels(train_source), config.labels_per_class, config.label_fraction,
+            label_budget.source_labels(train_source),
+            config.labels_per_class,
+            config.label_fraction,
             seed=config.runtime.seed,
         )
     except ValueError as err:
@@ -367,17 +398,22 @@ def _probe_pixels(config, strategy, train_source, eval_source):
         return {"notes": [note]}
     train_ds = data.make_eval_dataset(train_source, config.eval_batch_size, size, center_crop=eval_center_crop(size))
     pixels = baselines.fit_pixel_encoder(train_ds)
-    result = probe_encoder(config, strategy, pixels, train_source, eval_source,
-                           os.path.join(config.runtime.model_dir, PIXELS_SUBDIR))
+    result = probe_encoder(
+        config, strategy, pixels, train_source, eval_source, os.path.join(config.runtime.model_dir, PIXELS_SUBDIR)
+    )
     return {"pixels_top1": result["top1"], "pixels_top5": result["top5"]}
 
 
 def summary(metrics):
     """A few lines for the console: top-1/top-5, and the random-init baseline when there is one."""
-    lines = [f"linear probe ({metrics['mode'].replace('_', ' ')}): top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}"]
+    lines = [
+        f"linear probe ({metrics['mode'].replace('_', ' ')}): top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}"
+    ]
     if "top1_best" in metrics:
-        lines.append(f"best epoch's top-1 (the reference's figure): {metrics['top1_best']:.4f} "
-                     f"(epoch {metrics['best_epoch']} of {metrics['epochs']})")
+        lines.append(
+            f"best epoch's top-1 (the reference's figure): {metrics['top1_best']:.4f} "
+            f"(epoch {metrics['best_epoch']} of {metrics['epochs']})"
+        )
     if "random_init_top1" in metrics:
         lines.append(
             f"same encoder at random init:  top-1 {metrics['random_init_top1']:.4f}  "

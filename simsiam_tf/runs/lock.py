@@ -108,7 +108,8 @@ class RunLock:
         if _is_remote(self.model_dir):
             logging.warning(
                 "cannot lock %s: object stores have no locks, so another run writing to the same directory "
-                "would go undetected", self.model_dir,
+                "would go undetected",
+                self.model_dir,
             )
             self.held = True
             return self
@@ -146,7 +147,9 @@ class RunLock:
             if previous is not None:
                 logging.warning(
                     "taking over the lock of %s from %s, which ended without releasing it (killed or "
-                    "crashed): its last checkpoint is where this run resumes", self.model_dir, _describe(previous),
+                    "crashed): its last checkpoint is where this run resumes",
+                    self.model_dir,
+                    _describe(previous),
                 )
         self._write_record(fd)
         return True
@@ -158,8 +161,12 @@ class RunLock:
             return False
 
     def _without_flock(self, fd, err):
-        logging.warning("the file system of %s cannot lock (%s): relying on the record in %s alone",
-                        self.model_dir, os.strerror(err.errno), self.path)
+        logging.warning(
+            "the file system of %s cannot lock (%s): relying on the record in %s alone",
+            self.model_dir,
+            os.strerror(err.errno),
+            self.path,
+        )
         record = self._read_record(fd)
         if record is None:
             return

@@ -1,4 +1,5 @@
 """The pretraining job: config in, trained encoder, checkpoints, logs and metrics out."""
+
 import os
 import time
 
@@ -125,7 +126,9 @@ def _run(config, strategy, write_dir, start):
     if restored:
         logging.info("resuming from %s", restored)
     elif config.init_from:
-        logging.info("initialising weights from %s", common.load_weights(config.init_from, what="SimSiam model", model=model))
+        logging.info(
+            "initialising weights from %s", common.load_weights(config.init_from, what="SimSiam model", model=model)
+        )
     start_step = int(optimizer.iterations.numpy())
     distribute.check_same_on_all_workers(strategy, start_step, "the step to resume from")
     start.started()
@@ -137,7 +140,9 @@ def _run(config, strategy, write_dir, start):
                     tile_set, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context
                 )
             make = data.make_pretrain_crops_dataset if placement == "device" else data.make_pretrain_dataset
-            dataset = make(source, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context)
+            dataset = make(
+                source, config.batch_size, augment, seed=rt.seed, start_step=step, input_context=input_context
+            )
             if config.data_service:
                 pipeline = input_context.input_pipeline_id if input_context is not None else 0
                 dataset = service.distribute(
@@ -169,13 +174,20 @@ def _run(config, strategy, write_dir, start):
     if config.knn_every:
         callbacks.append(
             monitor.KNNMonitor(
-                model.backbone, eval_sets[0], eval_sets[1], source.num_classes, every_n_epochs=config.knn_every,
-                k=config.knn_k, temperature=config.knn_temperature, log_dir=log_dir,
+                model.backbone,
+                eval_sets[0],
+                eval_sets[1],
+                source.num_classes,
+                every_n_epochs=config.knn_every,
+                k=config.knn_k,
+                temperature=config.knn_temperature,
+                log_dir=log_dir,
             )
         )
     callbacks += [
         common.StepCheckpointer(
-            checkpoint, config.checkpoint_every_steps,
+            checkpoint,
+            config.checkpoint_every_steps,
             hold=(lambda: collapse.suspect) if config.on_collapse == "stop" else None,
         ),
         common.ScalarLogger(log_dir, config.log_every_steps),
@@ -190,10 +202,17 @@ def _run(config, strategy, write_dir, start):
     # The final save below is skipped when the step is saved already: check the state anyway.
     checkpoint.check_finite(final_step)
 
-    metrics = {"step": final_step, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-               "train_seconds": round(train_seconds, 1)}
-    history = common.read_json(os.path.join(write_dir, "history.json")) if os.path.exists(
-        os.path.join(write_dir, "history.json")) else []
+    metrics = {
+        "step": final_step,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "train_seconds": round(train_seconds, 1),
+    }
+    history = (
+        common.read_json(os.path.join(write_dir, "history.json"))
+        if os.path.exists(os.path.join(write_dir, "history.json"))
+        else []
+    )
     if history:
         metrics.update({k: v for k, v in history[-1].items() if k not in ("epoch", "step")})
     if collapse.collapsed:
@@ -232,15 +251,19 @@ def check_encoder_alive(config, encoder, train_source, eval_sets=None):
         images = eval_sets[1]
     else:
         images = data.make_eval_dataset(train_source, ALIVE_CHECK_IMAGES, size, center_crop=eval_center_crop(size))
-    features, _ = monitor.extract_features(encoder, images.unbatch().take(ALIVE_CHECK_IMAGES).batch(ALIVE_CHECK_IMAGES),
-                                           normalize=False)
+    features, _ = monitor.extract_features(
+        encoder, images.unbatch().take(ALIVE_CHECK_IMAGES).batch(ALIVE_CHECK_IMAGES), normalize=False
+    )
     return common.check_embeddings_alive(features, what="encoder")
 
 
 def _compare_with_random_init(config, model, strategy, source, eval_sets):
     kwargs = dict(
-        num_classes=source.num_classes, knn_k=config.knn_k, knn_temperature=config.knn_temperature,
-        probe_epochs=config.probe_epochs, seed=config.runtime.seed,
+        num_classes=source.num_classes,
+        knn_k=config.knn_k,
+        knn_temperature=config.knn_temperature,
+        probe_epochs=config.probe_epochs,
+        seed=config.runtime.seed,
     )
     trained = evaluate_encoder(model.backbone, *eval_sets, **kwargs)
     with strategy.scope():

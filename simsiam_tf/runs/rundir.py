@@ -18,7 +18,14 @@ from simsiam_tf.runs import common, lock
 # Flags that define the variables of each job's model: a restart that changes one cannot resume.
 MODEL_FLAGS = {
     config_lib.PretrainConfig: (
-        "backbone", "width_multiplier", "dim", "pred_dim", "projector_layers", "use_predictor", "heads_bn", "method",
+        "backbone",
+        "width_multiplier",
+        "dim",
+        "pred_dim",
+        "projector_layers",
+        "use_predictor",
+        "heads_bn",
+        "method",
     ),
     config_lib.LinearConfig: ("backbone", "width_multiplier"),
     config_lib.VerifyConfig: ("backbone", "width_multiplier", "head", "embedding_dim", "hidden_dim"),

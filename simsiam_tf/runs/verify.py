@@ -7,6 +7,7 @@ figures can be recomputed), roc.png and verifier.keras. With `compare_random_ini
 same head is also trained on a random-init encoder in `model_dir/random_init/`, and
 metrics.json gets its figures as `random_init_*`.
 """
+
 import dataclasses
 import os
 import time
@@ -40,7 +41,9 @@ def load_sources(config):
         train = pairs.load_labelled_source(d.dataset, split=d.train_split, num_examples=d.num_train_examples, **kwargs)
         if d.eval_split == d.train_split:
             return train, None
-        evaluation = pairs.load_labelled_source(d.dataset, split=d.eval_split, num_examples=d.num_eval_examples, **kwargs)
+        evaluation = pairs.load_labelled_source(
+            d.dataset, split=d.eval_split, num_examples=d.num_eval_examples, **kwargs
+        )
     except ValueError as err:
         raise common.RunError(str(err)) from None
     return train, evaluation
@@ -49,8 +52,12 @@ def load_sources(config):
 def make_pools(config, train_source, eval_source):
     try:
         return pairs.make_pools(
-            train_source, eval_source, closed_set=config.closed_set, eval_fraction=config.eval_fraction,
-            val_fraction=config.val_fraction, seed=config.runtime.seed,
+            train_source,
+            eval_source,
+            closed_set=config.closed_set,
+            eval_fraction=config.eval_fraction,
+            val_fraction=config.val_fraction,
+            seed=config.runtime.seed,
         )
     except ValueError as err:
         raise common.RunError(str(err)) from None
@@ -69,8 +76,10 @@ def apply_label_budget(config, pools):
         budget = label_budget.draw_label_budget(
             train.labels, config.labels_per_class, config.label_fraction, seed=config.runtime.seed
         )
-        kept = pairs.check_pool(pairs.Pool(train.table, train.indices[budget.indices], "train"),
-                                " under the label budget; raise --labels_per_class or --label_fraction")
+        kept = pairs.check_pool(
+            pairs.Pool(train.table, train.indices[budget.indices], "train"),
+            " under the label budget; raise --labels_per_class or --label_fraction",
+        )
     except ValueError as err:
         raise common.RunError(str(err)) from None
     logging.info("%s", budget.summary())
@@ -106,8 +115,13 @@ def make_train_dataset(config, pool, start_step=0):
     """The run's training stream from `start_step`: pair batches, or triplet batches for the triplet head."""
     make = pairs.make_class_triplet_dataset if config.head == "triplet" else pairs.make_pair_dataset
     return make(
-        pool, config.batch_size, config.data.image_size, seed=config.runtime.seed, start_step=start_step,
-        augment=config.augment, crop_fraction=config.crop_fraction,
+        pool,
+        config.batch_size,
+        config.data.image_size,
+        seed=config.runtime.seed,
+        start_step=start_step,
+        augment=config.augment,
+        crop_fraction=config.crop_fraction,
     )
 
 
@@ -134,8 +148,11 @@ def evaluate(verifier, pools, plan, config, check_alive=None):
 
 def write_scores(path, plan, scores):
     arrays = {
-        "val_first": plan.validation.first, "val_second": plan.validation.second, "val_labels": plan.validation.labels,
-        "eval_first": plan.evaluation.first, "eval_second": plan.evaluation.second,
+        "val_first": plan.validation.first,
+        "val_second": plan.validation.second,
+        "val_labels": plan.validation.labels,
+        "eval_first": plan.evaluation.first,
+        "eval_second": plan.evaluation.second,
         "eval_labels": plan.evaluation.labels,
     }
     for n, trial in plan.trials.items():
@@ -206,8 +223,13 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
     ]
     started = time.time()
     common.fit_from_step(
-        verifier, lambda step: make_train_dataset(config, pools.train, step), start_step,
-        config.steps_per_epoch, config.epochs, callbacks, rt.verbose,
+        verifier,
+        lambda step: make_train_dataset(config, pools.train, step),
+        start_step,
+        config.steps_per_epoch,
+        config.epochs,
+        callbacks,
+        rt.verbose,
     )
     train_seconds = time.time() - started
     nan_guard.raise_if_tripped()
@@ -219,7 +241,11 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
     write_scores(os.path.join(model_dir, "scores.npz"), plan, scores)
     fpr, tpr, _ = pair_metrics.roc_curve(plan.evaluation.labels, scores["eval_scores"])
     roc_path = pair_metrics.plot_roc(
-        fpr, tpr, os.path.join(model_dir, "roc.png"), auc=metrics["roc_auc"], eer=metrics["eer"],
+        fpr,
+        tpr,
+        os.path.join(model_dir, "roc.png"),
+        auc=metrics["roc_auc"],
+        eer=metrics["eer"],
         title=f"{config.head} verifier, {label}",
     )
     _log_figures(log_dir, final_step, metrics, roc_path)
@@ -254,8 +280,9 @@ def _run(config, start):
     plan = make_plan(config, pools)
 
     label = "SimSiam encoder" if config.init_from else "random-init encoder"
-    metrics, verifier = train_and_evaluate(config, strategy, pools, plan, rt.model_dir, config.init_from, label,
-                                           start=start.started)
+    metrics, verifier = train_and_evaluate(
+        config, strategy, pools, plan, rt.model_dir, config.init_from, label, start=start.started
+    )
     verifier.save(os.path.join(rt.model_dir, "verifier.keras"))
     metrics.update(
         head=config.head,
