@@ -352,19 +352,25 @@ def test_divergence_exits_1_and_leaves_no_non_finite_checkpoint(tmp_path):
     nan_dir, huge_dir = str(tmp_path / "nan_wd"), str(tmp_path / "huge_lr")
     nan_wd = _start("pretrain", *T, f"--model_dir={nan_dir}", "--weight_decay=nan")
     huge_lr = _start("pretrain", *T, f"--model_dir={huge_dir}", "--base_lr=1e6", "--epochs=3")
-    for result, run_dir in ((_finish(nan_wd), nan_dir), (_finish(huge_lr), huge_dir)):
-        assert result.returncode == 1, result.stderr[-3000:]
-        message = _error_line(result)
-        assert "NaN/inf" in message and "--base_lr" in message
-        left = _non_finite_checkpoints(run_dir)
-        assert all(not bad for bad in left.values()), left
-        assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
-        # the message names the checkpoint a restart resumes from, and it is a finite one
-        if left:
-            newest = common.checkpoint_prefixes(os.path.join(run_dir, "checkpoints"))[0]
-            assert f"the newest finite checkpoint is {newest}, and a restart resumes from it" in message
-        else:
-            assert "there is no finite checkpoint" in message and "a restart starts afresh" in message
+    # A NaN weight decay never reaches training: the flag check refuses it, and nothing is written.
+    result = _finish(nan_wd)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "weight_decay must be a finite number" in _error_line(result)
+    assert not os.path.exists(nan_dir)
+    # A learning rate that blows up the weights stops the run at the first non-finite state.
+    result = _finish(huge_lr)
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = _error_line(result)
+    assert "NaN/inf" in message and "--base_lr" in message
+    left = _non_finite_checkpoints(huge_dir)
+    assert all(not bad for bad in left.values()), left
+    assert not os.path.exists(os.path.join(huge_dir, "metrics.json"))
+    # the message names the checkpoint a restart resumes from, and it is a finite one
+    if left:
+        newest = common.checkpoint_prefixes(os.path.join(huge_dir, "checkpoints"))[0]
+        assert f"the newest finite checkpoint is {newest}, and a restart resumes from it" in message
+    else:
+        assert "there is no finite checkpoint" in message and "a restart starts afresh" in message
 
 
 @pytest.mark.slow

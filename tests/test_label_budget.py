@@ -179,9 +179,9 @@ def test_finetune_changes_the_encoder_and_trains(pretrained, tmp_path):
     captured = {}
     original = linear.probe_encoder
 
-    def spy(config_, strategy, encoder, *args):
+    def spy(config_, strategy, encoder, *args, **kwargs):
         captured["before"] = linear.snapshot(encoder)
-        result = original(config_, strategy, encoder, *args)
+        result = original(config_, strategy, encoder, *args, **kwargs)
         captured["after"] = linear.snapshot(encoder)
         captured["config"] = config_
         return result
