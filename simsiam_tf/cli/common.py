@@ -178,6 +178,24 @@ def define_lr_schedule_flag(default):
     define("enum", "lr_schedule", default, list(config_lib.LR_SCHEDULES), LR_SCHEDULE_HELP)
 
 
+def define_label_budget_flags(defaults):
+    """--labels_per_class and --label_fraction, for the tools that train on labels (linear, verify)."""
+    define(
+        "integer",
+        "labels_per_class",
+        defaults.labels_per_class,
+        "Label budget: train on this many labelled images of each class of the train split (drawn "
+        "from --seed; recorded in metrics.json). Exclusive with --label_fraction.",
+    )
+    define(
+        "float",
+        "label_fraction",
+        defaults.label_fraction,
+        "Label budget: train on this fraction (0, 1] of each class's images (rounded, at least 1 per "
+        "class; SimCLR/BYOL's 1% and 10% are 0.01 and 0.1). Exclusive with --labels_per_class.",
+    )
+
+
 def define_dry_run_flag():
     group("run")
     define("bool", "dry_run", False, "Check the flags, print the resolved flags and exit without running.")

@@ -129,20 +129,7 @@ def define_flags():
         _D.compare_random_init,
         "Also probe the same architecture at random init (implied by --compare_baselines).",
     )
-    common.define(
-        "integer",
-        "labels_per_class",
-        _D.labels_per_class,
-        "Label budget: train on this many labelled images of each class of the train split (drawn "
-        "from --seed; recorded in metrics.json). Exclusive with --label_fraction.",
-    )
-    common.define(
-        "float",
-        "label_fraction",
-        _D.label_fraction,
-        "Label budget: train on this fraction (0, 1] of each class's images (rounded, at least 1 per "
-        "class; SimCLR/BYOL's 1% and 10% are 0.01 and 0.1). Exclusive with --labels_per_class.",
-    )
+    common.define_label_budget_flags(_D)
     common.define(
         "bool",
         "finetune",

@@ -151,20 +151,7 @@ def define_flags():
     )
     common.define("float", "learning_rate", _D.learning_rate, "AdamW learning rate (cosine decay to 0).")
     common.define("float", "weight_decay", _D.weight_decay, "AdamW decoupled weight decay.")
-    common.define(
-        "integer",
-        "labels_per_class",
-        _D.labels_per_class,
-        "Label budget: train on this many labelled images of each class of the train split (drawn "
-        "from --seed; recorded in metrics.json). Exclusive with --label_fraction.",
-    )
-    common.define(
-        "float",
-        "label_fraction",
-        _D.label_fraction,
-        "Label budget: train on this fraction (0, 1] of each class's images (rounded, at least 1 per "
-        "class; SimCLR/BYOL's 1% and 10% are 0.01 and 0.1). Exclusive with --labels_per_class.",
-    )
+    common.define_label_budget_flags(_D)
     common.group("evaluation")
     common.define("integer", "eval_batch_size", _D.eval_batch_size, "Batch size for embedding evaluation images.")
     common.group("run")
