@@ -14,3 +14,29 @@ def _float32_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+def tiny_pretrain_run(tmp_path_factory, **data):
+    """A tiny SimSiam pretraining run on the synthetic set, written by the pretraining job; its directory.
+
+    `data`: overrides of the DataConfig fields (image_size, num_train_examples, ...).
+    """
+    from simsiam_tf import config
+    from simsiam_tf.runs import pretrain
+
+    model_dir = str(tmp_path_factory.mktemp("pretrain"))
+    changes = {
+        "runtime.model_dir": model_dir,
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "model.dim": 32,
+        "model.pred_dim": 16,
+        "batch_size": 16,
+        "epochs": 1,
+        "evaluate": False,
+        "export": False,
+        "knn_every": 0,
+    }
+    changes.update({f"data.{name}": value for name, value in data.items()})
+    pretrain.run(config.replace(config.PretrainConfig(), **changes))
+    return model_dir

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tiny_pretrain_run
 
 from simsiam_tf import config
 from simsiam_tf.data import label_budget, load_source
@@ -116,30 +117,7 @@ def test_subset_source_keeps_the_images_at_the_indices():
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    from simsiam_tf.runs import pretrain
-
-    model_dir = str(tmp_path_factory.mktemp("pretrain"))
-    pretrain.run(
-        config.replace(
-            config.PretrainConfig(),
-            **{
-                "runtime.model_dir": model_dir,
-                "runtime.verbose": 0,
-                "model.width_multiplier": 0.125,
-                "model.dim": 32,
-                "model.pred_dim": 16,
-                "batch_size": 16,
-                "epochs": 1,
-                "evaluate": False,
-                "export": False,
-                "knn_every": 0,
-                "data.image_size": 16,
-                "data.num_train_examples": 64,
-                "data.num_eval_examples": 32,
-            },
-        )
-    )
-    return model_dir
+    return tiny_pretrain_run(tmp_path_factory, image_size=16, num_train_examples=64, num_eval_examples=32)
 
 
 def tiny_linear(init_from, model_dir, **changes):

@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_pretrain_run
 
 from simsiam_tf import backbones, config, models, optim, probe
-from simsiam_tf.runs import common, linear, pretrain
+from simsiam_tf.runs import common, linear
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_DATA = {"data.image_size": 16, "data.num_train_examples": 64, "data.num_eval_examples": 32}
@@ -42,22 +43,7 @@ def run_cli(*args, timeout=120):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A tiny SimSiam pretraining run on the synthetic set, written by the pretraining job."""
-    model_dir = str(tmp_path_factory.mktemp("pretrain"))
-    changes = {
-        "runtime.model_dir": model_dir,
-        "runtime.verbose": 0,
-        "model.width_multiplier": 0.125,
-        "model.dim": 32,
-        "model.pred_dim": 16,
-        "batch_size": 16,
-        "epochs": 1,
-        "evaluate": False,
-        "export": False,
-        "knn_every": 0,
-    }
-    changes.update(TINY_DATA)
-    pretrain.run(config.replace(config.PretrainConfig(), **changes))
-    return model_dir
+    return tiny_pretrain_run(tmp_path_factory, **{k.split(".", 1)[1]: v for k, v in TINY_DATA.items()})
 
 
 def tiny_linear(init_from, model_dir, **changes):

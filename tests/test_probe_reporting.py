@@ -5,9 +5,10 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_pretrain_run
 
 from simsiam_tf import config, probe
-from simsiam_tf.runs import linear, pretrain
+from simsiam_tf.runs import linear
 
 TINY_DATA = {"data.image_size": 16, "data.num_train_examples": 64, "data.num_eval_examples": 30}
 
@@ -40,21 +41,7 @@ def test_best_epoch_takes_the_highest_and_the_earliest_of_ties():
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    model_dir = str(tmp_path_factory.mktemp("pretrain"))
-    changes = {
-        "runtime.model_dir": model_dir,
-        "runtime.verbose": 0,
-        "model.width_multiplier": 0.125,
-        "model.dim": 32,
-        "model.pred_dim": 16,
-        "batch_size": 16,
-        "epochs": 1,
-        "evaluate": False,
-        "export": False,
-        "knn_every": 0,
-    }
-    pretrain.run(config.replace(config.PretrainConfig(), **changes, **TINY_DATA))
-    return model_dir
+    return tiny_pretrain_run(tmp_path_factory, **{k.split(".", 1)[1]: v for k, v in TINY_DATA.items()})
 
 
 @pytest.mark.slow
