@@ -16,7 +16,7 @@ NEIGHBOURHOODS = ("4", "8", "group")
 TILE_PATTERN = r"(?P<group>.+)_x(?P<col>\d+)_y(?P<row>\d+)\.(png|jpe?g)"
 TILE_DATASETS = ("synthetic_tiles", "folder")
 PROBE_OPTIMIZERS = ("lars", "sgd")
-VERIFY_HEADS = ("contrastive", "triplet", "classifier")
+VERIFY_HEADS = ("contrastive", "triplet", "classifier", "cosine")
 VERIFY_AUGMENTS = ("none", "crop", "crop_flip")
 MININGS = ("semi_hard", "batch_hard")
 DISTANCES = ("l2", "squared_l2", "angular")
@@ -387,6 +387,7 @@ class LinearConfig:
     augment: Optional[bool] = None
     standardize: Optional[bool] = None
     crop_scale: Tuple[float, float] = (0.08, 1.0)
+    flip_prob: float = 0.5
     cache_features: Optional[bool] = None
     compare_baselines: bool = True
     compare_random_init: bool = False
@@ -432,6 +433,7 @@ class LinearConfig:
         _check_sgd(self)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_crop_scale(self.crop_scale)
+        check_number("flip_prob", self.flip_prob, low=0, high=1)
         _check_cadence(self)
         if _inside(self.init_from, self.runtime.model_dir):
             raise ValueError(

@@ -1,7 +1,7 @@
 """Pair verification (Siamese twin) heads on a shared encoder, and the `PairVerifier` model.
 
 Both images of a pair go through the same encoder (the backbone, e.g. one pretrained
-by SimSiam) and an embedding head. Three heads:
+by SimSiam) and an embedding head. Four heads:
 
 - "contrastive": contrastive loss (Hadsell et al. 2006) on the euclidean distance of
   the embeddings; score = minus that distance.
@@ -9,6 +9,12 @@ by SimSiam) and an embedding head. Three heads:
   squared-l2 or angular distance; score = minus the distance.
 - "classifier": a small MLP on [|e1 - e2|, e1 * e2] trained with binary cross-entropy
   (Koch et al. 2015); score = the probability that the pair is the same class.
+- "cosine": no head: the embedding is the encoder's feature vector, l2-normalised, and
+  score = minus the euclidean distance of the normalised features (so it orders pairs
+  as their cosine similarity does). On a frozen encoder nothing is trained: the
+  verifier compares the pretrained features as they are, the few-label case where a
+  head trained on a handful of classes forgets what separates unseen ones. Unfrozen,
+  the contrastive loss trains the encoder itself.
 
 Every score is higher for pairs more likely the same, as `pair_metrics` expects.
 """
@@ -90,9 +96,11 @@ class PairVerifier(models.TrainStepModel):
 
     Args:
       backbone: a `keras.Model` from images to `[N, feat_dim]` (a SimSiam backbone).
-      head: "contrastive", "triplet" or "classifier".
-      embedding_dim, hidden_dim: widths of the embedding head (and of the classifier MLP).
-      normalize_embeddings: l2-normalise the embeddings (distances then lie in [0, 2]).
+      head: "contrastive", "triplet", "classifier" or "cosine".
+      embedding_dim, hidden_dim: widths of the embedding head (and of the classifier MLP);
+        the cosine head has neither (its embedding is the encoder's features).
+      normalize_embeddings: l2-normalise the embeddings (distances then lie in [0, 2]);
+        always on for the cosine head.
       margin: contrastive / triplet margin.
       mining: "semi_hard" or "batch_hard" (triplet head).
       distance: "l2", "squared_l2" or "angular" (triplet head; the contrastive loss is
@@ -130,6 +138,8 @@ class PairVerifier(models.TrainStepModel):
             raise ValueError(f"embedding_dim and hidden_dim must be positive, got {embedding_dim} and {hidden_dim}")
         self.backbone = backbone
         self.head = head
+        if head == "cosine":
+            embedding_dim, normalize_embeddings = backbones.feature_dim(backbone), True
         self.embedding_dim = int(embedding_dim)
         self.hidden_dim = int(hidden_dim)
         self.normalize_embeddings = bool(normalize_embeddings)
@@ -141,8 +151,12 @@ class PairVerifier(models.TrainStepModel):
         if self.freeze_encoder:
             self.backbone.trainable = False
 
-        self.embedding_head = build_embedding_head(
-            backbones.feature_dim(backbone), self.embedding_dim, self.hidden_dim, sync_bn=self.sync_bn
+        self.embedding_head = (
+            None
+            if head == "cosine"
+            else build_embedding_head(
+                backbones.feature_dim(backbone), self.embedding_dim, self.hidden_dim, sync_bn=self.sync_bn
+            )
         )
         self.classifier = build_pair_classifier(self.embedding_dim, self.hidden_dim) if head == "classifier" else None
         self.threshold = self.add_weight(
@@ -167,7 +181,9 @@ class PairVerifier(models.TrainStepModel):
     def embed(self, x, training=False):
         """Embeddings float32 `[N, embedding_dim]` of images `[N, H, W, 3]` in [0, 1]."""
         features = self.backbone(x, training=training and not self.freeze_encoder)
-        e = tf.cast(self.embedding_head(features, training=training), tf.float32)
+        if self.embedding_head is not None:
+            features = self.embedding_head(features, training=training)
+        e = tf.cast(features, tf.float32)
         if self.normalize_embeddings:
             e = tf.math.l2_normalize(e, axis=-1)
         return e

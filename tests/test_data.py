@@ -184,6 +184,21 @@ def test_eval_and_probe_datasets():
     assert all(image.tobytes() in originals for image in plain[0])
 
 
+
+def test_probe_crops_flip_only_as_often_as_flip_prob_says():
+    source = data.load_source("synthetic", image_size=16, num_examples=16)
+
+    def crops(flip_prob):
+        dataset = data.make_probe_train_dataset(source, 16, 16, seed=3, crop_scale=(0.5, 1.0), flip_prob=flip_prob)
+        return _take(dataset, 1)[0]
+
+    (never, labels), (always, same_labels) = crops(0.0), crops(1.0)
+    np.testing.assert_array_equal(labels, same_labels)
+    # The same windows in the same order, each mirrored: the flip is drawn apart from the crop.
+    np.testing.assert_allclose(always, never[:, :, ::-1, :], atol=1e-6)
+    assert not np.allclose(never, always, atol=1e-3)
+
+
 # --------------------------------------------------------------------------- TFDS
 
 

@@ -397,6 +397,7 @@ def test_cli_takes_data_and_encoder_flags_from_the_run_and_the_command_line_wins
             "--backbone=resnet34_cifar",
             "--width_multiplier=0.5",
             "--dim=64",
+            "--flip_prob=0.0",
             "--batch_size=32",
             "--base_lr=0.05",
         ],
@@ -413,11 +414,12 @@ def test_cli_takes_data_and_encoder_flags_from_the_run_and_the_command_line_wins
     assert result.returncode == 0, result.stderr[-2000:]
     resolved = dict(line[2:].split("=", 1) for line in result.stdout.splitlines() if line.startswith("--"))
     # from the run: what describes its data and encoder; not its optimisation flags
-    assert {k: resolved[k] for k in ("seed", "dataset", "num_train_examples", "backbone")} == {
+    assert {k: resolved[k] for k in ("seed", "dataset", "num_train_examples", "backbone", "flip_prob")} == {
         "seed": "7",
         "dataset": "synthetic",
         "num_train_examples": "300",
         "backbone": "resnet34_cifar",
+        "flip_prob": "0.0",  # mirror images: the run said they are not the same thing (digits, text)
     }
     assert "batch_size" not in resolved and resolved["base_lr"] == "0.1"
     # given on the command line or in a flagfile: kept

@@ -1,4 +1,4 @@
-"""PairVerifier: the three heads train, score in the right direction, keep their threshold."""
+"""PairVerifier: the heads train, score in the right direction, keep their threshold."""
 
 import keras
 import numpy as np
@@ -10,7 +10,7 @@ from simsiam_tf.data import pairs
 from simsiam_tf.verifier import PairVerifier
 
 SIZE = 16
-HEADS = ("contrastive", "triplet", "classifier")
+HEADS = ("contrastive", "triplet", "classifier", "cosine")
 COLOURS = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.2, 0.2, 0.9], [0.9, 0.9, 0.2]], np.float32)
 
 
@@ -120,6 +120,19 @@ def test_distance_heads_score_minus_the_distance(head):
     assert np.all(self_scores >= model.score(x1, x2).numpy())
 
 
+def test_cosine_head_compares_the_encoder_features():
+    model = _model("cosine", embedding_dim=99, freeze_encoder=True)
+    assert model.embedding_head is None and model.embedding_dim == 8  # the backbone's width, not embedding_dim
+    assert model.trainable_variables == []
+    (x1, x2), _ = _pair_batches(np.random.default_rng(3), 1, batch=8)[0]
+    f1, f2 = model.backbone(x1, training=False).numpy(), model.backbone(x2, training=False).numpy()
+    cos = np.sum(f1 * f2, axis=1) / (np.linalg.norm(f1, axis=1) * np.linalg.norm(f2, axis=1))
+    # minus the distance of unit vectors: -sqrt(2 - 2 cos), which orders pairs as the cosine does
+    np.testing.assert_allclose(model.score(x1, x2).numpy(), -np.sqrt(np.maximum(2 - 2 * cos, 0) + 1e-12), atol=1e-5)
+    clone = PairVerifier.from_config(model.get_config())
+    assert clone.head == "cosine" and clone.embedding_head is None and clone.embedding_dim == 8
+
+
 def test_classifier_score_is_the_same_probability():
     model = _model("classifier", embedding_dim=4, hidden_dim=8)
     # Hand-set MLP: logit = 1 - 10 * sum |e1 - e2|, from the |e1 - e2| half of the input.
@@ -149,7 +162,7 @@ def test_step_loss_is_the_head_loss(head):
     if head == "triplet":
         labels = np.r_[targets[0], targets[0], targets[1]]
         expected = losses.triplet_loss(labels, e, margin=0.5, mining="batch_hard")
-    elif head == "contrastive":
+    elif head in ("contrastive", "cosine"):
         d = np.linalg.norm(e[:n] - e[n:], axis=1)
         expected = np.mean(losses.contrastive_loss(targets, d, margin=0.5))
     else:

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_pretrain_run
 
 from simsiam_tf import baselines, builders, config, data, models, pair_metrics, verification
 from simsiam_tf.data import pairs
@@ -220,3 +221,30 @@ def test_figures_on_a_hand_made_case():
     # Rejecting every validation pair is best: the stored threshold stays finite and does the same.
     threshold, accuracy = verification.decision_threshold(np.array([0, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.1]))
     assert np.isfinite(threshold) and threshold > 0.9 and accuracy == 0.75
+
+
+def test_cosine_head_on_a_frozen_encoder_trains_nothing_and_scores_the_feature_cosine(tmp_path, tmp_path_factory):
+    pretrain_dir = tiny_pretrain_run(tmp_path_factory, image_size=16, num_train_examples=64)
+    cfg = _tiny_config(
+        tmp_path / "run",
+        init_from=pretrain_dir,
+        head="cosine",
+        freeze_encoder=True,
+        compare_random_init=True,
+        num_eval_pairs=40,
+    )
+    metrics = verify.run(cfg)
+    assert metrics["head"] == "cosine" and metrics["step"] == 0 and metrics["total_steps"] == 0
+    assert metrics["random_init_roc_auc"] is not None and metrics["pixels_roc_auc"] is not None
+
+    # Oracle: the cosine similarity, in NumPy, of the pretrained encoder's features of each evaluation pair.
+    encoder = builders.build_encoder(cfg.model, tf.distribute.get_strategy(), seed=1)
+    common.load_weights(pretrain_dir, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
+    saved = np.load(tmp_path / "run" / "scores.npz")
+    source = data.load_source("synthetic", split="test", image_size=16, num_examples=100)
+    table = pairs.image_table(source)
+    f1 = encoder(pairs.load_images(table, saved["eval_first"], 16), training=False).numpy()
+    f2 = encoder(pairs.load_images(table, saved["eval_second"], 16), training=False).numpy()
+    cosine = np.sum(f1 * f2, axis=1) / (np.linalg.norm(f1, axis=1) * np.linalg.norm(f2, axis=1))
+    assert metrics["roc_auc"] == pytest.approx(pair_metrics.roc_auc(saved["eval_labels"], cosine), abs=1e-6)
+    assert not (tmp_path / "run" / "history.json").exists()

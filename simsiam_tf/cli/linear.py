@@ -109,6 +109,13 @@ def define_flags():
     )
     common.define("list", "crop_scale", [str(v) for v in _D.crop_scale], "Random-resized-crop area range: min,max.")
     common.define(
+        "float",
+        "flip_prob",
+        _D.flip_prob,
+        "Probability of mirroring a training crop left-right (the paper: 0.5; 0 where mirror images are another "
+        "class, e.g. digits and text). Taken from the --init_from run's flags.cfg unless given.",
+    )
+    common.define(
         "bool",
         "cache_features",
         _D.cache_features,
@@ -168,6 +175,7 @@ RUN_FLAGS = (
     "seed",
     "backbone",
     "width_multiplier",
+    "flip_prob",
 )
 
 

@@ -1,7 +1,7 @@
 """simsiam-verify: pair verification (Siamese twin heads) on a SimSiam encoder.
 
-Trains a contrastive, triplet or classifier head on pairs drawn from a labelled
-dataset, chooses the decision threshold on validation pairs and reports ROC-AUC, EER,
+Trains a contrastive, triplet or classifier head (or none: --head=cosine) on pairs
+drawn from a labelled dataset, chooses the decision threshold on validation pairs and reports ROC-AUC, EER,
 accuracy, TAR at FAR=1e-2 and 5-/20-way one-shot accuracy on evaluation pairs whose
 classes were not trained on (unless --closed_set). Recipes:
 --flagfile=flags/verify_synthetic.cfg, flags/omniglot_verify.cfg, flags/lfw_verify.cfg.
@@ -81,8 +81,9 @@ def define_flags():
         "head",
         _D.head,
         list(config_lib.VERIFY_HEADS),
-        "contrastive (loss on the euclidean distance), triplet (in-batch mining), or classifier "
-        "(MLP on [|e1-e2|, e1*e2], binary cross-entropy).",
+        "contrastive (loss on the euclidean distance), triplet (in-batch mining), classifier "
+        "(MLP on [|e1-e2|, e1*e2], binary cross-entropy), or cosine (no head: the cosine of the encoder's "
+        "features; with --freeze_encoder nothing is trained, the few-label choice for unseen classes).",
     )
     common.define("integer", "embedding_dim", _D.embedding_dim, "Width of the embedding the head compares.")
     common.define(

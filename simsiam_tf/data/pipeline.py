@@ -316,12 +316,13 @@ def make_eval_dataset(source, batch_size, image_size, center_crop=False):
 
 
 def make_probe_train_dataset(
-    source, batch_size, image_size, seed=0, augment=True, crop_scale=(0.08, 1.0), center_crop=False
+    source, batch_size, image_size, seed=0, augment=True, crop_scale=(0.08, 1.0), center_crop=False, flip_prob=0.5
 ):
     """Shuffled, repeated `(images, labels)` batches for linear-probe training.
 
-    With `augment`, random resized crop (`crop_scale`) + flip per image; without, the
-    evaluation preprocessing (`center_crop` as in `make_eval_dataset`).
+    With `augment`, random resized crop (`crop_scale`) + horizontal flip with probability
+    `flip_prob` per image; without, the evaluation preprocessing (`center_crop` as in
+    `make_eval_dataset`).
     """
     if not source.labelled:
         raise ValueError(f"the linear probe needs labels, but {source.name!r} is unlabelled")
@@ -329,7 +330,7 @@ def make_probe_train_dataset(
 
     def transform(images, chunk_seed):
         if augment:
-            return augment_lib.probe_augment(images, chunk_seed, image_size, crop_scale)
+            return augment_lib.probe_augment(images, chunk_seed, image_size, crop_scale, flip_prob=flip_prob)
         return augment_lib.eval_preprocess(images, image_size, center_crop)
 
     element_fn = None

@@ -242,6 +242,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
                 augment=config.augment,
                 crop_scale=tuple(config.crop_scale),
                 center_crop=center_crop,
+                flip_prob=config.flip_prob,
             ).skip(step)
 
         with strategy.scope():

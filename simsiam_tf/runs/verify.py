@@ -214,25 +214,33 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
     os.makedirs(model_dir, exist_ok=True)
 
     log_dir = os.path.join(model_dir, common.LOG_SUBDIR)
-    nan_guard = common.NaNGuard(checkpoint)
-    callbacks = [
-        nan_guard,
-        common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
-        common.ScalarLogger(log_dir, config.log_every_steps),
-        common.EpochHistory(os.path.join(model_dir, "history.json")),
-    ]
     started = time.time()
-    common.fit_from_step(
-        verifier,
-        lambda step: make_train_dataset(config, pools.train, step),
-        start_step,
-        config.steps_per_epoch,
-        config.epochs,
-        callbacks,
-        rt.verbose,
-    )
+    if verifier.trainable_variables:
+        nan_guard = common.NaNGuard(checkpoint)
+        callbacks = [
+            nan_guard,
+            common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+            common.ScalarLogger(log_dir, config.log_every_steps),
+            common.EpochHistory(os.path.join(model_dir, "history.json")),
+        ]
+        common.fit_from_step(
+            verifier,
+            lambda step: make_train_dataset(config, pools.train, step),
+            start_step,
+            config.steps_per_epoch,
+            config.epochs,
+            callbacks,
+            rt.verbose,
+        )
+        nan_guard.raise_if_tripped()
+    else:
+        total_steps = 0
+        logging.info(
+            "%s: the %s head on a frozen encoder has nothing to train; the labelled images set the threshold",
+            label,
+            config.head,
+        )
     train_seconds = time.time() - started
-    nan_guard.raise_if_tripped()
     final_step = int(optimizer.iterations.numpy())
 
     metrics, scores = evaluate(verifier, pools, plan, config, check_alive=label)
