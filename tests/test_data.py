@@ -184,7 +184,6 @@ def test_eval_and_probe_datasets():
     assert all(image.tobytes() in originals for image in plain[0])
 
 
-
 def test_probe_crops_flip_only_as_often_as_flip_prob_says():
     source = data.load_source("synthetic", image_size=16, num_examples=16)
 
