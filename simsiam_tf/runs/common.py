@@ -126,6 +126,17 @@ def damaged_file(prefix):
     return ", ".join(shards) if shards else prefix + ".data-* (missing)"
 
 
+_WARNED_DAMAGED = set()
+
+
+def _warn_damaged(prefix, problem):
+    """Warns that `prefix` is skipped, once per checkpoint: a job checks a run's checkpoints early (to fail before
+    writing anything) and again when it loads them."""
+    if prefix not in _WARNED_DAMAGED:
+        _WARNED_DAMAGED.add(prefix)
+        logging.warning("skipping the damaged checkpoint %s (%s)", prefix, problem)
+
+
 def restore_with_fallback(checkpoint, prefixes, *, weights_only=False, where=None, mismatch_message=None):
     """Restores into `checkpoint` the newest of `prefixes` (newest first) that reads and holds finite values.
 
@@ -162,7 +173,7 @@ def restore_with_fallback(checkpoint, prefixes, *, weights_only=False, where=Non
         except CHECKPOINT_READ_ERRORS as err:
             problem = f"{damaged_file(prefix)}: {type(err).__name__}: {_first_line(err)}"
             problems.append(problem)
-            logging.warning("skipping the damaged checkpoint %s (%s)", prefix, problem)
+            _warn_damaged(prefix, problem)
             continue
         if state_check is None:
             state_check = finite.FiniteCheck(finite.float_variables(checkpoint))
@@ -308,9 +319,7 @@ def resolve_checkpoint(path):
                     tf.train.load_checkpoint(prefix)
                     return prefix
                 except CHECKPOINT_READ_ERRORS as err:
-                    logging.warning(
-                        "skipping the damaged checkpoint %s (%s: %s)", prefix, damaged_file(prefix), _first_line(err)
-                    )
+                    _warn_damaged(prefix, f"{damaged_file(prefix)}: {type(err).__name__}: {_first_line(err)}")
             if prefixes:
                 raise RunError(f"no readable checkpoint in {directory}: all {len(prefixes)} are damaged")
     if tf.io.gfile.exists(path + ".index"):
