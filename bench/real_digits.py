@@ -7,9 +7,9 @@ upsampled bilinearly to --image_size. Then, all through the package's Python API
 1. simsiam-pretrain with flags/small_images.cfg (its --evaluate gives kNN top-1 of the
    SimSiam encoder, the same encoder at random init and raw pixels);
 2. simsiam-linear with --compare_baselines at 10 labels per class and at all labels;
-3. simsiam-verify with flags/verify_small_images.cfg (10 labelled images per class, a
-   frozen encoder), open set and closed set, with the random-init encoder and the
-   pixel verifier beside.
+3. simsiam-verify with flags/verify_small_images.cfg (the cosine of the frozen
+   encoder's features; 10 labelled images per class set the threshold), open set and
+   closed set, with the same verifier on the random-init encoder and on raw pixels beside.
 
 Prints a markdown table and writes it with every figure to <out>/real_digits.json.
 `--quick` shrinks every stage to a smoke run (a test runs it).
