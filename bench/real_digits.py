@@ -83,6 +83,7 @@ def pretrain(data_dir, run_dir, quick):
     if quick:
         changes.update(
             {
+                "train_steps": None,
                 "epochs": 1,
                 "model.width_multiplier": 0.125,
                 "probe_epochs": 2,

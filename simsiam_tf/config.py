@@ -168,6 +168,7 @@ class PretrainConfig:
     method: str = "simsiam"
     batch_size: int = 128
     epochs: int = 4
+    train_steps: Optional[int] = None
     base_lr: float = 0.3
     weight_decay: float = 5e-4
     momentum: float = 0.9
@@ -216,7 +217,11 @@ class PretrainConfig:
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2 (BatchNorm needs a batch), got {self.batch_size}")
         _check_sgd(self)
-        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs):
+        if self.train_steps is not None and self.train_steps < 1:
+            raise ValueError(f"train_steps must be at least 1, got {self.train_steps}")
+        # With train_steps the epochs follow from the training set's size (epochs_for_steps), checked then.
+        epochs = math.inf if self.train_steps is not None else self.epochs
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < epochs):
             raise ValueError(
                 f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} with epochs={self.epochs}"
             )
@@ -451,6 +456,24 @@ def check_label_budget(labels_per_class, label_fraction):
         raise ValueError(f"labels_per_class must be at least 1, got {labels_per_class}")
     if label_fraction is not None and not 0.0 < label_fraction <= 1.0:
         raise ValueError(f"label_fraction must lie in (0, 1], got {label_fraction}")
+
+
+def epochs_for_steps(config, steps_per_epoch):
+    """`config` (a PretrainConfig) with `epochs` set from `train_steps`: the fewest whole epochs of
+    `steps_per_epoch` steps that give at least `train_steps` steps; unchanged without `train_steps`.
+
+    Raises ValueError when the warmup does not fit in the epochs that gives.
+    """
+    if config.train_steps is None:
+        return config
+    epochs = max(1, math.ceil(config.train_steps / steps_per_epoch))
+    if config.warmup_epochs >= epochs:
+        raise ValueError(
+            f"warmup_epochs={config.warmup_epochs:g} is not below the {epochs} epoch(s) that train_steps="
+            f"{config.train_steps} gives at {steps_per_epoch} steps per epoch: lower --warmup_epochs or raise "
+            "--train_steps"
+        )
+    return dataclasses.replace(config, epochs=epochs)
 
 
 def _check_label_budget(config):

@@ -266,5 +266,7 @@ def test_real_digits_quick(tmp_path, capsys):
     assert report["table"] in out
     assert all(cell != "-" for row in rows[1:] for cell in row.strip("| ").split(" | ")[1:])
     assert report["stages"]["probe_10"]["label_budget"]["counts_per_class"] == {str(d): 10 for d in range(10)}
+    # --quick replaces the recipe's --train_steps: one epoch of 320 images in batches of 64
+    assert report["stages"]["pretrain"]["total_steps"] == 5
     written = json.load(open(tmp_path / "real_digits.json"))
     assert written["table"] == report["table"] and written["quick"] is True

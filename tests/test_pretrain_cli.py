@@ -231,3 +231,17 @@ def test_evaluation_puts_raw_pixels_beside_random_init_and_says_when_they_win(tm
     )
     assert f"warning: {pixel_warnings[0]}" in result.stdout.splitlines()
     assert any(line.split() == ["SimSiam", "random", "init", "raw", "pixels"] for line in result.stdout.splitlines())
+
+
+def test_train_steps_sets_whole_epochs_from_the_training_set_size(tmp_path, capsys):
+    # 48 images in batches of 16: 3 steps per epoch, so 7 steps need 3 epochs (9 steps)
+    metrics = pretrain.run(tiny_config(tmp_path / "run", train_steps=7, epochs=50))
+    assert metrics["total_steps"] == 9 and metrics["step"] == 9
+    assert "train_steps 7: 3 epochs of 3 steps = 9 steps (48 images, batch 16)" in capsys.readouterr().out
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 3  # one record per epoch
+    # The warmup must fit in the epochs that train_steps gives, which only the data can tell.
+    with pytest.raises(common.RunError, match="warmup_epochs=3 is not below the 2 epoch"):
+        pretrain.run(tiny_config(tmp_path / "run2", train_steps=6, warmup_epochs=3))
+    with pytest.raises(ValueError, match="train_steps must be at least 1"):
+        tiny_config(tmp_path / "run3", train_steps=0).validate()

@@ -64,7 +64,15 @@ def define_flags():
         "simsiam, or simtriplet (a third view from a neighbouring tile of the same group).",
     )
     common.define("integer", "batch_size", _D.batch_size, "Global batch size (split across replicas).")
-    common.define("integer", "epochs", _D.epochs, "Training epochs.")
+    common.define("integer", "epochs", _D.epochs, "Training epochs (see --train_steps).")
+    common.define(
+        "integer",
+        "train_steps",
+        _D.train_steps,
+        "Train the fewest whole epochs that give at least this many steps, whatever the size of the training "
+        "set (replaces --epochs); the small-image recipe counts steps so that one file serves a few thousand "
+        "and tens of thousands of images.",
+    )
     common.define("float", "base_lr", _D.base_lr, "Base learning rate; the rate used is base_lr * batch_size / 256.")
     common.define("float", "weight_decay", _D.weight_decay, "Coupled L2 weight decay (PyTorch SGD semantics).")
     common.define("float", "momentum", _D.momentum, "SGD momentum.")

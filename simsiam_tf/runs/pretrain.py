@@ -7,6 +7,7 @@ import numpy as np
 from absl import logging
 
 from simsiam_tf import baselines, data, distribute, export, monitor, probe
+from simsiam_tf import config as config_lib
 from simsiam_tf.builders import (
     augment_placement,
     build_encoder,
@@ -105,6 +106,16 @@ def _run(config, strategy, write_dir, start):
             "lower --batch_size or add images"
         )
     steps_per_epoch = source.num_examples // config.batch_size
+    if config.train_steps is not None:
+        try:
+            config = config_lib.epochs_for_steps(config, steps_per_epoch)
+        except ValueError as err:
+            raise common.RunError(str(err)) from None
+        print(
+            f"train_steps {config.train_steps}: {config.epochs} epochs of {steps_per_epoch} steps = "
+            f"{config.epochs * steps_per_epoch} steps ({source.num_examples} images, batch {config.batch_size})",
+            flush=True,
+        )
     total_steps = steps_per_epoch * config.epochs
     augment = make_augment(config)
     placement = augment_placement(config)
