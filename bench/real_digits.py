@@ -187,6 +187,12 @@ def main(argv=None):
         import sklearn  # noqa: F401
     except ImportError:
         sys.exit("bench/real_digits.py needs scikit-learn (its bundled digits): pip install -e '.[bench]'")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    # The tools run one after another in this process, each tracing its own functions: TensorFlow's
+    # retracing advice is about loops that re-trace one function, not this.
+    tf.get_logger().setLevel("ERROR")
     from simsiam_tf import config as config_lib
     from simsiam_tf import cpu, flagfile
 
