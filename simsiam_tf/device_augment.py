@@ -108,7 +108,7 @@ def appearance(images, seed, aug):
         apply_seed, sigma_seed = _split(blur_seed, 2)
         sigmas = tf.random.stateless_uniform([batch], sigma_seed, aug.blur_sigma[0], aug.blur_sigma[1])
         blur = _bernoulli(batch, apply_seed, aug.blur_prob)
-        images = _select(blur, augment_lib.gaussian_blur(images, sigmas, aug.blur_radius), images)
+        images = _select(blur, augment_lib.box_blur(images, sigmas, aug.blur_radius), images)
     return images
 
 
