@@ -13,8 +13,9 @@ data has to be parsed up to a window's last row whatever the crop: at 500 x 375 
 decodes less than the full image).
 
 Each view is resized to `size` x `size` with antialiased bilinear interpolation (as
-PIL's resize, which the reference's RandomResizedCrop calls), rounded back to uint8
-and optionally mirrored. The photometric stage follows, per image
+PIL's resize, which the reference's RandomResizedCrop calls; `augment.resize_antialiased`),
+rounded back to uint8 (or kept as float in [0, 1] for photometric ops that follow on
+the host) and optionally mirrored. The photometric stage follows, per image
 (`simsiam_tf.per_image.appearance`) or on batches (`TwoViewAugment.appearance`).
 """
 
@@ -80,9 +81,15 @@ def decode_window(contents, window):
     return wide[:, left - first : left - first + width]
 
 
-def _resize(crop, size, antialias):
-    resized = tf.image.resize(crop, [size, size], method="bilinear", antialias=antialias)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+def _resize(crop, size, antialias, dtype):
+    if antialias:
+        resized = augment.resize_antialiased(crop, size)
+    else:
+        resized = tf.image.resize(crop, [size, size], method="bilinear")
+    if dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    # Bilinear weights are non-negative and sum to one: the result stays in [0, 255].
+    return tf.cast(resized * (1.0 / 255.0), dtype)
 
 
 def _cut(image, window, origin):
@@ -91,11 +98,13 @@ def _cut(image, window, origin):
     return image[top : top + window[2], left : left + window[3]]
 
 
-def views_of_image(image, windows, size, flip=None, origin=None, antialias=True):
+def views_of_image(image, windows, size, flip=None, origin=None, antialias=True, dtype=tf.uint8):
     """uint8 `[V, size, size, 3]`: each window of `windows` `[V, 4]` cut from `image`, resized, mirrored where `flip`.
 
     `image` holds the pixels from `origin` (top, left; default the image's corner) on,
-    so a partial decode serves as well as a full one.
+    so a partial decode serves as well as a full one. `dtype=tf.float32` gives the
+    resized pixels in [0, 1] instead, not rounded to 8 bits (for the photometric ops
+    that follow on the host: no round trip through uint8).
     """
     windows = tf.cast(windows, tf.int32)
     num_views = windows.shape[0]
@@ -105,14 +114,14 @@ def views_of_image(image, windows, size, flip=None, origin=None, antialias=True)
         origin = tf.zeros([2], tf.int32)
     views = []
     for v in range(num_views):
-        view = _resize(_cut(image, windows[v], origin), size, antialias)
+        view = _resize(_cut(image, windows[v], origin), size, antialias, dtype)
         if flip is not None:
             view = tf.cond(flip[v], lambda view=view: tf.reverse(view, axis=[1]), lambda view=view: view)
         views.append(view)
     return tf.stack(views)
 
 
-def decode_views(contents, windows, size, flip=None, mode="union", antialias=True):
+def decode_views(contents, windows, size, flip=None, mode="union", antialias=True, dtype=tf.uint8):
     """uint8 `[V, size, size, 3]`: each window of `windows` `[V, 4]` decoded, resized and (where `flip`) mirrored.
 
     mode: "union" (default) decodes the box holding all windows once and cuts them
@@ -120,7 +129,7 @@ def decode_views(contents, windows, size, flip=None, mode="union", antialias=Tru
     image once.
     The pixels are the same in every mode (a JPEG decodes identically in part).
     antialias=False resizes with plain bilinear sampling instead (cheaper; it aliases
-    where a window shrinks).
+    where a window shrinks). dtype: see `views_of_image`.
     """
     if mode not in DECODE_MODES:
         raise ValueError(f"mode must be one of {DECODE_MODES}, got {mode!r}")
@@ -130,7 +139,7 @@ def decode_views(contents, windows, size, flip=None, mode="union", antialias=Tru
     if mode == "per_view":
         views = [
             views_of_image(
-                decode_window(contents, windows[v]), windows[v : v + 1], size, None, windows[v, :2], antialias
+                decode_window(contents, windows[v]), windows[v : v + 1], size, None, windows[v, :2], antialias, dtype
             )
             for v in range(windows.shape[0])
         ]
@@ -140,8 +149,8 @@ def decode_views(contents, windows, size, flip=None, mode="union", antialias=Tru
         return tf.where(flip[:, None, None, None], tf.reverse(views, axis=[2]), views)
     if mode == "union":
         origin = union_window(windows)
-        return views_of_image(decode_window(contents, origin), windows, size, flip, origin[:2], antialias)
-    return views_of_image(tf.io.decode_jpeg(contents, channels=3), windows, size, flip, None, antialias)
+        return views_of_image(decode_window(contents, origin), windows, size, flip, origin[:2], antialias, dtype)
+    return views_of_image(tf.io.decode_jpeg(contents, channels=3), windows, size, flip, None, antialias, dtype)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -182,9 +191,19 @@ def decode_image(contents):
 
 @tf.autograph.experimental.do_not_convert
 def encoded_view_crops(
-    contents, seed, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.5, num_views=2, antialias=True
+    contents,
+    seed,
+    size,
+    scale=(0.2, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    flip_prob=0.5,
+    num_views=2,
+    antialias=True,
+    dtype=tf.uint8,
 ):
     """`random_view_crops` of any encoded image: uint8 `[num_views, size, size, 3]`, cut from the original.
+
+    `dtype=tf.float32`: the views in [0, 1], not rounded to 8 bits (`views_of_image`).
 
     JPEGs draw their windows from the header and decode only the box holding them
     ("union"); other formats (PNG, ...) decode whole, once, and the windows come from
@@ -196,14 +215,14 @@ def encoded_view_crops(
 
     def from_jpeg():
         windows = crop_windows(contents, window_seed, num_views, scale, ratio)
-        return decode_views(contents, windows, size, flip, "union", antialias)
+        return decode_views(contents, windows, size, flip, "union", antialias, dtype)
 
     def from_other():
         image = decode_image(contents)
         shape = tf.shape(image)
         top, left, crop_h, crop_w = augment.crop_boxes(window_seed, num_views, shape[0], shape[1], scale, ratio)
         windows = tf.cast(tf.stack([top, left, crop_h, crop_w], axis=1), tf.int32)
-        return views_of_image(image, windows, size, flip, None, antialias)
+        return views_of_image(image, windows, size, flip, None, antialias, dtype)
 
     views = tf.cond(is_jpeg(contents), from_jpeg, from_other)
     return tf.ensure_shape(views, [num_views, size, size, 3])

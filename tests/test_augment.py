@@ -155,6 +155,15 @@ def test_antialiased_shrink_matches_pil_bilinear():
     assert aliased.std() > 1.5 * smooth.std()
 
 
+@pytest.mark.parametrize("shape", [(48, 40), (20, 60), (16, 16), (9, 30), (1, 5)])
+def test_resize_antialiased_is_pils_resize_and_tf_images_bit_for_bit(shape):
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    ours = augment.resize_antialiased(image, 16).numpy()
+    np.testing.assert_allclose(ours, _pil_resize(image, 16), atol=2e-3)  # levels, PIL's resampling in float64
+    np.testing.assert_array_equal(ours, tf.image.resize(image, [16, 16], antialias=True).numpy())
+
+
 def test_antialias_only_matters_where_a_window_shrinks():
     x = _images(batch=3, size=24, dtype=np.float32)
     # Image 0 enlarges, image 1 shrinks in width only, image 2 keeps its size.

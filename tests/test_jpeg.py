@@ -89,6 +89,20 @@ def test_views_match_pil_resize_of_the_crop(photo):
         assert diff.mean() < 1.0 and diff.max() <= 8, (diff.mean(), diff.max())
 
 
+def test_float_views_are_the_unrounded_uint8_views(photo):
+    """dtype=float32 (the host's photometric path): the same resize in [0, 1], not rounded to 8 bits."""
+    contents, full = photo
+    windows = tf.constant([[7, 13, 60, 80], [30, 2, 45, 90]])
+    flip = tf.constant([True, False])
+    rounded = jpeg.decode_views(contents, windows, 32, flip).numpy().astype(np.float64)
+    exact = jpeg.decode_views(contents, windows, 32, flip, dtype=tf.float32).numpy().astype(np.float64) * 255
+    assert exact.min() >= 0 and exact.max() <= 255
+    np.testing.assert_allclose(exact, rounded, atol=0.5 + 1e-3)
+    assert np.abs(exact - np.round(exact)).max() > 0.1  # not rounded
+    expected = Image.fromarray(full[30:75, 2:92]).resize((32, 32), Image.BILINEAR)
+    assert np.abs(exact[1] - np.asarray(expected, np.float64)).mean() < 0.5
+
+
 def test_flip_mirrors_the_view(photo):
     contents, _ = photo
     seed = tf.constant([3, 4])

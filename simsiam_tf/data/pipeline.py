@@ -220,7 +220,8 @@ def make_pretrain_dataset(
     `PER_IMAGE_MIN_SIZE` px and more, take a per-image path from the files: JPEGs get
     their crop windows from the header and one partial decode for both views, other
     formats one full decode; each window is cut from the original, resized
-    (antialiased where it shrinks) to uint8, then the photometric ops run per image
+    (antialiased where it shrinks; to uint8 for `photometric_on_host=False`, else kept
+    in float), then the photometric ops run per image
     (`simsiam_tf.per_image.appearance`). Other sources of varying size decode each
     image and crop it with `augment.crop`; sources of one size augment whole batches.
     """
@@ -241,7 +242,13 @@ def make_pretrain_dataset(
         def element_fn(chunk, k, contents):
             crop_seed, first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 3))
             crops = jpeg.encoded_view_crops(
-                contents, crop_seed, augment.image_size, augment.crop_scale, augment.crop_ratio, augment.flip_prob
+                contents,
+                crop_seed,
+                augment.image_size,
+                augment.crop_scale,
+                augment.crop_ratio,
+                augment.flip_prob,
+                dtype=tf.float32 if photometric_on_host else tf.uint8,
             )
             if not photometric_on_host:
                 return crops
