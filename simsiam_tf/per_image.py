@@ -71,7 +71,7 @@ def appearance(image, seed, aug):
         sigma = tf.random.stateless_uniform([1], sigma_seed, aug.blur_sigma[0], aug.blur_sigma[1])
         image = tf.cond(
             _draw(apply_seed) < aug.blur_prob,
-            lambda: augment.box_blur(image, sigma),
+            lambda: augment.box_blur_image(image, sigma, aug.blur_sigma[1]),
             lambda: image,
         )
     return image

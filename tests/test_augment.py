@@ -422,3 +422,12 @@ def test_box_blur_static_width_equals_its_own_and_keeps_flat_images():
     kernels = augment.box_blur_kernels(sigmas, 9).numpy()
     np.testing.assert_allclose(kernels.sum(axis=1), 1.0, atol=1e-6)
     assert (kernels[:2, :3] == 0).all() and (kernels[2, :3] == 0).all() and (kernels[2, 3] > 0)
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.9, 1.41, 1.42, 2.0])
+def test_box_blur_image_equals_the_batched_blur(sigma):
+    image = _textured(30, 4)[:, :23].astype(np.float32)  # not square
+    ours = augment.box_blur_image(image, tf.constant([sigma]), max_sigma=2.0).numpy()
+    np.testing.assert_allclose(ours, augment.box_blur(image[None], [sigma]).numpy()[0], atol=1e-3)  # levels
+    inner = (slice(6, -6), slice(6, -6))
+    np.testing.assert_allclose(ours[inner], _numpy_pil_box_blur(image, sigma)[inner], atol=2e-3)
