@@ -177,3 +177,25 @@ def test_a_folder_of_mixed_sizes_and_formats_pretrains_end_to_end(tmp_path):
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["step"] == 2 and -1.0 <= metrics["loss"] <= 1.0, metrics
     assert 0.0 <= metrics["knn_top1"] <= 1.0  # evaluated on the test folder, its images resized from the originals
+
+
+def test_crops_dataset_is_the_pipeline_stopped_after_the_crops(tmp_path):
+    """One implementation: `make_pretrain_crops_dataset` yields `make_pretrain_dataset(photometric_on_host=False)`'s
+    crops (from the files for a folder) and the photometric seeds the device stage takes."""
+    from simsiam_tf import device_augment
+
+    folder = _mixed_folder(tmp_path / "mixed", "JPEG")
+    sources = (data.load_source("folder", data_dir=str(folder)), data.load_source("synthetic", image_size=SIZE))
+    for source in sources:
+        aug = augment.TwoViewAugment(SIZE)
+        with_seeds = list(data.make_pretrain_crops_dataset(source, 2, aug, seed=3, start_step=1).take(2))
+        crops = list(
+            data.make_pretrain_dataset(source, 2, aug, seed=3, start_step=1, photometric_on_host=False).take(2)
+        )
+        for ((c1, c2), seeds), (v1, v2) in zip(with_seeds, crops):
+            assert c1.dtype == np.uint8 and c1.shape == (2, SIZE, SIZE, 3) and seeds.shape == (2, 2)
+            np.testing.assert_array_equal(c1.numpy(), v1.numpy())
+            np.testing.assert_array_equal(c2.numpy(), v2.numpy())
+        views = device_augment.DeviceViews(aug)(with_seeds[0])
+        assert all(v.shape == (2, SIZE, SIZE, 3) and 0.0 <= v.numpy().min() <= v.numpy().max() <= 1.0 for v in views)
+        assert not np.array_equal(with_seeds[0][1].numpy(), with_seeds[1][1].numpy())  # seeds follow the step

@@ -183,8 +183,107 @@ def _from_files(source, augment):
     return source.image_shape is None or augment.image_size >= PER_IMAGE_MIN_SIZE
 
 
-def _to_uint8(images):
+def to_uint8(images):
+    """float [0, 1] -> uint8, rounded to the nearest level."""
     return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
+
+
+def _split2(seed):
+    return tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+
+
+def _pretrain_batches(source, global_batch_size, augment, seed, start_step, input_context, shuffle_buffer, on_host):
+    """The one pretraining stream: `(view1, view2)` with `on_host`, else `((crops1, crops2), seeds)`.
+
+    Without `on_host` the batches stop after the geometric stage: uint8 crops and the
+    stateless seed `[2, 2]` of each view's photometric stage, which
+    `TwoViewAugment.appearance` (or `device_augment.DeviceViews` in the train step)
+    takes. For sources of one size those are the seeds the host path uses, so the
+    device's views are the host's up to the rounding of the crops to uint8; crops cut
+    from files draw their photometric ops per image on the host and per batch from
+    these seeds on the device (the same distribution, other draws).
+    """
+    if start_step < 0:
+        raise ValueError(f"start_step must be non-negative, got {start_step}")
+    batch, replicas_here, first_replica = layout(global_batch_size, input_context)
+    seed_of = _chunk_seed(stream_seed(seed, 2), replicas_here, first_replica)
+
+    def photometric_seeds(chunk):
+        return tf.stack(_split2(seed_of(chunk)))
+
+    element_fn, decode = None, None
+    if _from_files(source, augment):
+        decode = source.read
+
+        def element_fn(chunk, k, contents):
+            crop_seed, first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 3))
+            crops = jpeg.encoded_view_crops(
+                contents,
+                crop_seed,
+                augment.image_size,
+                augment.crop_scale,
+                augment.crop_ratio,
+                augment.flip_prob,
+                dtype=tf.float32 if on_host else tf.uint8,
+            )
+            if not on_host:
+                return crops
+            return tf.stack(
+                [per_image.appearance(crops[0], first, augment), per_image.appearance(crops[1], second, augment)]
+            )
+
+        def batches(chunk, crops, labels):
+            if on_host:
+                return crops[:, 0], crops[:, 1]
+            return (crops[:, 0], crops[:, 1]), photometric_seeds(chunk)
+
+    elif source.image_shape is None:
+        if not (hasattr(augment, "crop") and hasattr(augment, "appearance")):
+            raise TypeError(
+                f"{source.name!r} has images of varying size; its augment needs separate crop() and appearance() "
+                "stages (use simsiam_tf.augment.TwoViewAugment)"
+            )
+
+        def element_fn(chunk, k, image):
+            first, second = _split2(fold_in(seed_of(chunk), k))
+            crops = tf.stack([augment.crop(image, first), augment.crop(image, second)])
+            return crops if on_host else to_uint8(crops)
+
+        def batches(chunk, crops, labels):
+            if not on_host:
+                return (crops[:, 0], crops[:, 1]), photometric_seeds(chunk)
+            first, second = _split2(seed_of(chunk))
+            return augment.appearance(crops[:, 0], first), augment.appearance(crops[:, 1], second)
+
+    elif on_host:
+
+        def batches(chunk, images, labels):
+            return tuple(augment(images, seed_of(chunk)))
+
+    else:
+
+        def batches(chunk, images, labels):
+            # TwoViewAugment.__call__ splits the batch seed into one per view, and each
+            # view's seed into its crop seed and its appearance seed.
+            (crop1, look1), (crop2, look2) = (_split2(s) for s in _split2(seed_of(chunk)))
+            crops = to_uint8(augment.crop(images, crop1)), to_uint8(augment.crop(images, crop2))
+            return crops, tf.stack([look1, look2])
+
+    buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
+    stream = _stream(
+        source,
+        global_batch_size,
+        batch,
+        replicas_here,
+        first_replica,
+        seed,
+        start_step,
+        input_context,
+        element_fn,
+        buffer,
+        decode,
+    )
+    return map_ordered(stream, batches)
 
 
 def make_pretrain_dataset(
@@ -213,8 +312,8 @@ def make_pretrain_dataset(
         min(num_examples, 10000). Random-access sources shuffle exactly.
     photometric_on_host: False stops after the geometric stage (random resized crop
         and flip) and yields uint8 `[b, S, S, 3]` views, for a train step that runs the
-        colour jitter, grayscale and blur itself (`augment.appearance` in the step);
-        the augment needs a separate `crop` stage.
+        colour jitter, grayscale and blur itself: `make_pretrain_crops_dataset`'s crops,
+        without the seeds; the augment needs a separate `crop` stage.
 
     Image folders (`Source.read`) whose sizes vary, and any folder at view sizes of
     `PER_IMAGE_MIN_SIZE` px and more, take a per-image path from the files: JPEGs get
@@ -225,84 +324,39 @@ def make_pretrain_dataset(
     (`simsiam_tf.per_image.appearance`). Other sources of varying size decode each
     image and crop it with `augment.crop`; sources of one size augment whole batches.
     """
-    if start_step < 0:
-        raise ValueError(f"start_step must be non-negative, got {start_step}")
-    batch, replicas_here, first_replica = layout(global_batch_size, input_context)
-    seed_of = _chunk_seed(stream_seed(seed, 2), replicas_here, first_replica)
     if not photometric_on_host and not hasattr(augment, "crop"):
         raise TypeError(
             "photometric_on_host=False needs an augment with a separate crop() stage "
             "(use simsiam_tf.augment.TwoViewAugment)"
         )
+    args = (source, global_batch_size, augment, seed, start_step, input_context, shuffle_buffer)
+    if photometric_on_host:
+        return _pretrain_batches(*args, on_host=True).prefetch(AUTOTUNE)
+    crops = _pretrain_batches(*args, on_host=False)
+    return map_ordered(crops, lambda views, seeds: views, parallel=False).prefetch(AUTOTUNE)
 
-    element_fn, decode = None, None
-    if _from_files(source, augment):
-        decode = source.read
 
-        def element_fn(chunk, k, contents):
-            crop_seed, first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 3))
-            crops = jpeg.encoded_view_crops(
-                contents,
-                crop_seed,
-                augment.image_size,
-                augment.crop_scale,
-                augment.crop_ratio,
-                augment.flip_prob,
-                dtype=tf.float32 if photometric_on_host else tf.uint8,
-            )
-            if not photometric_on_host:
-                return crops
-            return tf.stack(
-                [per_image.appearance(crops[0], first, augment), per_image.appearance(crops[1], second, augment)]
-            )
+def make_pretrain_crops_dataset(
+    source, global_batch_size, augment, seed=0, start_step=0, input_context=None, shuffle_buffer=None
+):
+    """Infinite stream of `((crops1, crops2), seeds)`: uint8 `[b, S, S, 3]` twice and int64 `[2, 2]`.
 
-        def views(chunk, crops, labels):
-            return crops[:, 0], crops[:, 1]
+    The host half of `--augment_on=device`: the images, crop windows and flips of step
+    k are those of `make_pretrain_dataset` with the same arguments; `seeds` are the
+    stateless seeds of the two views' photometric stage, which
+    `simsiam_tf.device_augment.DeviceViews(augment)` runs inside the train step. For
+    sources of one size the result is that pipeline's views up to the rounding of the
+    crops to uint8; for crops cut from image files, views of the same distribution.
+    Deterministic in (seed, step) in the same way.
 
-    elif source.image_shape is None:
-        if not (hasattr(augment, "crop") and hasattr(augment, "appearance")):
-            raise TypeError(
-                f"{source.name!r} has images of varying size; its augment needs separate crop() and appearance() "
-                "stages (use simsiam_tf.augment.TwoViewAugment)"
-            )
-
-        def element_fn(chunk, k, image):
-            first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(seed_of(chunk), k), 2))
-            crops = tf.stack([augment.crop(image, first), augment.crop(image, second)])
-            return crops if photometric_on_host else _to_uint8(crops)
-
-        def views(chunk, crops, labels):
-            if not photometric_on_host:
-                return crops[:, 0], crops[:, 1]
-            first, second = tf.unstack(tf.random.experimental.stateless_split(seed_of(chunk), 2))
-            return augment.appearance(crops[:, 0], first), augment.appearance(crops[:, 1], second)
-
-    elif photometric_on_host:
-
-        def views(chunk, images, labels):
-            return tuple(augment(images, seed_of(chunk)))
-
-    else:
-
-        def views(chunk, images, labels):
-            first, second = tf.unstack(tf.random.experimental.stateless_split(seed_of(chunk), 2))
-            return _to_uint8(augment.crop(images, first)), _to_uint8(augment.crop(images, second))
-
-    buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
-    stream = _stream(
-        source,
-        global_batch_size,
-        batch,
-        replicas_here,
-        first_replica,
-        seed,
-        start_step,
-        input_context,
-        element_fn,
-        buffer,
-        decode,
+    augment: a `TwoViewAugment` (its `crop` stage runs here, `appearance` on the device).
+    """
+    if not (hasattr(augment, "crop") and hasattr(augment, "appearance")):
+        raise TypeError("augment_on=device needs an augment with crop() and appearance() stages (a TwoViewAugment)")
+    stream = _pretrain_batches(
+        source, global_batch_size, augment, seed, start_step, input_context, shuffle_buffer, on_host=False
     )
-    return map_ordered(stream, views).prefetch(AUTOTUNE)
+    return stream.prefetch(AUTOTUNE)
 
 
 def make_eval_dataset(source, batch_size, image_size, center_crop=False):
