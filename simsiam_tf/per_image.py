@@ -32,15 +32,41 @@ def _hue(image, delta):
     return tf.clip_by_value(tf.image.adjust_hue(image, delta), 0.0, 1.0)
 
 
+# The blends below mix pixels in [0, 1] with a factor f >= 0. They need the clip to 1
+# (the result of f <= 1 is a convex combination, but float rounding can pass 1 by an
+# ulp), and the clip to 0 only for f > 1; every pass over the image counts on one core.
+
+
+def _brightness(image, factor):
+    return tf.minimum(image * factor, 1.0)
+
+
+def _clip_blend(blend, factor):
+    return tf.cond(factor > 1.0, lambda: tf.clip_by_value(blend, 0.0, 1.0), lambda: tf.minimum(blend, 1.0))
+
+
+def _contrast(image, factor):
+    mean_rgb = tf.reduce_mean(tf.reshape(image, [-1, 3]), axis=0)
+    mean_gray = tf.reduce_sum(mean_rgb * tf.constant(augment.GRAY_WEIGHTS))
+    return _clip_blend(image * factor + (1.0 - factor) * mean_gray, factor)
+
+
+def _saturation(image, factor):
+    weights = tf.constant(augment.GRAY_WEIGHTS)[:, tf.newaxis] * tf.ones([1, 3])
+    matrix = factor * tf.eye(3) + (1.0 - factor) * weights
+    return _clip_blend(tf.reshape(tf.matmul(tf.reshape(image, [-1, 3]), matrix), tf.shape(image)), factor)
+
+
 def jitter(image, factors, order):
     """ColorJitter of one image `[H, W, 3]` float in [0, 1]: `factors` `[4]` applied in `order` `[4]`.
 
-    The same maths as `augment.color_jitter` on a batch of one.
+    The same maths as `augment.color_jitter` on a batch of one (brightness, contrast
+    and saturation factors non-negative, as torchvision requires).
     """
     ops = [
-        lambda x: augment.adjust_brightness(x, factors[augment.BRIGHTNESS]),
-        lambda x: augment.adjust_contrast(x, factors[augment.CONTRAST]),
-        lambda x: augment.adjust_saturation(x, factors[augment.SATURATION]),
+        lambda x: _brightness(x, factors[augment.BRIGHTNESS]),
+        lambda x: _contrast(x, factors[augment.CONTRAST]),
+        lambda x: _saturation(x, factors[augment.SATURATION]),
         lambda x: _hue(x, factors[augment.HUE]),
     ]
     for slot in range(4):
