@@ -98,13 +98,14 @@ def _cut(image, window, origin):
     return image[top : top + window[2], left : left + window[3]]
 
 
-def views_of_image(image, windows, size, flip=None, origin=None, antialias=True, dtype=tf.uint8):
+def views_of_image(image, windows, size, flip=None, origin=None, antialias=True, dtype=tf.uint8, stack=True):
     """uint8 `[V, size, size, 3]`: each window of `windows` `[V, 4]` cut from `image`, resized, mirrored where `flip`.
 
     `image` holds the pixels from `origin` (top, left; default the image's corner) on,
     so a partial decode serves as well as a full one. `dtype=tf.float32` gives the
     resized pixels in [0, 1] instead, not rounded to 8 bits (for the photometric ops
-    that follow on the host: no round trip through uint8).
+    that follow on the host: no round trip through uint8). `stack=False` returns the
+    views as a tuple (no copy into one tensor, for ops that take them one by one).
     """
     windows = tf.cast(windows, tf.int32)
     num_views = windows.shape[0]
@@ -118,7 +119,7 @@ def views_of_image(image, windows, size, flip=None, origin=None, antialias=True,
         if flip is not None:
             view = tf.cond(flip[v], lambda view=view: tf.reverse(view, axis=[1]), lambda view=view: view)
         views.append(view)
-    return tf.stack(views)
+    return tf.stack(views) if stack else tuple(views)
 
 
 def decode_views(contents, windows, size, flip=None, mode="union", antialias=True, dtype=tf.uint8):
@@ -200,10 +201,12 @@ def encoded_view_crops(
     num_views=2,
     antialias=True,
     dtype=tf.uint8,
+    stack=True,
 ):
     """`random_view_crops` of any encoded image: uint8 `[num_views, size, size, 3]`, cut from the original.
 
-    `dtype=tf.float32`: the views in [0, 1], not rounded to 8 bits (`views_of_image`).
+    `dtype=tf.float32`: the views in [0, 1], not rounded to 8 bits; `stack=False`: a
+    tuple of `num_views` views (`views_of_image`).
 
     JPEGs draw their windows from the header and decode only the box holding them
     ("union"); other formats (PNG, ...) decode whole, once, and the windows come from
@@ -215,14 +218,17 @@ def encoded_view_crops(
 
     def from_jpeg():
         windows = crop_windows(contents, window_seed, num_views, scale, ratio)
-        return decode_views(contents, windows, size, flip, "union", antialias, dtype)
+        origin = union_window(windows)
+        return views_of_image(decode_window(contents, origin), windows, size, flip, origin[:2], antialias, dtype, stack)
 
     def from_other():
         image = decode_image(contents)
         shape = tf.shape(image)
         top, left, crop_h, crop_w = augment.crop_boxes(window_seed, num_views, shape[0], shape[1], scale, ratio)
         windows = tf.cast(tf.stack([top, left, crop_h, crop_w], axis=1), tf.int32)
-        return views_of_image(image, windows, size, flip, None, antialias, dtype)
+        return views_of_image(image, windows, size, flip, None, antialias, dtype, stack)
 
     views = tf.cond(is_jpeg(contents), from_jpeg, from_other)
-    return tf.ensure_shape(views, [num_views, size, size, 3])
+    if stack:
+        return tf.ensure_shape(views, [num_views, size, size, 3])
+    return tuple(tf.ensure_shape(view, [size, size, 3]) for view in views)

@@ -225,17 +225,15 @@ def _pretrain_batches(source, global_batch_size, augment, seed, start_step, inpu
                 augment.crop_ratio,
                 augment.flip_prob,
                 dtype=tf.float32 if on_host else tf.uint8,
+                stack=False,
             )
             if not on_host:
                 return crops
-            return tf.stack(
-                [per_image.appearance(crops[0], first, augment), per_image.appearance(crops[1], second, augment)]
-            )
+            return per_image.appearance(crops[0], first, augment), per_image.appearance(crops[1], second, augment)
 
-        def batches(chunk, crops, labels):
-            if on_host:
-                return crops[:, 0], crops[:, 1]
-            return (crops[:, 0], crops[:, 1]), photometric_seeds(chunk)
+        def batches(chunk, views, labels):
+            # Two batches, one per view: nothing is stacked and cut again.
+            return tuple(views) if on_host else (tuple(views), photometric_seeds(chunk))
 
     elif source.image_shape is None:
         if not (hasattr(augment, "crop") and hasattr(augment, "appearance")):
