@@ -9,6 +9,13 @@ Both runs train the same compiled model (built as `simsiam-pretrain` builds it, 
 - cached: `--cached_batches` batches taken from that pipeline once, held in memory
   and replayed, so no augmentation runs while timing.
 
+`--source jpeg` feeds a folder of generated JPEGs instead (`jpeg_bench.write_jpegs`,
+500 x 375 at quality 90 by default) through the folder source, as `--dataset=folder`
+does. `--augment_on=device` measures the device placement: the pipeline yields uint8
+crops and seeds (`make_pretrain_crops_dataset`) and the photometric stage runs in the
+train step (`device_augment.DeviceViews`), in the cached run too, so the difference
+is the host's share only.
+
 The two alternate, `--steps` timed steps each per round, for `--rounds` rounds; a
 step's time is the interval between the ends of consecutive batches (the first batch
 of each `fit` call, which starts the iterator, is not timed). The input pipeline's
@@ -16,6 +23,7 @@ cost is the fraction of the end-to-end step time that the cached run saves:
 `1 - cached_step_s / pipeline_step_s` (negative values are noise: nothing to save).
 
   python bench/train.py --backbone resnet18_cifar --image_size 32 --batch 128
+  python bench/train.py --backbone resnet18 --image_size 224 --batch 16 --source jpeg --augment_on device
 
 The last output line is JSON with `images_per_s` (end to end, with the pipeline),
 `cached_images_per_s` and `pipeline_fraction`.
@@ -43,6 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_examples", type=int, default=2048, help="synthetic images")
     parser.add_argument("--cached_batches", type=int, default=2)
     parser.add_argument("--recipe", default="auto", choices=("auto", "cifar", "imagenet"))
+    parser.add_argument("--source", default="synthetic", choices=("synthetic", "jpeg"))
+    parser.add_argument("--augment_on", default="host", choices=("host", "device"))
+    parser.add_argument("--jpeg_size", type=int, nargs=2, default=[500, 375], metavar=("WIDTH", "HEIGHT"))
     args = parser.parse_args(argv)
     if args.steps < 1 or args.rounds < 1 or args.warmup < 0 or args.cached_batches < 1:
         parser.error("--steps, --rounds and --cached_batches must be at least 1, --warmup at least 0")
@@ -93,13 +104,28 @@ def run(args):
     model = step_bench.build_compiled_model(config)
     step_bench.set_small_map_grad(model, step_bench.SMALL_MAP_GRAD[args.small_map_grad])
 
-    source = data.load_source("synthetic", image_size=args.image_size, seed=args.seed, num_examples=args.num_examples)
+    if args.source == "jpeg":
+        import tempfile
+
+        import jpeg_bench
+
+        folder = tempfile.mkdtemp(prefix="train_bench_")
+        jpeg_bench.write_jpegs(folder, args.num_examples, *args.jpeg_size, 90, args.seed)
+        source = data.load_source("folder", data_dir=folder, image_size=args.image_size)
+    else:
+        source = data.load_source(
+            "synthetic", image_size=args.image_size, seed=args.seed, num_examples=args.num_examples
+        )
     augment, recipe = pipeline_bench.make_augment(args.image_size, args.recipe)
-    pipeline_ds = data.make_pretrain_dataset(source, args.batch, augment, seed=args.seed)
+    if args.augment_on == "device":
+        from simsiam_tf import device_augment
+
+        model.view_transform = device_augment.DeviceViews(augment)
+        pipeline_ds = data.make_pretrain_crops_dataset(source, args.batch, augment, seed=args.seed)
+    else:
+        pipeline_ds = data.make_pretrain_dataset(source, args.batch, augment, seed=args.seed)
     batches = list(pipeline_ds.take(args.cached_batches))
-    views1 = tf.stack([b[0] for b in batches])
-    views2 = tf.stack([b[1] for b in batches])
-    cached_ds = tf.data.Dataset.from_tensor_slices((views1, views2)).repeat()
+    cached_ds = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda *b: tf.stack(b), *batches)).repeat()
 
     timer = _StepTimer()
 
@@ -133,6 +159,8 @@ def run(args):
         "jit_compile": args.jit_compile,
         "small_map_grad": step_bench.resolved_small_map_grad(args),
         "recipe": recipe,
+        "source": args.source,
+        "augment_on": args.augment_on,
         "steps": args.steps,
         "rounds": args.rounds,
         "images_per_s": round(args.batch / pipe_med, 2),
