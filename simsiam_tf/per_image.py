@@ -29,7 +29,9 @@ def _draw(seed):
 
 
 def _hue(image, delta):
-    return tf.clip_by_value(tf.image.adjust_hue(image, delta), 0.0, 1.0)
+    # No clip: the HSV round trip keeps each pixel's largest channel and scales it by
+    # factors in [0, 1], so pixels in [0, 1] stay there (tests/test_per_image.py).
+    return tf.image.adjust_hue(image, delta)
 
 
 # The blends below mix pixels in [0, 1] with a factor f >= 0. They need the clip to 1
@@ -38,7 +40,8 @@ def _hue(image, delta):
 
 
 def _brightness(image, factor):
-    return tf.minimum(image * factor, 1.0)
+    # x * f <= x for f <= 1 in floating point too.
+    return tf.cond(factor > 1.0, lambda: tf.minimum(image * factor, 1.0), lambda: image * factor)
 
 
 def _clip_blend(blend, factor):

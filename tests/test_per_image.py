@@ -77,3 +77,18 @@ def test_grayscale_output_is_luma_in_three_channels():
     aug = augment.TwoViewAugment(8, jitter_prob=0.0, grayscale_prob=1.0, blur_prob=0.0)
     out = per_image.appearance(image, tf.constant([0, 0]), aug).numpy()
     np.testing.assert_allclose(out, np.repeat((image @ GRAY)[..., None], 3, -1), atol=1e-6)
+
+
+def test_jitter_keeps_pixels_in_the_unit_range_without_a_clip_after_the_hue():
+    """Saturated, grey, black, white and almost-white pixels under the strongest factors and every hue shift."""
+    rng = np.random.default_rng(5)
+    image = rng.random((24, 24, 3)).astype(np.float32)
+    image[:4] = np.round(image[:4])
+    image[4:8] = np.float32(np.nextafter(np.float32(1.0), np.float32(0.0)))
+    image[8:12] = image[8:12, :, :1]
+    image[12:16, :, 1] = 0.0
+    for delta in np.linspace(-0.5, 0.5, 21):
+        for order in ([3, 0, 1, 2], [0, 1, 2, 3], [2, 3, 1, 0]):
+            for factors in ([1.4, 1.4, 1.4, delta], [0.6, 0.6, 0.6, delta]):
+                out = per_image.jitter(tf.constant(image), tf.constant(factors, tf.float32), tf.constant(order)).numpy()
+                assert 0.0 <= out.min() and out.max() <= 1.0, (delta, order, factors)
