@@ -206,14 +206,16 @@ def _resize_axis0(images, size, scale, translation):
     )[0, :, 0]
 
 
-def resize_antialiased(image, size):
+def resize_antialiased(image, size, transpose=False):
     """`tf.image.resize(image, [size, size], "bilinear", antialias=True)` of one image `[h, w, c]`: float32, the same numbers.
 
     PIL's antialiased bilinear resize (torchvision's RandomResizedCrop on PIL images).
     The op behind `tf.image.resize`, `ScaleAndTranslate`, runs here once per axis,
     with the other axis folded into the channels (rows, then columns of the transposed
     result): per 224 px view of a 335 px window, 0.9 ms of CPU instead of 1.45 ms
-    (bench/RESULTS.md), equal to the two-axis op bit for bit.
+    (bench/RESULTS.md), equal to the two-axis op bit for bit. `transpose=True` returns
+    the view transposed (`[size, size, c]` with the axes swapped), skipping the last
+    transpose, for ops that commute with it (`per_image.appearance(transposed=True)`).
     """
     image = tf.convert_to_tensor(image)
     shape = tf.shape(image)
@@ -222,7 +224,9 @@ def resize_antialiased(image, size):
     rows = _resize_axis0(tf.reshape(image, [h, w * c]), size, s / tf.cast(h, tf.float32), 0.0)
     columns = tf.reshape(tf.transpose(tf.reshape(rows, [size, w, c]), [1, 0, 2]), [w, size * c])
     columns = _resize_axis0(columns, size, s / tf.cast(w, tf.float32), 0.0)
-    out = tf.transpose(tf.reshape(columns, [size, size, c]), [1, 0, 2])
+    out = tf.reshape(columns, [size, size, c])
+    if not transpose:
+        out = tf.transpose(out, [1, 0, 2])
     return tf.ensure_shape(out, [size, size, image.shape[-1]])
 
 
@@ -594,13 +598,15 @@ def _blur_rows(rows, kernel, half_width):
     return tf.nn.depthwise_conv2d(padded[tf.newaxis, :, tf.newaxis], filters, [1, 1, 1, 1], "VALID")[0, :, 0]
 
 
-def box_blur_image(image, sigma, max_sigma=2.0):
+def box_blur_image(image, sigma, max_sigma=2.0, transpose=False):
     """`box_blur` of one image `[H, W, C]` with a scalar `sigma` <= `max_sigma`, with the kernel this sigma needs.
 
     The same numbers as `box_blur` (to float rounding), cheaper on one image: the
     kernel's length follows sigma (7 taps below sqrt(2), 13 up to 2.1; one branch per
     length), its taps are a cubic in the box's fraction, and each pass runs along
     axis 0 with the other axis folded into the channels (as `resize_antialiased`).
+    `transpose=True` returns the blurred image transposed (the blur commutes with it),
+    skipping the last transpose.
     """
     image = tf.convert_to_tensor(image)
     shape = tf.shape(image)
@@ -617,14 +623,15 @@ def box_blur_image(image, sigma, max_sigma=2.0):
         kernel = tf.linalg.matvec(tf.constant(_box_blur_basis(whole_value)), powers, transpose_a=True)
         rows = _blur_rows(tf.reshape(image, [h, w * c]), kernel, half_width)
         columns = tf.reshape(tf.transpose(tf.reshape(rows, [h, w, c]), [1, 0, 2]), [w, h * c])
-        columns = _blur_rows(columns, kernel, half_width)
-        return tf.transpose(tf.reshape(columns, [w, h, c]), [1, 0, 2])
+        columns = tf.reshape(_blur_rows(columns, kernel, half_width), [w, h, c])
+        return columns if transpose else tf.transpose(columns, [1, 0, 2])
 
     branches = [
         functools.partial(blur, whole_value) for whole_value in range(box_blur_support(max_sigma) // BOX_BLUR_PASSES)
     ]
     out = tf.switch_case(tf.minimum(tf.cast(whole, tf.int32), len(branches) - 1), branches)
-    return tf.ensure_shape(out, image.shape)
+    shape = [image.shape[1], image.shape[0], image.shape[2]] if transpose else image.shape
+    return tf.ensure_shape(out, shape)
 
 
 @_batched

@@ -81,11 +81,13 @@ def decode_window(contents, window):
     return wide[:, left - first : left - first + width]
 
 
-def _resize(crop, size, antialias, dtype):
+def _resize(crop, size, antialias, dtype, transposed=False):
     if antialias:
-        resized = augment.resize_antialiased(crop, size)
+        resized = augment.resize_antialiased(crop, size, transpose=transposed)
     else:
         resized = tf.image.resize(crop, [size, size], method="bilinear")
+        if transposed:
+            resized = tf.transpose(resized, [1, 0, 2])
     if dtype == tf.uint8:
         return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
     # Bilinear weights are non-negative and sum to one: the result stays in [0, 255].
@@ -98,7 +100,9 @@ def _cut(image, window, origin):
     return image[top : top + window[2], left : left + window[3]]
 
 
-def views_of_image(image, windows, size, flip=None, origin=None, antialias=True, dtype=tf.uint8, stack=True):
+def views_of_image(
+    image, windows, size, flip=None, origin=None, antialias=True, dtype=tf.uint8, stack=True, transposed=False
+):
     """uint8 `[V, size, size, 3]`: each window of `windows` `[V, 4]` cut from `image`, resized, mirrored where `flip`.
 
     `image` holds the pixels from `origin` (top, left; default the image's corner) on,
@@ -106,6 +110,8 @@ def views_of_image(image, windows, size, flip=None, origin=None, antialias=True,
     resized pixels in [0, 1] instead, not rounded to 8 bits (for the photometric ops
     that follow on the host: no round trip through uint8). `stack=False` returns the
     views as a tuple (no copy into one tensor, for ops that take them one by one).
+    `transposed=True` returns each view with its axes swapped (a mirrored view is
+    then reversed along axis 0), for `per_image.appearance(transposed=True)`.
     """
     windows = tf.cast(windows, tf.int32)
     num_views = windows.shape[0]
@@ -113,11 +119,12 @@ def views_of_image(image, windows, size, flip=None, origin=None, antialias=True,
         raise ValueError("the number of windows must be static")
     if origin is None:
         origin = tf.zeros([2], tf.int32)
+    mirror_axis = 0 if transposed else 1
     views = []
     for v in range(num_views):
-        view = _resize(_cut(image, windows[v], origin), size, antialias, dtype)
+        view = _resize(_cut(image, windows[v], origin), size, antialias, dtype, transposed)
         if flip is not None:
-            view = tf.cond(flip[v], lambda view=view: tf.reverse(view, axis=[1]), lambda view=view: view)
+            view = tf.cond(flip[v], lambda view=view: tf.reverse(view, axis=[mirror_axis]), lambda view=view: view)
         views.append(view)
     return tf.stack(views) if stack else tuple(views)
 
@@ -202,11 +209,13 @@ def encoded_view_crops(
     antialias=True,
     dtype=tf.uint8,
     stack=True,
+    transposed=False,
 ):
     """`random_view_crops` of any encoded image: uint8 `[num_views, size, size, 3]`, cut from the original.
 
     `dtype=tf.float32`: the views in [0, 1], not rounded to 8 bits; `stack=False`: a
-    tuple of `num_views` views (`views_of_image`).
+    tuple of `num_views` views; `transposed=True`: each view with its axes swapped
+    (`views_of_image`).
 
     JPEGs draw their windows from the header and decode only the box holding them
     ("union"); other formats (PNG, ...) decode whole, once, and the windows come from
@@ -219,14 +228,16 @@ def encoded_view_crops(
     def from_jpeg():
         windows = crop_windows(contents, window_seed, num_views, scale, ratio)
         origin = union_window(windows)
-        return views_of_image(decode_window(contents, origin), windows, size, flip, origin[:2], antialias, dtype, stack)
+        return views_of_image(
+            decode_window(contents, origin), windows, size, flip, origin[:2], antialias, dtype, stack, transposed
+        )
 
     def from_other():
         image = decode_image(contents)
         shape = tf.shape(image)
         top, left, crop_h, crop_w = augment.crop_boxes(window_seed, num_views, shape[0], shape[1], scale, ratio)
         windows = tf.cast(tf.stack([top, left, crop_h, crop_w], axis=1), tf.int32)
-        return views_of_image(image, windows, size, flip, None, antialias, dtype, stack)
+        return views_of_image(image, windows, size, flip, None, antialias, dtype, stack, transposed)
 
     views = tf.cond(is_jpeg(contents), from_jpeg, from_other)
     if stack:

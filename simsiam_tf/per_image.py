@@ -78,8 +78,14 @@ def jitter(image, factors, order):
 
 
 @tf.autograph.experimental.do_not_convert
-def appearance(image, seed, aug):
-    """The photometric stage of `aug` (a `TwoViewAugment`) on one crop `[H, W, 3]` (uint8 or float): float32 in [0, 1]."""
+def appearance(image, seed, aug, transposed=False):
+    """The photometric stage of `aug` (a `TwoViewAugment`) on one crop `[H, W, 3]` (uint8 or float): float32 in [0, 1].
+
+    `transposed=True` takes the crop with its axes swapped (`[W, H, 3]`, e.g.
+    `augment.resize_antialiased(transpose=True)`) and returns it the right way round:
+    every op here commutes with the transpose, and the blur's own last transpose
+    restores the layout when it runs (one transpose fewer on blurred views).
+    """
     image = augment.to_float(image)
     seed = tf.convert_to_tensor(seed)
     if seed.dtype not in (tf.int32, tf.int64):
@@ -98,9 +104,9 @@ def appearance(image, seed, aug):
     if aug.blur_prob > 0:
         apply_seed, sigma_seed = _split(blur_seed, 2)
         sigma = tf.random.stateless_uniform([1], sigma_seed, aug.blur_sigma[0], aug.blur_sigma[1])
-        image = tf.cond(
+        return tf.cond(
             _draw(apply_seed) < aug.blur_prob,
-            lambda: augment.box_blur_image(image, sigma, aug.blur_sigma[1]),
-            lambda: image,
+            lambda: augment.box_blur_image(image, sigma, aug.blur_sigma[1], transpose=transposed),
+            lambda: tf.transpose(image, [1, 0, 2]) if transposed else image,
         )
-    return image
+    return tf.transpose(image, [1, 0, 2]) if transposed else image

@@ -103,6 +103,16 @@ def test_float_views_are_the_unrounded_uint8_views(photo):
     assert np.abs(exact[1] - np.asarray(expected, np.float64)).mean() < 0.5
 
 
+def test_transposed_views_are_the_views_with_their_axes_swapped(photo):
+    contents, _ = photo
+    for k in range(4):
+        seed = tf.constant([k, 9])
+        views = jpeg.encoded_view_crops(contents, seed, 24, dtype=tf.float32, stack=False)
+        swapped = jpeg.encoded_view_crops(contents, seed, 24, dtype=tf.float32, stack=False, transposed=True)
+        for view, other in zip(views, swapped):
+            np.testing.assert_array_equal(np.transpose(other.numpy(), [1, 0, 2]), view.numpy())
+
+
 def test_flip_mirrors_the_view(photo):
     contents, _ = photo
     seed = tf.constant([3, 4])

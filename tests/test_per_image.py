@@ -92,3 +92,15 @@ def test_jitter_keeps_pixels_in_the_unit_range_without_a_clip_after_the_hue():
             for factors in ([1.4, 1.4, 1.4, delta], [0.6, 0.6, 0.6, delta]):
                 out = per_image.jitter(tf.constant(image), tf.constant(factors, tf.float32), tf.constant(order)).numpy()
                 assert 0.0 <= out.min() and out.max() <= 1.0, (delta, order, factors)
+
+
+def test_transposed_crops_give_the_same_views():
+    """Every op of the stage commutes with swapping the axes: a transposed crop comes back as the same view."""
+    image = np.random.default_rng(2).random((20, 14, 3)).astype(np.float32)
+    aug = augment.TwoViewAugment(16, blur_prob=0.5)
+    for k in range(16):
+        seed = tf.constant([k, 3], tf.int64)
+        plain = per_image.appearance(image, seed, aug).numpy()
+        swapped = per_image.appearance(np.transpose(image, [1, 0, 2]), seed, aug, transposed=True).numpy()
+        assert swapped.shape == plain.shape == (20, 14, 3)
+        np.testing.assert_allclose(swapped, plain, atol=1e-6)

@@ -226,10 +226,13 @@ def _pretrain_batches(source, global_batch_size, augment, seed, start_step, inpu
                 augment.flip_prob,
                 dtype=tf.float32 if on_host else tf.uint8,
                 stack=False,
+                transposed=on_host,  # the photometric stage restores the layout (one transpose fewer)
             )
             if not on_host:
                 return crops
-            return per_image.appearance(crops[0], first, augment), per_image.appearance(crops[1], second, augment)
+            return tuple(
+                per_image.appearance(crop, look, augment, transposed=True) for crop, look in zip(crops, (first, second))
+            )
 
         def batches(chunk, views, labels):
             # Two batches, one per view: nothing is stacked and cut again.
