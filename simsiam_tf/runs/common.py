@@ -126,17 +126,6 @@ def damaged_file(prefix):
     return ", ".join(shards) if shards else prefix + ".data-* (missing)"
 
 
-_WARNED_DAMAGED = set()
-
-
-def _warn_damaged(prefix, problem):
-    """Warns that `prefix` is skipped, once per checkpoint: a job checks a run's checkpoints early (to fail before
-    writing anything) and again when it loads them."""
-    if prefix not in _WARNED_DAMAGED:
-        _WARNED_DAMAGED.add(prefix)
-        logging.warning("skipping the damaged checkpoint %s (%s)", prefix, problem)
-
-
 def restore_with_fallback(checkpoint, prefixes, *, weights_only=False, where=None, mismatch_message=None):
     """Restores into `checkpoint` the newest of `prefixes` (newest first) that reads and holds finite values.
 
@@ -173,7 +162,7 @@ def restore_with_fallback(checkpoint, prefixes, *, weights_only=False, where=Non
         except CHECKPOINT_READ_ERRORS as err:
             problem = f"{damaged_file(prefix)}: {type(err).__name__}: {_first_line(err)}"
             problems.append(problem)
-            _warn_damaged(prefix, problem)
+            logging.warning("skipping the damaged checkpoint %s (%s)", prefix, problem)
             continue
         if state_check is None:
             state_check = finite.FiniteCheck(finite.float_variables(checkpoint))
@@ -303,11 +292,13 @@ class RunCheckpoint:
         return self.manager.save(checkpoint_number=int(step))
 
 
-def resolve_checkpoint(path):
+def resolve_checkpoint(path, warn_damaged=True):
     """A checkpoint prefix from a run directory, a checkpoints folder, or a prefix itself.
 
     In a directory, the newest checkpoint whose index reads (older ones when the newest
-    is damaged; its data is read only when the weights are loaded).
+    is damaged, with a warning unless `warn_damaged` is False: a job that checks early
+    and loads later through `load_weights` hears of the damage from the load, once; its
+    data is read only when the weights are loaded).
     """
     if path is None:
         raise RunError("no checkpoint given")
@@ -319,7 +310,13 @@ def resolve_checkpoint(path):
                     tf.train.load_checkpoint(prefix)
                     return prefix
                 except CHECKPOINT_READ_ERRORS as err:
-                    _warn_damaged(prefix, f"{damaged_file(prefix)}: {type(err).__name__}: {_first_line(err)}")
+                    if warn_damaged:
+                        logging.warning(
+                            "skipping the damaged checkpoint %s (%s: %s)",
+                            prefix,
+                            damaged_file(prefix),
+                            _first_line(err),
+                        )
             if prefixes:
                 raise RunError(f"no readable checkpoint in {directory}: all {len(prefixes)} are damaged")
     if tf.io.gfile.exists(path + ".index"):

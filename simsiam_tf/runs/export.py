@@ -40,7 +40,7 @@ def inspect_run(model_dir, kind=None, config=None):
     if kind is not None and kind not in config_lib.EXPORT_KINDS:
         raise common.RunError(f"kind must be one of {', '.join(config_lib.EXPORT_KINDS)}; got {kind!r}")
     try:
-        checkpoint = common.resolve_checkpoint(model_dir)
+        checkpoint = common.resolve_checkpoint(model_dir, warn_damaged=False)  # the load reports damage
     except common.RunError:
         raise common.RunError(
             f"no checkpoint in {model_dir!r} (looked in {os.path.join(model_dir, common.CHECKPOINT_SUBDIR)}): "

@@ -294,7 +294,8 @@ def run(config, flags_text=None):
     encoder) and `EncoderChangedError` when the sanity check finds the frozen encoder changed.
     """
     config.validate()
-    common.resolve_checkpoint(config.init_from)  # fails early, before anything is written, when there is none
+    # Fails early, before anything is written, when there is none; the load below reports damage.
+    common.resolve_checkpoint(config.init_from, warn_damaged=False)
     rundir.check_same_model(config, config.runtime.model_dir)
     with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
         return _run(config, start)

@@ -200,7 +200,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
         logging.info("%s: resuming from %s", label, restored)
     elif init_from:
         try:
-            common.resolve_checkpoint(init_from)
+            common.resolve_checkpoint(init_from, warn_damaged=False)  # load_weights below reports damage
         except common.RunError as err:
             raise common.RunError(
                 f"{err}. --init_from names the simsiam-pretrain run whose encoder starts the verifier "
