@@ -194,7 +194,8 @@ def main(argv=None):
     # retracing advice is about loops that re-trace one function, not this.
     tf.get_logger().setLevel("ERROR")
     from simsiam_tf import config as config_lib
-    from simsiam_tf import cpu, flagfile
+    from simsiam_tf import flagfile
+    from simsiam_tf.training import cpu
 
     image_size = flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(RECIPE)).data.image_size
     out = os.path.abspath(args.out)

@@ -117,7 +117,7 @@ def main(argv=None):
             f"{env['load_average_at_end'][0]}).",
             "",
             "Whole synthetic images are cut into a grid of tiles, each showing the image's class (one of 10 periodic "
-            "patterns) with its own period, phase, tilt, polarity, colours and noise (`simsiam_tf.tiles.make_synthetic_tiles`). SimSiam sees two "
+            "patterns) with its own period, phase, tilt, polarity, colours and noise (`simsiam_tf.data.tiles.make_synthetic_tiles`). SimSiam sees two "
             "augmented views of a tile; SimTriplet (Liu et al., MICCAI 2021) also a view of an adjacent tile of the "
             f"same image ({settings['neighbourhood']}-neighbourhood). Same seed, data, model and budget; kNN "
             f"(k={settings['knn_k']}) and linear probe ({settings['probe_epochs']} epochs on frozen features) on the "

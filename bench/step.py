@@ -69,7 +69,7 @@ def add_model_args(parser):
         default="auto",
         choices=("auto", "on", "off"),
         help="filter gradient of small-map backbone convs as a forward convolution: auto (the per-dtype "
-        "default of simsiam_tf.backbones.small_map_grad_by_default), on or off",
+        "default of simsiam_tf.models.backbones.small_map_grad_by_default), on or off",
     )
     parser.add_argument("--intra_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
     parser.add_argument("--inter_op_threads", type=int, default=0, help="0 keeps TensorFlow's default")
@@ -142,7 +142,8 @@ def build_compiled_model(config, total_steps=1000):
     """SimSiam model and CoupledSGD built and compiled as the pretraining job does."""
     import tensorflow as tf
 
-    from simsiam_tf import builders, distribute
+    from simsiam_tf import builders
+    from simsiam_tf.training import distribute
 
     distribute.set_precision(config.runtime.precision)
     strategy = tf.distribute.get_strategy()
@@ -175,7 +176,7 @@ def forward_flops_per_image(args):
     """
     import keras
 
-    from simsiam_tf import backbones
+    from simsiam_tf.models import backbones
 
     arch, cifar_stem = backbones.parse_backbone_name(args.backbone)
     net = backbones.build_backbone(
@@ -215,7 +216,7 @@ def environment():
     import keras
     import tensorflow as tf
 
-    from simsiam_tf import cpu as cpu_lib
+    from simsiam_tf.training import cpu as cpu_lib
 
     gpus = tf.config.list_physical_devices("GPU")
     gpu_names = []
@@ -263,7 +264,7 @@ def summarize(times, batch):
 
 def unfuse_batchnorm(model):
     """Switches every fused BN layer of `model` to the Keras layer's own computation."""
-    from simsiam_tf import backbones
+    from simsiam_tf.models import backbones
 
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, backbones.FusedBatchNormalization):
@@ -272,7 +273,7 @@ def unfuse_batchnorm(model):
 
 def set_small_map_grad(model, value):
     """Sets `small_map_grad` (None: per-CPU default, True, False) on every backbone conv of `model`."""
-    from simsiam_tf import backbones
+    from simsiam_tf.models import backbones
 
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, backbones.Conv2D):
@@ -284,7 +285,7 @@ SMALL_MAP_GRAD = {"auto": None, "on": True, "off": False}
 
 def resolved_small_map_grad(args):
     """Whether the small-map filter gradient is on for the run's compute dtype (auto resolved)."""
-    from simsiam_tf import backbones
+    from simsiam_tf.models import backbones
 
     value = SMALL_MAP_GRAD[args.small_map_grad]
     if value is not None:

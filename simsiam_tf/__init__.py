@@ -11,15 +11,15 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # models
     "SimSiam": "simsiam_tf.models",
-    "SimTriplet": "simsiam_tf.simtriplet",
+    "SimTriplet": "simsiam_tf.models.simtriplet",
     "LinearProbe": "simsiam_tf.models",
-    "PairVerifier": "simsiam_tf.verifier",
+    "PairVerifier": "simsiam_tf.models.verifier",
     # backbones
-    "build_backbone": "simsiam_tf.backbones",
-    "resnet": "simsiam_tf.backbones",
+    "build_backbone": "simsiam_tf.models.backbones",
+    "resnet": "simsiam_tf.models.backbones",
     # heads
-    "build_projector": "simsiam_tf.heads",
-    "build_predictor": "simsiam_tf.heads",
+    "build_projector": "simsiam_tf.models.heads",
+    "build_predictor": "simsiam_tf.models.heads",
     # losses
     "negative_cosine": "simsiam_tf.losses",
     "simsiam_loss": "simsiam_tf.losses",

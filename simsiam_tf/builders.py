@@ -8,9 +8,12 @@ or writes a run directory.
 import keras
 
 from simsiam_tf import augment as augment_lib
-from simsiam_tf import backbones, data, device_augment, distribute, models, optim, probe, simtriplet
-from simsiam_tf import verifier as verifier_lib
+from simsiam_tf import data, device_augment, models, optim
 from simsiam_tf.data import tiles
+from simsiam_tf.evaluation import probe
+from simsiam_tf.models import backbones, simtriplet
+from simsiam_tf.models import verifier as verifier_lib
+from simsiam_tf.training import distribute
 
 
 def eval_center_crop(image_size, kind="pretrain"):

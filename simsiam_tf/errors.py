@@ -11,3 +11,17 @@ class CollapseError(RunError):
     """Training stopped because the representation collapsed."""
 
     exit_code = 3
+
+
+class NonFiniteStateError(RunError):
+    """The model or optimizer state holds NaN/inf: nothing was saved."""
+
+
+class DeadEncoderError(RunError):
+    """The final encoder gives non-finite or identical embeddings."""
+
+
+class EncoderChangedError(RunError):
+    """The frozen encoder changed during the probe: its accuracy says nothing about the pretraining."""
+
+    exit_code = 4

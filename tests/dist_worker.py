@@ -37,7 +37,8 @@ def mirrored(out):
     """Three steps at global batch 8: one device, then 2 replicas with and without SyncBN."""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from simsiam_tf import backbones, models, optim
+    from simsiam_tf import models, optim
+    from simsiam_tf.models import backbones
 
     def build(sync_bn):
         keras.utils.set_random_seed(0)
@@ -96,7 +97,8 @@ def sync_bn_default(out):
     """Which BatchNorm layers come out synchronized when the Python API's sync_bn is left at its default."""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from simsiam_tf import backbones, models
+    from simsiam_tf import models
+    from simsiam_tf.models import backbones
 
     def synchronized(strategy):
         with strategy.scope():
@@ -118,12 +120,13 @@ def sync_bn_default(out):
 def multi_worker(out, model_dir, steps):
     """One worker of the TF_CONFIG cluster: the tiny pretraining setup for `steps` steps,
     checkpointing every step; then a fresh model restores the run's latest checkpoint."""
-    from simsiam_tf import distribute
+    from simsiam_tf.training import distribute
 
     strategy = distribute.get_strategy("multi_worker_mirrored")
     from simsiam_tf import builders, data
     from simsiam_tf import config as config_lib
-    from simsiam_tf.runs import common
+    from simsiam_tf.training import checkpoints
+    from simsiam_tf.training.callbacks import StepCheckpointer
 
     config = config_lib.replace(
         config_lib.PretrainConfig(),
@@ -150,7 +153,7 @@ def multi_worker(out, model_dir, steps):
             model.compile(optimizer=optimizer)
             optimizer.build(model.trainable_variables)
         write_dir = distribute.write_dir_for(model_dir, strategy)
-        checkpoint = common.RunCheckpoint(model_dir, write_dir=write_dir, model=model, optimizer=optimizer)
+        checkpoint = checkpoints.RunCheckpoint(model_dir, write_dir=write_dir, model=model, optimizer=optimizer)
         restored = checkpoint.restore_latest()
         start = int(optimizer.iterations.numpy())
         distribute.check_same_on_all_workers(strategy, start, "the restored step")
@@ -168,7 +171,7 @@ def multi_worker(out, model_dir, steps):
         dataset,
         epochs=1,
         steps_per_epoch=steps,
-        callbacks=[recorder, common.StepCheckpointer(checkpoint, 1)],
+        callbacks=[recorder, StepCheckpointer(checkpoint, 1)],
         verbose=0,
     )
     distribute.remove_write_dir(write_dir, model_dir)
@@ -210,11 +213,11 @@ def checkpoint_loop(model_dir):
     Every saved checkpoint holds `step` and a large variable filled with `step`, so a
     torn checkpoint shows as a mismatch; the parent kills this process at random.
     """
-    from simsiam_tf.runs import common
+    from simsiam_tf.training import checkpoints
 
     step = tf.Variable(0, dtype=tf.int64)
     weights = tf.Variable(tf.zeros([1 << 21]))
-    checkpoint = common.RunCheckpoint(model_dir, max_to_keep=2, step=step, weights=weights)
+    checkpoint = checkpoints.RunCheckpoint(model_dir, max_to_keep=2, step=step, weights=weights)
     checkpoint.restore_latest()
     start = int(step.numpy())
     values = weights.numpy()

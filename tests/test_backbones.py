@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import backbones
+from simsiam_tf.models import backbones
 
 
 def _trainable_count(model):
@@ -229,7 +229,7 @@ _ZEN4_CPUINFO = (
 
 
 def _fake_host(monkeypatch, cpuinfo, environ=None):
-    from simsiam_tf import cpu
+    from simsiam_tf.training import cpu
 
     info = cpu.describe(cpuinfo, environ=environ or {}, machine="x86_64", threads=2)
     monkeypatch.setattr(cpu, "host", lambda: info)
@@ -300,7 +300,7 @@ def test_forced_small_map_filter_gradient_in_float32_equals_the_keras_one():
 
 
 def test_mixed_bfloat16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
-    from simsiam_tf import distribute
+    from simsiam_tf.training import distribute
 
     _fake_host(monkeypatch, _ZEN3_CPUINFO)
     monkeypatch.setattr(distribute, "_warned_emulated", set())
@@ -318,7 +318,7 @@ def test_mixed_bfloat16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, cap
 
 
 def test_mixed_bfloat16_on_a_cpu_with_native_bf16_does_not_warn(monkeypatch, caplog):
-    from simsiam_tf import distribute
+    from simsiam_tf.training import distribute
 
     _fake_host(monkeypatch, _ZEN4_CPUINFO)
     monkeypatch.setattr(distribute, "_warned_emulated", set())
@@ -333,7 +333,7 @@ def test_mixed_bfloat16_on_a_cpu_with_native_bf16_does_not_warn(monkeypatch, cap
 
 
 def test_mixed_float16_on_a_cpu_points_at_float32(monkeypatch, caplog):
-    from simsiam_tf import distribute
+    from simsiam_tf.training import distribute
 
     _fake_host(monkeypatch, _ZEN4_CPUINFO)
     monkeypatch.setattr(distribute, "_warned_emulated", set())

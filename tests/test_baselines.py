@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import backbones, baselines, monitor, pair_metrics, probe
+from simsiam_tf.evaluation import baselines, monitor, pair_metrics, probe
+from simsiam_tf.models import backbones
 
 SIZE = 16
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simsiam_tf import batch_fit
+from simsiam_tf.evaluation import batch_fit
 
 
 def test_imagenet_batch_on_the_demo_set_becomes_128():

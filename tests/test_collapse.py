@@ -17,7 +17,8 @@ import keras
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import config, monitor
+from simsiam_tf import config
+from simsiam_tf.evaluation import monitor
 from simsiam_tf.runs import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simsiam_tf import cpu
+from simsiam_tf.training import cpu
 
 # First processor blocks as Linux prints them (flags trimmed to a representative set).
 SAPPHIRE_RAPIDS = """processor\t: 0

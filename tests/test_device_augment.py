@@ -13,7 +13,8 @@ from test_pretrain_cli import tiny_config, variables_of
 
 from simsiam_tf import augment, builders, config, data, device_augment
 from simsiam_tf.data import sources
-from simsiam_tf.runs import common, pretrain
+from simsiam_tf.runs import pretrain
+from simsiam_tf.training import checkpoints
 
 SIZE = 16
 RECIPE = augment.TwoViewAugment(image_size=SIZE, blur_prob=0.5)
@@ -204,7 +205,7 @@ def test_pretraining_on_the_device_path_trains_and_resumes_to_the_same_weights(t
 
     def final_weights(run):
         model = builders.build_model(run, tf.distribute.get_strategy())
-        common.load_weights(str(run.runtime.model_dir), model=model)
+        checkpoints.load_weights(str(run.runtime.model_dir), model=model)
         return variables_of(model)
 
     for a, b in zip(final_weights(straight), final_weights(split)):

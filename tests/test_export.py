@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import augment, builders, export, flagfile, models, serving
+from simsiam_tf import augment, builders, flagfile, models, serving
 from simsiam_tf import config as config_lib
-from simsiam_tf.runs import common
+from simsiam_tf.errors import RunError
 from simsiam_tf.runs import export as export_job
+from simsiam_tf.serving import export
+from simsiam_tf.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--backbone=resnet18_cifar", "--width_multiplier=0.125", "--verbose=0"]
@@ -145,13 +147,13 @@ def env(tmp_path_factory):
     pre_config = flagfile.config_from_flags(config_lib.PretrainConfig, pre_flags)
     simsiam = builders.build_model(config_lib.replace(pre_config, **{"runtime.seed": 11}), strategy)
     _scramble(simsiam, rng)
-    common.RunCheckpoint(pre, model=simsiam).save(5)
+    checkpoints.RunCheckpoint(pre, model=simsiam).save(5)
 
     lin_config = flagfile.config_from_flags(config_lib.LinearConfig, lin_flags)
     probe = models.LinearProbe(builders.build_encoder(lin_config.model, strategy, 12), NUM_CLASSES)
     _scramble(probe, rng)
     probe.classifier.kernel.assign(rng.normal(0, 1, probe.classifier.kernel.shape).astype(np.float32))
-    common.RunCheckpoint(lin, model=probe).save(3)
+    checkpoints.RunCheckpoint(lin, model=probe).save(3)
 
     ver_config = flagfile.config_from_flags(config_lib.VerifyConfig, ver_flags)
     encoder = builders.build_encoder(ver_config.model, strategy, 13)
@@ -175,7 +177,7 @@ def env(tmp_path_factory):
     # The calibrated threshold: the median score, so that both decisions occur.
     scores = pair_verifier.score(_reference(images["a"], VER_SIZE, False), _reference(images["b"], VER_SIZE, False))
     pair_verifier.set_threshold(float(np.median(scores.numpy())))
-    common.RunCheckpoint(ver, model=pair_verifier).save(4)
+    checkpoints.RunCheckpoint(ver, model=pair_verifier).save(4)
 
     # simsiam-export on the pretrain run, and the CLI's error and dry-run paths, in the
     # background while the other two runs export here.
@@ -200,7 +202,7 @@ def env(tmp_path_factory):
     for name, array in images.items():
         paths[name] = str(base / f"{name}.npy")
         np.save(paths[name], array)
-    saved = lambda d: os.path.join(d, export.SAVED_MODEL_NAME)  # noqa: E731
+    saved = lambda d: os.path.join(d, serving.SAVED_MODEL_NAME)  # noqa: E731
     jobs = {
         saved(pre_out): [
             ("pre/embed_u8", "embed", {"images": paths["u8"]}),
@@ -357,15 +359,15 @@ def test_bad_inputs_fail_with_a_clear_message(env):
 
 def test_keras_file_loads_and_gives_the_same_outputs(env):
     images = env["images"]
-    pre = export.load_keras_model(os.path.join(env["outputs"]["pre"], export.KERAS_NAME))
-    assert isinstance(pre, export.ServingModel) and pre.kind == "pretrain"
+    pre = serving.load_keras_model(os.path.join(env["outputs"]["pre"], serving.KERAS_NAME))
+    assert isinstance(pre, serving.ServingModel) and pre.kind == "pretrain"
     x = images["u8"]
     out = pre(x)
     features = env["simsiam"].backbone(_reference(x, PRE_SIZE, False)).numpy()
     np.testing.assert_allclose(out["embedding"].numpy(), features, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(out["projection"].numpy(), env["served"]["pre/project_u8/projection"], atol=1e-5)
 
-    ver = export.load_keras_model(os.path.join(env["outputs"]["ver"], export.KERAS_NAME))
+    ver = serving.load_keras_model(os.path.join(env["outputs"]["ver"], serving.KERAS_NAME))
     assert ver.encoder is ver.verifier.backbone
     result = ver.verify(images["a"], images["b"])
     np.testing.assert_allclose(result["score"].numpy(), env["served"]["ver/verify/score"], atol=1e-5)
@@ -375,7 +377,7 @@ def test_keras_file_loads_and_gives_the_same_outputs(env):
 def test_cli_export_and_dry_run(env):
     code, out, _ = env["cli"]["export"]
     assert code == 0 and "exported the pretrain run" in out
-    assert sorted(os.listdir(env["outputs"]["pre"])) == [export.KERAS_NAME, export.SAVED_MODEL_NAME]
+    assert sorted(os.listdir(env["outputs"]["pre"])) == [serving.KERAS_NAME, serving.SAVED_MODEL_NAME]
     code, out, _ = env["cli"]["dry"]
     assert code == 0 and "would export the linear run" in out and "centre crop on" in out
     assert not os.path.exists(env["dry_dir"])
@@ -385,7 +387,7 @@ def test_no_checkpoint_is_a_clear_error(env):
     code, _, err = env["cli"]["empty"]
     assert code == 1
     assert "no checkpoint" in err and env["empty"] in err
-    with pytest.raises(common.RunError, match="no checkpoint in .*empty"):
+    with pytest.raises(RunError, match="no checkpoint in .*empty"):
         export_job.export_run(env["empty"])
 
 
@@ -409,10 +411,10 @@ def test_flags_files_give_back_the_configs(env):
 def test_unknown_flags_and_missing_heads_are_refused(tmp_path):
     path = tmp_path / "flags.cfg"
     path.write_text("--backbone=resnet18\n--no_such_flag=3\n")
-    with pytest.raises(common.RunError, match="no_such_flag"):
+    with pytest.raises(RunError, match="no_such_flag"):
         flagfile.detect_kind(flagfile.read_flags_file(str(path)))
     path.write_text("--image_size=big\n")
-    with pytest.raises(common.RunError, match="--image_size=big is not a valid int"):
+    with pytest.raises(RunError, match="--image_size=big is not a valid int"):
         flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(str(path)))
     encoder = builders.build_encoder(
         config_lib.ModelConfig(backbone="resnet18_cifar", width_multiplier=0.125), tf.distribute.get_strategy(), 0

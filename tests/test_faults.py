@@ -19,9 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import builders, finite
+from simsiam_tf import builders
 from simsiam_tf import config as config_lib
-from simsiam_tf.runs import common, lock, pretrain
+from simsiam_tf.errors import DeadEncoderError, NonFiniteStateError, RunError
+from simsiam_tf.runs import lock, pretrain
+from simsiam_tf.training import checkpoints, finite
+from simsiam_tf.training.callbacks import StepCheckpointer
 
 STEPS = (1, 2, 3)
 
@@ -57,7 +60,7 @@ def pristine(tmp_path_factory):
     """A run directory with checkpoints 1, 2, 3 of a trained model, and the state each holds."""
     run_dir = str(tmp_path_factory.mktemp("pristine") / "run")
     model, optimizer = _build()
-    run = common.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
+    run = checkpoints.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
     x, y = _batch()
     states = {}
     for step in STEPS:
@@ -76,7 +79,7 @@ def run_dir(pristine, tmp_path):
 
 
 def _prefix(run_dir, step):
-    return os.path.join(run_dir, common.CHECKPOINT_SUBDIR, f"ckpt-{step}")
+    return os.path.join(run_dir, checkpoints.CHECKPOINT_SUBDIR, f"ckpt-{step}")
 
 
 def _data_file(prefix):
@@ -141,7 +144,7 @@ def _assert_state(model, optimizer, expected):
 def test_resume_falls_back_to_the_previous_checkpoint_with_a_warning_naming_the_file(damage, run_dir, pristine, caplog):
     damaged = DAMAGES[damage](_prefix(run_dir, 3))
     model, optimizer = _build(seed=7)  # other initial values, so a partial restore would show
-    run = common.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
+    run = checkpoints.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
     with caplog.at_level(logging.WARNING):
         restored = run.restore_latest()
     assert restored == _prefix(run_dir, 2)
@@ -155,18 +158,20 @@ def test_restore_with_nothing_readable_is_one_line_naming_the_directory(run_dir)
     for step in STEPS:
         _truncate_data(_prefix(run_dir, step))
     model, optimizer = _build()
-    with pytest.raises(common.RunError) as info:
-        common.RunCheckpoint(run_dir, model=model, optimizer=optimizer).restore_latest()
+    with pytest.raises(RunError) as info:
+        checkpoints.RunCheckpoint(run_dir, model=model, optimizer=optimizer).restore_latest()
     message = str(info.value)
     assert "\n" not in message
-    assert f"no usable checkpoint in {os.path.join(run_dir, common.CHECKPOINT_SUBDIR)}: all 3 are damaged" in message
+    assert (
+        f"no usable checkpoint in {os.path.join(run_dir, checkpoints.CHECKPOINT_SUBDIR)}: all 3 are damaged" in message
+    )
     assert "ckpt-3.data-00000-of-00001: IndexError" in message
 
 
 def test_a_checkpoint_of_another_architecture_is_a_mismatch_not_a_fallback(run_dir, caplog):
     model, optimizer = _build(width=32)
-    with caplog.at_level(logging.WARNING), pytest.raises(common.RunError) as info:
-        common.RunCheckpoint(run_dir, model=model, optimizer=optimizer).restore_latest()
+    with caplog.at_level(logging.WARNING), pytest.raises(RunError) as info:
+        checkpoints.RunCheckpoint(run_dir, model=model, optimizer=optimizer).restore_latest()
     assert f"cannot resume from {_prefix(run_dir, 3)!r}" in str(info.value)
     assert "--width_multiplier" in str(info.value)
     assert "skipping" not in caplog.text
@@ -177,7 +182,7 @@ def test_training_resumed_after_a_fallback_continues_from_the_older_step_and_rew
 ):
     _zero_middle_of_data(_prefix(run_dir, 3))
     model, optimizer = _build(seed=3)
-    run = common.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
+    run = checkpoints.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
     assert run.restore_latest() == _prefix(run_dir, 2)
     x, y = _batch()
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
@@ -187,7 +192,9 @@ def test_training_resumed_after_a_fallback_continues_from_the_older_step_and_rew
     for got, want in zip(_state(model, optimizer), pristine[1][3], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     again, again_optimizer = _build(seed=5)
-    assert common.RunCheckpoint(run_dir, model=again, optimizer=again_optimizer).restore_latest() == _prefix(run_dir, 3)
+    assert checkpoints.RunCheckpoint(run_dir, model=again, optimizer=again_optimizer).restore_latest() == _prefix(
+        run_dir, 3
+    )
     _assert_state(again, again_optimizer, _state(model, optimizer))
 
 
@@ -196,7 +203,7 @@ def test_weights_only_load_from_a_run_directory_falls_back(damage, run_dir, pris
     DAMAGES[damage](_prefix(run_dir, 3))
     model, _ = _build(seed=9)
     with caplog.at_level(logging.WARNING):
-        prefix = common.load_weights(run_dir, what="test model", model=model)
+        prefix = checkpoints.load_weights(run_dir, what="test model", model=model)
     assert prefix == _prefix(run_dir, 2)
     for got, want in zip([v.numpy() for v in model.variables], pristine[1][2], strict=False):
         np.testing.assert_array_equal(got, want)
@@ -206,41 +213,43 @@ def test_weights_only_load_from_a_run_directory_falls_back(damage, run_dir, pris
 def test_weights_only_load_of_a_damaged_prefix_named_explicitly_is_a_one_line_error(run_dir):
     damaged = _truncate_data(_prefix(run_dir, 3))
     model, _ = _build()
-    with pytest.raises(common.RunError) as info:
-        common.load_weights(_prefix(run_dir, 3), model=model)
+    with pytest.raises(RunError) as info:
+        checkpoints.load_weights(_prefix(run_dir, 3), model=model)
     assert "\n" not in str(info.value) and damaged in str(info.value)
 
 
 def test_resolve_checkpoint_skips_a_newest_checkpoint_whose_index_is_damaged(run_dir):
     _bad_magic_index(_prefix(run_dir, 3))
-    assert common.resolve_checkpoint(run_dir) == _prefix(run_dir, 2)
+    assert checkpoints.resolve_checkpoint(run_dir) == _prefix(run_dir, 2)
 
 
 def test_nan_weights_during_training_stop_the_save_and_name_the_newest_finite_checkpoint(run_dir, pristine):
     model, optimizer = _build()
-    run = common.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
+    run = checkpoints.RunCheckpoint(run_dir, model=model, optimizer=optimizer)
     run.restore_latest()
     optimizer.learning_rate.assign(float("nan"))  # the loss of the step is finite, the weights after it are not
     x, y = _batch()
-    with pytest.raises(common.NonFiniteStateError) as info:
-        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[common.StepCheckpointer(run, 1)])
+    with pytest.raises(NonFiniteStateError) as info:
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[StepCheckpointer(run, 1)])
     message = str(info.value)
     assert "at step 4" in message and f"the newest finite checkpoint is {_prefix(run_dir, 3)}" in message
     assert [os.path.basename(p) for p in run.prefixes] == ["ckpt-3", "ckpt-2", "ckpt-1"]
     fresh, fresh_optimizer = _build(seed=1)
-    assert common.RunCheckpoint(run_dir, model=fresh, optimizer=fresh_optimizer).restore_latest() == _prefix(run_dir, 3)
+    assert checkpoints.RunCheckpoint(run_dir, model=fresh, optimizer=fresh_optimizer).restore_latest() == _prefix(
+        run_dir, 3
+    )
     _assert_state(fresh, fresh_optimizer, pristine[1][3])
 
 
 def test_a_second_run_on_a_locked_directory_fails_before_touching_its_checkpoints(run_dir):
-    before = sorted(os.listdir(os.path.join(run_dir, common.CHECKPOINT_SUBDIR)))
+    before = sorted(os.listdir(os.path.join(run_dir, checkpoints.CHECKPOINT_SUBDIR)))
     with (
         lock.RunLock(run_dir, command="first run"),
-        pytest.raises(common.RunError, match=r"in use by pid \d+ on host .* \(first run\)"),
+        pytest.raises(RunError, match=r"in use by pid \d+ on host .* \(first run\)"),
         lock.RunLock(run_dir),
     ):
-        common.RunCheckpoint(run_dir, model=_build()[0]).save(99)
-    assert sorted(os.listdir(os.path.join(run_dir, common.CHECKPOINT_SUBDIR))) == before
+        checkpoints.RunCheckpoint(run_dir, model=_build()[0]).save(99)
+    assert sorted(os.listdir(os.path.join(run_dir, checkpoints.CHECKPOINT_SUBDIR))) == before
 
 
 # --------------------------------------------------------------------------- through the command-line tools
@@ -296,7 +305,7 @@ def _non_finite_checkpoints(run_dir):
     """{checkpoint name: names of its NaN/inf tensors} of every checkpoint left in `run_dir`."""
     return {
         os.path.basename(p): finite.checkpoint_non_finite(p)
-        for p in common.checkpoint_prefixes(os.path.join(run_dir, common.CHECKPOINT_SUBDIR))
+        for p in checkpoints.checkpoint_prefixes(os.path.join(run_dir, checkpoints.CHECKPOINT_SUBDIR))
     }
 
 
@@ -332,7 +341,7 @@ def tiny_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("tiny") / "run")
     result = _tool("pretrain", *T, f"--model_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [os.path.basename(p) for p in common.checkpoint_prefixes(os.path.join(run_dir, "checkpoints"))] == [
+    assert [os.path.basename(p) for p in checkpoints.checkpoint_prefixes(os.path.join(run_dir, "checkpoints"))] == [
         "ckpt-8",
         "ckpt-7",
         "ckpt-6",
@@ -367,7 +376,7 @@ def test_divergence_exits_1_and_leaves_no_non_finite_checkpoint(tmp_path):
     assert not os.path.exists(os.path.join(huge_dir, "metrics.json"))
     # the message names the checkpoint a restart resumes from, and it is a finite one
     if left:
-        newest = common.checkpoint_prefixes(os.path.join(huge_dir, "checkpoints"))[0]
+        newest = checkpoints.checkpoint_prefixes(os.path.join(huge_dir, "checkpoints"))[0]
         assert f"the newest finite checkpoint is {newest}, and a restart resumes from it" in message
     else:
         assert "there is no finite checkpoint" in message and "a restart starts afresh" in message
@@ -470,5 +479,5 @@ def test_the_end_of_pretraining_refuses_a_finite_encoder_that_embeds_every_image
     for variable in encoder.weights:
         if variable.path.endswith("moving_variance"):
             variable.assign(np.full(variable.shape, 1e30, np.float32))
-    with pytest.raises(common.DeadEncoderError, match="gives the same embedding for every evaluation image"):
+    with pytest.raises(DeadEncoderError, match="gives the same embedding for every evaluation image"):
         pretrain.check_encoder_alive(config, encoder, source)

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from simsiam_tf import finite
+from simsiam_tf.training import finite
 
 
 def _model_and_optimizer():

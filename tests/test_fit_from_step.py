@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf.runs import common
+from simsiam_tf.errors import RunError
+from simsiam_tf.training import checkpoints
+from simsiam_tf.training.callbacks import EpochHistory
+from simsiam_tf.training.loop import fit_from_step
 
 STEPS_PER_EPOCH, EPOCHS = 4, 3
 
@@ -31,8 +34,8 @@ def _make_dataset(step):
 def test_a_run_resumed_inside_an_epoch_shows_the_runs_epochs_and_notes_the_resume(tmp_path, capsys):
     model = _model()
     model.optimizer.iterations.assign(6)  # restored at step 6: the middle of epoch 2 of 3
-    history = common.EpochHistory(str(tmp_path / "history.json"))
-    common.fit_from_step(model, _make_dataset, 6, STEPS_PER_EPOCH, EPOCHS, [history], verbose=2)
+    history = EpochHistory(str(tmp_path / "history.json"))
+    fit_from_step(model, _make_dataset, 6, STEPS_PER_EPOCH, EPOCHS, [history], verbose=2)
     out = capsys.readouterr().out
     assert "Epoch 2/3" in out and "Epoch 3/3" in out and "Epoch 2/2" not in out
     records = json.loads((tmp_path / "history.json").read_text())
@@ -50,7 +53,7 @@ def test_a_stop_asked_during_the_resumed_epoch_still_ends_the_run():
         def on_train_batch_end(self, batch, logs=None):
             self.model.stop_training = True
 
-    common.fit_from_step(model, _make_dataset, 5, STEPS_PER_EPOCH, EPOCHS, [StopNow()], verbose=0)
+    fit_from_step(model, _make_dataset, 5, STEPS_PER_EPOCH, EPOCHS, [StopNow()], verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 6
 
 
@@ -61,14 +64,14 @@ def _dense_model(width):
 
 @pytest.mark.parametrize("weights_only", [False, True])
 def test_a_restore_that_does_not_fit_raises_without_unrestored_value_warnings(tmp_path, caplog, weights_only):
-    common.RunCheckpoint(str(tmp_path), model=_dense_model(3)).save(1)
+    checkpoints.RunCheckpoint(str(tmp_path), model=_dense_model(3)).save(1)
     other = _dense_model(5)
     with caplog.at_level(logging.WARNING):
-        with pytest.raises(common.RunError, match="incompatible tensor with shape"):
+        with pytest.raises(RunError, match="incompatible tensor with shape"):
             if weights_only:
-                common.load_weights(str(tmp_path), model=other)
+                checkpoints.load_weights(str(tmp_path), model=other)
             else:
-                common.RunCheckpoint(str(tmp_path), model=other).restore_latest()
+                checkpoints.RunCheckpoint(str(tmp_path), model=other).restore_latest()
         del other
         gc.collect()
     unrestored = [r.getMessage() for r in caplog.records if "could not be found" in r.getMessage()]

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from simsiam_tf import heads
+from simsiam_tf.models import heads
 
 Dense = keras.layers.Dense
 BN = keras.layers.BatchNormalization

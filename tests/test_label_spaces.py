@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from simsiam_tf import config, data
 from simsiam_tf.data import pairs, sources
-from simsiam_tf.runs import common, linear, pretrain
+from simsiam_tf.errors import RunError
+from simsiam_tf.runs import linear, pretrain
 
 COLOURS = {"a": (230, 20, 20), "b": (20, 230, 20), "c": (20, 20, 230), "d": (230, 230, 20), "e": (20, 230, 230)}
 
@@ -77,13 +78,13 @@ def test_a_test_class_unknown_to_training_is_an_error_naming_it(folders):
     write_split(folders / "test", {"d": 3}, seed=2)
     cfg = pretrain_config(folders)
     train, test = pretrain.load_train_source(cfg), pretrain.load_eval_source(cfg)
-    with pytest.raises(common.RunError, match=r"class\(es\) d of split 'test' have no images in split 'train'.*add"):
+    with pytest.raises(RunError, match=r"class\(es\) d of split 'test' have no images in split 'train'.*add"):
         pretrain.eval_datasets(cfg, train, test)
     linear_cfg = config.replace(
         config.LinearConfig(init_from=str(folders / "run")),
         **{"data.dataset": "folder", "data.data_dir": str(folders), "data.image_size": 16},
     )
-    with pytest.raises(common.RunError, match="the linear probe: class\\(es\\) d of split 'test'"):
+    with pytest.raises(RunError, match="the linear probe: class\\(es\\) d of split 'test'"):
         linear._load_sources(linear_cfg)
 
 
@@ -96,7 +97,7 @@ def test_an_empty_training_folder_makes_its_test_class_unknown(folders):
     pretrain.eval_datasets(cfg, train, test)  # both empty: nothing to predict, no error
     write_split(folders / "test", {"e": 2}, seed=4)
     test = pretrain.load_eval_source(cfg)
-    with pytest.raises(common.RunError, match=r"class\(es\) e of split 'test'"):
+    with pytest.raises(RunError, match=r"class\(es\) e of split 'test'"):
         pretrain.eval_datasets(cfg, train, test)
 
 

@@ -2,7 +2,9 @@
 
 cli -> runs -> builders -> library modules: a module imports only modules of its own
 layer or of a layer below; no library module imports builders, runs/ or cli/; no
-import cycles; only cli/ reads absl flags. The checker is tried on a small package with
+import cycles; only cli/ reads absl flags. Inside the library the subpackages are
+layered too (LIBRARY_ORDER, lowest first): errors and config need nothing of the
+package, the networks build on training and evaluation, serving on the networks. The checker is tried on a small package with
 bad imports too, so that it is known to find what it looks for.
 """
 
@@ -14,6 +16,21 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "simsiam_tf"
 LAYERS = {"library": 0, "builders": 1, "runs": 2, "cli": 3}
+# The library's groups (a subpackage or a top-level module), lowest first.
+LIBRARY_ORDER = [
+    "errors",
+    "config",
+    "losses",
+    "optim",
+    "augment",
+    "data",
+    "evaluation",
+    "training",
+    "models",
+    "serving",
+]
+# Top-level modules that belong to a group while they wait for their subpackage.
+GROUP_OF = {"flagfile": "config", "jpeg": "augment", "per_image": "augment", "device_augment": "augment"}
 
 
 def modules_of(root, package):
@@ -71,6 +88,32 @@ def layer_of(module, package):
     if parts[1] in ("cli", "runs", "builders"):
         return parts[1]
     return "library"
+
+
+def library_group(module):
+    """The library group of a module (None for the facade, builders, runs/ and cli/)."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in ("cli", "runs", "builders"):
+        return None
+    return GROUP_OF.get(parts[1], parts[1])
+
+
+def library_order_violations(graph, order):
+    """Imports from a library group to a group above it in `order`; a group missing from `order` is an error too."""
+    rank = {name: i for i, name in enumerate(order)}
+    bad = []
+    for module, targets in sorted(graph.items()):
+        group = library_group(module)
+        if group is None:
+            continue
+        if group not in rank:
+            bad.append(f"{module}: its group {group!r} is not in LIBRARY_ORDER")
+            continue
+        for target in sorted(targets):
+            target_group = library_group(target)
+            if target_group in rank and rank[target_group] > rank[group]:
+                bad.append(f"{module} ({group}) imports {target} ({target_group})")
+    return bad
 
 
 def layering_violations(graph, package):
@@ -150,13 +193,27 @@ def test_the_parser_sees_the_package_s_imports(graph):
     assert "simsiam_tf.builders" in graph["simsiam_tf.runs.export"]
     assert "simsiam_tf.flagfile" in graph["simsiam_tf.cli.common"]
     assert "simsiam_tf.data.sources" in graph["simsiam_tf.data.pipeline"]
-    assert "simsiam_tf.models" in graph["simsiam_tf.verifier"]
+    assert "simsiam_tf.models" in graph["simsiam_tf.models.verifier"]
     # Imports inside functions count too (the tools import their job lazily).
     assert "simsiam_tf.runs.pretrain" in graph["simsiam_tf.cli.pretrain"]
 
 
 def test_layers_import_only_downwards(graph):
     assert layering_violations(graph, PACKAGE) == []
+
+
+def test_library_groups_import_only_their_own_or_lower_groups(graph):
+    assert library_order_violations(graph, LIBRARY_ORDER) == []
+
+
+def test_the_group_order_check_finds_an_upward_import():
+    graph = {"simsiam_tf.models.simsiam": {"simsiam_tf.serving.model"}, "simsiam_tf.serving.model": set()}
+    assert library_order_violations(graph, LIBRARY_ORDER) == [
+        "simsiam_tf.models.simsiam (models) imports simsiam_tf.serving.model (serving)"
+    ]
+    assert library_order_violations({"simsiam_tf.extra.x": set()}, LIBRARY_ORDER) == [
+        "simsiam_tf.extra.x: its group 'extra' is not in LIBRARY_ORDER"
+    ]
 
 
 def test_no_library_module_imports_builders_runs_or_cli(graph):

@@ -13,8 +13,12 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_pretrain_run
 
-from simsiam_tf import backbones, config, models, optim, probe
-from simsiam_tf.runs import common, linear
+from simsiam_tf import config, models, optim
+from simsiam_tf.errors import RunError
+from simsiam_tf.evaluation import probe
+from simsiam_tf.models import backbones
+from simsiam_tf.runs import linear
+from simsiam_tf.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_DATA = {"data.image_size": 16, "data.num_train_examples": 64, "data.num_eval_examples": 32}
@@ -193,7 +197,7 @@ def test_both_modes_end_to_end_on_a_real_pretraining_run(pretrained, end_to_end,
         assert re.search(r"ckpt-\d+$", metrics["init_from"])
         assert json.load(open(model_dir / "metrics.json")) == metrics
         assert os.listdir(model_dir / "logs")
-        assert common.RunCheckpoint(str(model_dir)).latest.endswith("ckpt-4")
+        assert checkpoints.RunCheckpoint(str(model_dir)).latest.endswith("ckpt-4")
     assert set(cached) - set(e2e) == {"random_init_top1", "random_init_top5"}
     assert set(e2e) >= METRIC_KEYS
     assert 0.0 <= cached["random_init_top1"] <= 1.0
@@ -244,9 +248,7 @@ def test_sanity_check_catches_a_probe_that_updates_bn_statistics(pretrained, tmp
 @pytest.mark.parametrize("backbone, width", [("resnet18_cifar", 0.25), ("resnet34_cifar", 0.125)])
 def test_checkpoint_of_another_architecture_names_the_mismatch(pretrained, tmp_path, backbone, width):
     changes = {"model.backbone": backbone, "model.width_multiplier": width}
-    with pytest.raises(
-        common.RunError, match=rf"does not fit this encoder \({backbone}, width_multiplier {width}\)"
-    ) as err:
+    with pytest.raises(RunError, match=rf"does not fit this encoder \({backbone}, width_multiplier {width}\)") as err:
         linear.run(tiny_linear(pretrained, tmp_path / "other", **changes))
     assert "incompatible tensor with shape" in str(err.value)
 

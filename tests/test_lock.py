@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from simsiam_tf.runs import common, lock
+from simsiam_tf.errors import RunError
+from simsiam_tf.runs import lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_a_second_lock_on_the_same_directory_fails_at_once_naming_the_holder(tmp_path):
     with lock.RunLock(str(tmp_path), command="simsiam-pretrain --model_dir=x"):
         started = time.time()
-        with pytest.raises(common.RunError) as info:
+        with pytest.raises(RunError) as info:
             lock.RunLock(str(tmp_path)).acquire()
         assert time.time() - started < 1.0
     message = str(info.value)
@@ -60,7 +61,7 @@ def test_a_lock_file_removed_by_its_holder_is_never_locked_twice(tmp_path):
         os.close(stale_fd)
     with waiter:
         assert json.loads((tmp_path / lock.LOCK_FILE).read_text())["command"] == "waiter"
-        with pytest.raises(common.RunError, match=r"\(waiter\)"):
+        with pytest.raises(RunError, match=r"\(waiter\)"):
             lock.RunLock(str(tmp_path)).acquire()
 
 
@@ -95,10 +96,11 @@ def test_lock_between_processes_and_takeover_after_kill_9(tmp_path, caplog):
         assert holder.stdout.readline().strip() == "held", holder.stderr.read()
         contender = _python(f"""
             import sys
-            from simsiam_tf.runs import common, lock
+            from simsiam_tf.runs import lock
+            from simsiam_tf.errors import RunError
             try:
                 lock.RunLock({run_dir!r}).acquire()
-            except common.RunError as err:
+            except RunError as err:
                 print(err, file=sys.stderr)
                 sys.exit(err.exit_code)
             print("acquired")
@@ -134,10 +136,10 @@ def _leave_record(directory, host, pid):
 
 def test_without_flock_a_live_holder_on_this_host_or_any_other_host_refuses(tmp_path, no_flock):
     _leave_record(tmp_path, socket.gethostname(), os.getppid())
-    with pytest.raises(common.RunError, match=f"pid {os.getppid()} on host"):
+    with pytest.raises(RunError, match=f"pid {os.getppid()} on host"):
         lock.RunLock(str(tmp_path)).acquire()
     _leave_record(tmp_path, "some-other-host", 1)
-    with pytest.raises(common.RunError, match="on host some-other-host"):
+    with pytest.raises(RunError, match="on host some-other-host"):
         lock.RunLock(str(tmp_path)).acquire()
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import builders, config, probe
+from simsiam_tf import builders, config
+from simsiam_tf.evaluation import probe
 from simsiam_tf.runs import pretrain
 
 

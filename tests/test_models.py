@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import backbones, models
+from simsiam_tf import models
+from simsiam_tf.models import backbones
 
 SIZE = 16
 METRICS = {"loss", "z_std", "center_norm", "residual_norm"}

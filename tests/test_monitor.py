@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import monitor
+from simsiam_tf.evaluation import monitor
 
 # --- collapse indicators ---------------------------------------------------
 

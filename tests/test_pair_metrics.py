@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from simsiam_tf import pair_metrics as pm
+from simsiam_tf.evaluation import pair_metrics as pm
 
 
 def random_pairs(seed, n=200, decimals=1):
@@ -107,7 +107,7 @@ def test_tar_at_far_is_nan_with_too_few_negatives_to_measure_it():
 
 
 def test_verification_metrics_leave_an_unmeasurable_tar_out_with_a_note():
-    from simsiam_tf import verification
+    from simsiam_tf.evaluation import verification
 
     labels = np.r_[np.ones(20), np.zeros(20)].astype(int)
     scores = np.r_[np.linspace(0.6, 1.0, 20), np.linspace(0.0, 0.5, 20)]

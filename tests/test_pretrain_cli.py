@@ -10,7 +10,9 @@ import pytest
 import tensorflow as tf
 
 from simsiam_tf import builders, config
-from simsiam_tf.runs import common, pretrain
+from simsiam_tf.errors import RunError
+from simsiam_tf.runs import pretrain
+from simsiam_tf.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
@@ -120,7 +122,7 @@ def test_resume_continues_from_the_checkpoint_to_the_same_final_weights(tmp_path
     def final_weights(run):
         strategy = tf.distribute.get_strategy()
         model = builders.build_model(run, strategy)
-        common.load_weights(str(run.runtime.model_dir), model=model)
+        checkpoints.load_weights(str(run.runtime.model_dir), model=model)
         return variables_of(model)
 
     for a, b in zip(final_weights(straight), final_weights(split)):
@@ -137,9 +139,9 @@ def test_init_from_loads_weights_but_not_the_step(tmp_path):
     other_width = tiny_config(
         tmp_path / "other", epochs=1, init_from=str(tmp_path / "source"), **{"model.width_multiplier": 0.25}
     )
-    with pytest.raises(common.RunError, match="does not fit this SimSiam model"):
+    with pytest.raises(RunError, match="does not fit this SimSiam model"):
         pretrain.run(other_width)
-    with pytest.raises(common.RunError, match="no checkpoint found at"):
+    with pytest.raises(RunError, match="no checkpoint found at"):
         pretrain.run(tiny_config(tmp_path / "none", init_from=str(tmp_path / "missing")))
 
 
@@ -161,7 +163,7 @@ def test_batch_larger_than_the_dataset_is_a_clear_error(tmp_path):
             "data.num_train_examples": None,
         },
     )
-    with pytest.raises(common.RunError, match="batch_size 4 is larger than the training set"):
+    with pytest.raises(RunError, match="batch_size 4 is larger than the training set"):
         pretrain.run(folder_config)
 
 
@@ -241,7 +243,7 @@ def test_train_steps_sets_whole_epochs_from_the_training_set_size(tmp_path, caps
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 3  # one record per epoch
     # The warmup must fit in the epochs that train_steps gives, which only the data can tell.
-    with pytest.raises(common.RunError, match="warmup_epochs=3 is not below the 2 epoch"):
+    with pytest.raises(RunError, match="warmup_epochs=3 is not below the 2 epoch"):
         pretrain.run(tiny_config(tmp_path / "run2", train_steps=6, warmup_epochs=3))
     with pytest.raises(ValueError, match="train_steps must be at least 1"):
         tiny_config(tmp_path / "run3", train_steps=0).validate()

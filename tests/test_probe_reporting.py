@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import tiny_pretrain_run
 
-from simsiam_tf import config, probe
+from simsiam_tf import config
+from simsiam_tf.evaluation import probe
 from simsiam_tf.runs import linear
 
 TINY_DATA = {"data.image_size": 16, "data.num_train_examples": 64, "data.num_eval_examples": 30}

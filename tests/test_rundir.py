@@ -5,7 +5,8 @@ import os
 import pytest
 
 from simsiam_tf import config as config_lib
-from simsiam_tf.runs import common, lock, rundir
+from simsiam_tf.errors import RunError
+from simsiam_tf.runs import lock, rundir
 
 RECORDED = "--backbone=resnet18_cifar\n--width_multiplier=0.0625\n--dim=32\n--use_predictor=true\n--epochs=1\n"
 
@@ -41,7 +42,7 @@ def test_a_restart_with_the_same_model_flags_passes_and_other_flags_may_change(r
 
 
 def test_a_restart_with_another_width_names_the_flag_both_values_and_the_fix(run_dir):
-    with pytest.raises(common.RunError) as info:
+    with pytest.raises(RunError) as info:
         rundir.check_same_model(_pretrain(**{"model.width_multiplier": 0.125}), str(run_dir))
     message = str(info.value)
     assert "\n" not in message
@@ -51,7 +52,7 @@ def test_a_restart_with_another_width_names_the_flag_both_values_and_the_fix(run
 
 
 def test_every_differing_model_flag_is_named_booleans_included(run_dir):
-    with pytest.raises(common.RunError) as info:
+    with pytest.raises(RunError) as info:
         rundir.check_same_model(_pretrain(**{"model.dim": 64, "model.use_predictor": False}), str(run_dir))
     assert "it has --dim=32 --use_predictor=true" in str(info.value)
     assert "asks for --dim=64 --use_predictor=false" in str(info.value)
@@ -73,15 +74,15 @@ def test_linear_and_verify_compare_their_own_model_flags(tmp_path):
         config_lib.VerifyConfig(),
         **{"model.backbone": "resnet18", "model.width_multiplier": 0.5, "head": "contrastive"},
     )
-    with pytest.raises(common.RunError, match="it has --head=triplet"):
+    with pytest.raises(RunError, match="it has --head=triplet"):
         rundir.check_same_model(verify, str(tmp_path))
 
 
 def test_a_start_that_fails_leaves_no_directory_behind_not_even_its_parents(tmp_path):
     target = tmp_path / "outputs" / "deep" / "run"
-    with pytest.raises(common.RunError, match="no data"), rundir.RunStart(str(target), "--x=1\n"):
+    with pytest.raises(RunError, match="no data"), rundir.RunStart(str(target), "--x=1\n"):
         assert os.path.exists(target / lock.LOCK_FILE)
-        raise common.RunError("no data")
+        raise RunError("no data")
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -89,8 +90,8 @@ def test_a_start_that_fails_in_an_existing_run_leaves_every_file_as_it_was(run_d
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "ckpt-1.index").write_bytes(b"\x00index")
     before = _snapshot(run_dir)
-    with pytest.raises(common.RunError), rundir.RunStart(str(run_dir), "--width_multiplier=9\n"):
-        raise common.RunError("checkpoint does not fit")
+    with pytest.raises(RunError), rundir.RunStart(str(run_dir), "--width_multiplier=9\n"):
+        raise RunError("checkpoint does not fit")
     assert _snapshot(run_dir) == before
 
 
@@ -99,18 +100,18 @@ def test_a_failed_start_keeps_the_lock_file_of_earlier_runs_empty(run_dir):
         start.started()
     before = _snapshot(run_dir)
     assert before[0][lock.LOCK_FILE] == b""
-    with pytest.raises(common.RunError), rundir.RunStart(str(run_dir), "--x=1\n"):
-        raise common.RunError("bad")
+    with pytest.raises(RunError), rundir.RunStart(str(run_dir), "--x=1\n"):
+        raise RunError("bad")
     assert _snapshot(run_dir) == before
 
 
 def test_flags_cfg_is_written_when_the_run_starts_and_stays_after_a_later_failure(tmp_path):
     target = tmp_path / "run"
-    with pytest.raises(common.RunError), rundir.RunStart(str(target), "--epochs=3\n") as start:
+    with pytest.raises(RunError), rundir.RunStart(str(target), "--epochs=3\n") as start:
         assert not os.path.exists(target / "flags.cfg")
         start.started()
         assert (target / "flags.cfg").read_text() == "--epochs=3\n"
-        raise common.RunError("diverged")
+        raise RunError("diverged")
     assert (target / "flags.cfg").read_text() == "--epochs=3\n"
     assert [n for n in os.listdir(target) if n.startswith(".tmp")] == []
 
@@ -119,7 +120,7 @@ def test_a_second_start_on_a_held_directory_fails_naming_the_holder_and_writes_n
     with rundir.RunStart(str(run_dir), "--epochs=1\n") as first:
         first.started()
         before = _snapshot(run_dir)
-        with pytest.raises(common.RunError, match=rf"in use by pid {os.getpid()} on host"):
+        with pytest.raises(RunError, match=rf"in use by pid {os.getpid()} on host"):
             with rundir.RunStart(str(run_dir), "--epochs=99\n"):
                 pass
         assert _snapshot(run_dir) == before

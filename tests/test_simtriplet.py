@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from simsiam_tf import config, losses, models
-from simsiam_tf.simtriplet import SimTriplet
+from simsiam_tf.models.simtriplet import SimTriplet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import data, losses, pair_metrics, verifier
+from simsiam_tf import data, losses
 from simsiam_tf.data import pairs
-from simsiam_tf.verifier import PairVerifier
+from simsiam_tf.evaluation import pair_metrics
+from simsiam_tf.models import verifier
+from simsiam_tf.models.verifier import PairVerifier
 
 SIZE = 16
 HEADS = ("contrastive", "triplet", "classifier", "cosine")

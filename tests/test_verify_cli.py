@@ -11,9 +11,12 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_pretrain_run
 
-from simsiam_tf import baselines, builders, config, data, models, pair_metrics, verification
+from simsiam_tf import builders, config, data, models
 from simsiam_tf.data import pairs
-from simsiam_tf.runs import common, verify
+from simsiam_tf.errors import RunError
+from simsiam_tf.evaluation import baselines, pair_metrics, verification
+from simsiam_tf.runs import verify
+from simsiam_tf.training import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -67,7 +70,7 @@ def pretrain_run(tmp_path_factory):
     # Weights unlike any fresh initialisation, so the test can tell they were loaded.
     for w in model.backbone.weights:
         w.assign(w + 0.01 * (1.0 + np.arange(np.prod(w.shape), dtype=np.float32).reshape(w.shape) % 7))
-    common.RunCheckpoint(str(run_dir), model=model).save(5)
+    checkpoints.RunCheckpoint(str(run_dir), model=model).save(5)
     (run_dir / "flags.cfg").write_text("--backbone=resnet18_cifar\n--width_multiplier=0.125\n--dim=16\n")
     return run_dir, [w.numpy() for w in model.backbone.weights]
 
@@ -186,19 +189,19 @@ def test_one_class_dataset_is_a_clear_error(tmp_path):
         tmp_path / "run",
         **{"data.dataset": "folder", "data.data_dir": str(tmp_path / "images"), "data.eval_split": "train"},
     )
-    with pytest.raises(common.RunError, match=r"1 class\(es\); pair verification needs at least 2"):
+    with pytest.raises(RunError, match=r"1 class\(es\); pair verification needs at least 2"):
         verify.run(cfg)
 
 
 def test_missing_init_from_names_what_to_do(tmp_path):
     cfg = _tiny_config(tmp_path / "run", init_from=str(tmp_path / "no_such_run"))
-    with pytest.raises(common.RunError, match="run `simsiam-pretrain` first.*--init_from= for a random-init encoder"):
+    with pytest.raises(RunError, match="run `simsiam-pretrain` first.*--init_from= for a random-init encoder"):
         verify.run(cfg)
 
 
 def test_init_from_another_architecture_is_a_clear_error(tmp_path, pretrain_run):
     cfg = _tiny_config(tmp_path / "run", init_from=str(pretrain_run[0]), **{"model.width_multiplier": 0.25})
-    with pytest.raises(common.RunError, match="does not fit this encoder.*--width_multiplier"):
+    with pytest.raises(RunError, match="does not fit this encoder.*--width_multiplier"):
         verify.run(cfg)
 
 
@@ -239,7 +242,7 @@ def test_cosine_head_on_a_frozen_encoder_trains_nothing_and_scores_the_feature_c
 
     # Oracle: the cosine similarity, in NumPy, of the pretrained encoder's features of each evaluation pair.
     encoder = builders.build_encoder(cfg.model, tf.distribute.get_strategy(), seed=1)
-    common.load_weights(pretrain_dir, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
+    checkpoints.load_weights(pretrain_dir, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
     saved = np.load(tmp_path / "run" / "scores.npz")
     source = data.load_source("synthetic", split="test", image_size=16, num_examples=100)
     table = pairs.image_table(source)

@@ -3,8 +3,8 @@
 - `sources`: `Source`, `load_source` ("synthetic", TFDS names, "folder").
 - `synthetic`: the embedded synthetic set (`make_synthetic`).
 - `pipeline`: pretraining views, evaluation and probe batches (`make_*_dataset`),
-  deterministic in (seed, step); batch layout over replicas and seed streams.
-- `crops`: the host half of augmentation on the device (uint8 crops and their seeds).
+  deterministic in (seed, step); batch layout over replicas and seed streams; the host
+  half of augmentation on the device (`make_pretrain_crops_dataset`: uint8 crops and seeds).
 - `service`: the tf.data service (dispatcher, workers, distributing a pipeline).
 - `pairs`: pair verification's pools, pair and triplet streams, N-way trials.
 - `tiles`: tiles and their neighbours, and SimTriplet's triplet stream.
@@ -12,10 +12,10 @@
 The names most callers need are importable from here.
 """
 
-from simsiam_tf.data.crops import make_pretrain_crops_dataset
 from simsiam_tf.data.pipeline import (
     DEFAULT_SHUFFLE_BUFFER,
     make_eval_dataset,
+    make_pretrain_crops_dataset,
     make_pretrain_dataset,
     make_probe_train_dataset,
 )

@@ -12,9 +12,11 @@ import typing
 import keras
 import tensorflow as tf
 
-from simsiam_tf import builders, export, flagfile, models
+from simsiam_tf import builders, flagfile, models, serving
 from simsiam_tf import config as config_lib
-from simsiam_tf.runs import common
+from simsiam_tf.errors import RunError
+from simsiam_tf.serving import export
+from simsiam_tf.training import checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,20 +38,20 @@ def inspect_run(model_dir, kind=None, config=None):
     checkpoint. Builds nothing.
     """
     if not os.path.isdir(model_dir):
-        raise common.RunError(f"run directory {model_dir!r} does not exist")
+        raise RunError(f"run directory {model_dir!r} does not exist")
     if kind is not None and kind not in config_lib.EXPORT_KINDS:
-        raise common.RunError(f"kind must be one of {', '.join(config_lib.EXPORT_KINDS)}; got {kind!r}")
+        raise RunError(f"kind must be one of {', '.join(config_lib.EXPORT_KINDS)}; got {kind!r}")
     try:
-        checkpoint = common.resolve_checkpoint(model_dir, warn_damaged=False)  # the load reports damage
-    except common.RunError:
-        raise common.RunError(
-            f"no checkpoint in {model_dir!r} (looked in {os.path.join(model_dir, common.CHECKPOINT_SUBDIR)}): "
+        checkpoint = checkpoints.resolve_checkpoint(model_dir, warn_damaged=False)  # the load reports damage
+    except RunError:
+        raise RunError(
+            f"no checkpoint in {model_dir!r} (looked in {os.path.join(model_dir, checkpoints.CHECKPOINT_SUBDIR)}): "
             "train the run first, or give the directory of a run that saved one"
         ) from None
     if config is None:
         flags_path = os.path.join(model_dir, flagfile.FLAGS_FILE)
         if not os.path.exists(flags_path):
-            raise common.RunError(
+            raise RunError(
                 f"{model_dir!r} has no {flagfile.FLAGS_FILE}: give a run directory written by simsiam-pretrain, "
                 "simsiam-linear or simsiam-verify (from Python, pass the run's config)"
             )
@@ -59,7 +61,7 @@ def inspect_run(model_dir, kind=None, config=None):
     elif kind is None:
         kind = {cls: k for k, cls in flagfile.CONFIGS.items()}.get(type(config))
         if kind is None:
-            raise common.RunError(f"cannot export a run from a {type(config).__name__}; pass kind explicitly")
+            raise RunError(f"cannot export a run from a {type(config).__name__}; pass kind explicitly")
     image_size = int(config.data.image_size)
     return RunInfo(model_dir, kind, config, checkpoint, image_size, builders.eval_center_crop(image_size, kind))
 
@@ -75,7 +77,7 @@ def _encoder(info):
 
 def _rebuild_pretrain(info):
     model = builders.build_model(info.config, tf.distribute.get_strategy())
-    prefix = common.load_weights(info.model_dir, what="SimSiam model", model=model)
+    prefix = checkpoints.load_weights(info.model_dir, what="SimSiam model", model=model)
     return prefix, dict(encoder=model.backbone, projector=model.projector)
 
 
@@ -83,15 +85,15 @@ def _rebuild_linear(info):
     key = "model/classifier/bias/.ATTRIBUTES/VARIABLE_VALUE"
     shapes = tf.train.load_checkpoint(info.checkpoint).get_variable_to_shape_map()
     if key not in shapes:
-        raise common.RunError(f"{info.checkpoint!r} holds no linear classifier: is it a simsiam-linear run?")
+        raise RunError(f"{info.checkpoint!r} holds no linear classifier: is it a simsiam-linear run?")
     probe = models.LinearProbe(_encoder(info), shapes[key][0])
-    prefix = common.load_weights(info.model_dir, what="linear probe", model=probe)
+    prefix = checkpoints.load_weights(info.model_dir, what="linear probe", model=probe)
     return prefix, dict(encoder=probe.encoder, classifier=probe.classifier)
 
 
 def _rebuild_verify(info):
     verifier = builders.build_verifier(info.config, _encoder(info), tf.distribute.get_strategy())
-    prefix = common.load_weights(info.model_dir, what="pair verifier", model=verifier)
+    prefix = checkpoints.load_weights(info.model_dir, what="pair verifier", model=verifier)
     return prefix, dict(encoder=verifier.backbone, verifier=verifier)
 
 
@@ -119,7 +121,7 @@ def _export(info, output_dir=None):
     finally:
         keras.mixed_precision.set_global_policy(policy)
     info = dataclasses.replace(info, checkpoint=prefix)
-    path = export.export_models(
+    path = serving.export_models(
         output_dir or os.path.join(info.model_dir, export.EXPORT_SUBDIR),
         image_size=info.image_size,
         center_crop=info.center_crop,

@@ -22,19 +22,20 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from simsiam_tf import baselines, batch_fit, data, distribute, models, monitor, optim, probe
+from simsiam_tf import data, models, optim
 from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop
 from simsiam_tf.data import label_budget
-from simsiam_tf.runs import common, rundir
+from simsiam_tf.errors import EncoderChangedError, RunError
+from simsiam_tf.evaluation import baselines, batch_fit, monitor, probe
+from simsiam_tf.runs import rundir
+from simsiam_tf.training import checkpoints, distribute
+from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
+from simsiam_tf.training.files import write_json_atomic
+from simsiam_tf.training.finite import check_embeddings_alive
+from simsiam_tf.training.loop import fit_from_step
 
 RANDOM_INIT_SUBDIR = "random_init"
 PIXELS_SUBDIR = "pixels"
-
-
-class EncoderChangedError(common.RunError):
-    """The frozen encoder changed during the probe: its accuracy says nothing about the pretraining."""
-
-    exit_code = 4
 
 
 def snapshot(encoder):
@@ -85,14 +86,14 @@ def _load_sources(config):
     ]
     for source, split in zip(sources, (d.train_split, d.eval_split)):
         if not source.labelled:
-            raise common.RunError(
+            raise RunError(
                 f"the linear probe needs labels, but split {split!r} of dataset {d.dataset!r} has none "
                 "(a flat folder?): use a labelled dataset, or class sub-folders"
             )
     try:
         data.check_label_spaces(*sources, d.train_split, d.eval_split)
     except ValueError as err:
-        raise common.RunError(f"the linear probe: {err}") from None
+        raise RunError(f"the linear probe: {err}") from None
     return sources
 
 
@@ -108,7 +109,7 @@ def load_encoder(config, strategy, checkpoint=None):
     """
     with strategy.scope():
         encoder = build_encoder(config.model, strategy, config.runtime.seed)
-    prefix = common.load_weights(
+    prefix = checkpoints.load_weights(
         checkpoint or config.init_from,
         what=_encoder_description(config.model),
         model=tf.train.Checkpoint(backbone=encoder),
@@ -128,7 +129,7 @@ def _steps_per_epoch(config, num_examples):
     if config.cached:
         return math.ceil(num_examples / config.batch_size)
     if num_examples < config.batch_size:
-        raise common.RunError(
+        raise RunError(
             f"batch_size {config.batch_size} is larger than the training set ({num_examples} images): lower --batch_size"
         )
     return num_examples // config.batch_size
@@ -165,7 +166,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
 
     Resumes from the latest checkpoint in `run_dir/checkpoints`; `start()` (if given) is
     called once that restore succeeded, before anything is written. With `check_alive`
-    the encoder's features of the eval split must vary (`common.check_embeddings_alive`).
+    the encoder's features of the eval split must vary (`check_embeddings_alive`).
     Returns top-1/top-5 on the eval split and the step counts.
     """
     rt = config.runtime
@@ -182,7 +183,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
         linear_probe = make_model(encoder, num_classes)
         optimizer = build_linear_optimizer(config, total_steps, steps_per_epoch)
         optimizer.build(linear_probe.trainable_variables)
-    checkpoint = common.RunCheckpoint(run_dir, model=linear_probe, optimizer=optimizer)
+    checkpoint = checkpoints.RunCheckpoint(run_dir, model=linear_probe, optimizer=optimizer)
     restored = checkpoint.restore_latest()
     start_step = int(optimizer.iterations.numpy())
     if restored:
@@ -190,16 +191,16 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
     if start is not None:
         start()
 
-    log_dir = os.path.join(run_dir, common.LOG_SUBDIR)
-    history = common.EpochHistory(os.path.join(run_dir, "history.json"))
+    log_dir = os.path.join(run_dir, LOG_SUBDIR)
+    history = EpochHistory(os.path.join(run_dir, "history.json"))
     eval_ds = data.make_eval_dataset(eval_source, config.eval_batch_size, image_size, center_crop=center_crop)
     test = None
-    nan_guard = common.NaNGuard(checkpoint)
+    nan_guard = NaNGuard(checkpoint)
     started = time.time()
-    callbacks = [nan_guard, common.ScalarLogger(log_dir, config.log_every_steps)]
+    callbacks = [nan_guard, ScalarLogger(log_dir, config.log_every_steps)]
     if cached:
         if 0 < start_step < total_steps:
-            raise common.RunError(
+            raise RunError(
                 f"{run_dir} holds an unfinished end-to-end probe (step {start_step} of {total_steps}); "
                 "resume it with --cache_features=false, or give this run another --model_dir"
             )
@@ -255,13 +256,11 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
         # The frozen encoder's features of the evaluation images, once, for the per-epoch evaluation.
         test = monitor.extract_features(encoder, eval_ds, normalize=False)
         callbacks += [
-            common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+            StepCheckpointer(checkpoint, config.checkpoint_every_steps),
             probe.EpochEvaluation(linear_probe.classifier, *test),
             history,
         ]
-        common.fit_from_step(
-            linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, rt.verbose
-        )
+        fit_from_step(linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, rt.verbose)
     nan_guard.raise_if_tripped()
     train_seconds = time.time() - started
     final_step = int(optimizer.iterations.numpy())
@@ -270,7 +269,7 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
 
     test_x, test_y = test if test is not None else monitor.extract_features(encoder, eval_ds, normalize=False)
     if check_alive:
-        common.check_embeddings_alive(test_x, what="encoder (its features of the eval split)")
+        check_embeddings_alive(test_x, what="encoder (its features of the eval split)")
     logits = linear_probe.classifier(test_x).numpy()
     result = {"top1": probe.topk_accuracy(logits, test_y, 1), "top5": probe.topk_accuracy(logits, test_y, 5)}
     _write_scalars(log_dir, final_step, result)
@@ -289,13 +288,13 @@ def run(config, flags_text=None):
     Returns the metrics written to `metrics.json` (top1, top5 as fractions, and with
     `compare_random_init` random_init_top1/top5; `init_from` is the checkpoint read).
     `flags_text` becomes the run's flags.cfg once the run holds the directory's lock and
-    its checkpoint, if any, was restored. Raises `common.RunError` for bad input (no
+    its checkpoint, if any, was restored. Raises `RunError` for bad input (no
     checkpoint, another architecture, unlabelled data, the directory in use, a dead
     encoder) and `EncoderChangedError` when the sanity check finds the frozen encoder changed.
     """
     config.validate()
     # Fails early, before anything is written, when there is none; the load below reports damage.
-    common.resolve_checkpoint(config.init_from, warn_damaged=False)
+    checkpoints.resolve_checkpoint(config.init_from, warn_damaged=False)
     rundir.check_same_model(config, config.runtime.model_dir)
     with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
         return _run(config, start)
@@ -352,7 +351,7 @@ def _run(config, start):
     for warning in comparison:
         logging.warning("%s", warning)
     metrics["warnings"] = warnings + comparison
-    common.write_json_atomic(os.path.join(rt.model_dir, "metrics.json"), metrics)
+    write_json_atomic(os.path.join(rt.model_dir, "metrics.json"), metrics)
     return metrics
 
 
@@ -371,7 +370,7 @@ def apply_label_budget(config, train_source):
             seed=config.runtime.seed,
         )
     except ValueError as err:
-        raise common.RunError(f"{config.data.train_split} split: {err}") from None
+        raise RunError(f"{config.data.train_split} split: {err}") from None
     logging.info("%s", budget.summary())
     print(budget.summary(), flush=True)
     return label_budget.subset_source(train_source, budget.indices), budget

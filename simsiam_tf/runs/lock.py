@@ -28,7 +28,7 @@ import time
 
 from absl import logging
 
-from simsiam_tf.runs.common import RunError
+from simsiam_tf.errors import RunError
 
 LOCK_FILE = "run.lock"
 _COMMAND_CHARS = 300

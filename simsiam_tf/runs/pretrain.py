@@ -6,8 +6,8 @@ import time
 import numpy as np
 from absl import logging
 
-from simsiam_tf import baselines, data, distribute, export, monitor, probe
 from simsiam_tf import config as config_lib
+from simsiam_tf import data
 from simsiam_tf.builders import (
     augment_placement,
     build_encoder,
@@ -21,20 +21,28 @@ from simsiam_tf.builders import (
     make_view_transform,
 )
 from simsiam_tf.data import service, tiles
-from simsiam_tf.runs import common, rundir
+from simsiam_tf.errors import CollapseError, RunError
+from simsiam_tf.evaluation import baselines, monitor, probe
+from simsiam_tf.runs import rundir
+from simsiam_tf.serving import export
+from simsiam_tf.training import checkpoints, distribute
+from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
+from simsiam_tf.training.files import read_json, write_json_atomic
+from simsiam_tf.training.finite import check_embeddings_alive
+from simsiam_tf.training.loop import fit_from_step
 
 
 def eval_datasets(config, train_source, eval_source, batch_size=256):
     """(labelled train set, labelled test set) with evaluation preprocessing, for kNN and probes."""
     if train_source.num_classes < 2 or eval_source.num_classes < 2:
-        raise common.RunError(
+        raise RunError(
             f"kNN and probe evaluation need labels, but dataset {config.data.dataset!r} has none "
             "(a flat folder?): use class sub-folders, or turn evaluation off (--knn_every=0 --evaluate=false)"
         )
     try:
         data.check_label_spaces(train_source, eval_source, config.data.train_split, config.data.eval_split)
     except ValueError as err:
-        raise common.RunError(f"kNN and probe evaluation: {err}") from None
+        raise RunError(f"kNN and probe evaluation: {err}") from None
     size, crop = config.data.image_size, eval_center_crop(config.data.image_size)
     return (
         data.make_eval_dataset(train_source, batch_size, size, center_crop=crop),
@@ -68,9 +76,9 @@ def run(config, flags_text=None):
 
     Returns the metrics written to `metrics.json`. `flags_text` (the tools' resolved
     flags) becomes the run's flags.cfg once the run holds the directory's lock and its
-    checkpoint, if any, was restored. Raises `common.RunError` (bad input, another model
+    checkpoint, if any, was restored. Raises `RunError` (bad input, another model
     in the run directory, the directory in use, NaN loss or non-finite state, a dead
-    final encoder) or `common.CollapseError` (the collapse alarm with on_collapse='stop').
+    final encoder) or `CollapseError` (the collapse alarm with on_collapse='stop').
     """
     config.validate()
     rt = config.runtime
@@ -80,7 +88,7 @@ def run(config, flags_text=None):
     try:
         distribute.per_replica_batch_size(config.batch_size, strategy)
     except ValueError as err:
-        raise common.RunError(str(err)) from None
+        raise RunError(str(err)) from None
     # Only the chief writes the run directory; other workers of a multi-worker run write a temporary one.
     write_dir = distribute.write_dir_for(rt.model_dir, strategy)
     try:
@@ -101,7 +109,7 @@ def _run(config, strategy, write_dir, start):
     else:
         source = load_train_source(config)
     if source.num_examples < config.batch_size:
-        raise common.RunError(
+        raise RunError(
             f"batch_size {config.batch_size} is larger than the training set ({source.num_examples} images): "
             "lower --batch_size or add images"
         )
@@ -110,7 +118,7 @@ def _run(config, strategy, write_dir, start):
         try:
             config = config_lib.epochs_for_steps(config, steps_per_epoch)
         except ValueError as err:
-            raise common.RunError(str(err)) from None
+            raise RunError(str(err)) from None
         print(
             f"train_steps {config.train_steps}: {config.epochs} epochs of {steps_per_epoch} steps = "
             f"{config.epochs * steps_per_epoch} steps ({source.num_examples} images, batch {config.batch_size})",
@@ -120,7 +128,7 @@ def _run(config, strategy, write_dir, start):
     augment = make_augment(config)
     placement = augment_placement(config)
     if config.data_service and not source.random_access:
-        raise common.RunError(
+        raise RunError(
             f"--data_service needs a source the service can split by step; {source.name!r} streams from its files: "
             "use --num_train_examples small enough to hold in memory, a folder, or no --data_service"
         )
@@ -132,13 +140,14 @@ def _run(config, strategy, write_dir, start):
         optimizer = build_pretrain_optimizer(config, model, total_steps, steps_per_epoch)
         model.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
         optimizer.build(model.trainable_variables)
-    checkpoint = common.RunCheckpoint(model_dir, write_dir=write_dir, model=model, optimizer=optimizer)
+    checkpoint = checkpoints.RunCheckpoint(model_dir, write_dir=write_dir, model=model, optimizer=optimizer)
     restored = checkpoint.restore_latest()
     if restored:
         logging.info("resuming from %s", restored)
     elif config.init_from:
         logging.info(
-            "initialising weights from %s", common.load_weights(config.init_from, what="SimSiam model", model=model)
+            "initialising weights from %s",
+            checkpoints.load_weights(config.init_from, what="SimSiam model", model=model),
         )
     start_step = int(optimizer.iterations.numpy())
     distribute.check_same_on_all_workers(strategy, start_step, "the step to resume from")
@@ -165,8 +174,8 @@ def _run(config, strategy, write_dir, start):
             return strategy.distribute_datasets_from_function(dataset_fn)
         return dataset_fn()
 
-    log_dir = os.path.join(write_dir, common.LOG_SUBDIR)
-    nan_guard = common.NaNGuard(checkpoint)
+    log_dir = os.path.join(write_dir, LOG_SUBDIR)
+    nan_guard = NaNGuard(checkpoint)
     collapse = monitor.CollapseMonitor(
         threshold=config.collapse_threshold,
         patience=config.collapse_patience,
@@ -196,17 +205,17 @@ def _run(config, strategy, write_dir, start):
             )
         )
     callbacks += [
-        common.StepCheckpointer(
+        StepCheckpointer(
             checkpoint,
             config.checkpoint_every_steps,
             hold=(lambda: collapse.suspect) if config.on_collapse == "stop" else None,
         ),
-        common.ScalarLogger(log_dir, config.log_every_steps),
-        common.EpochHistory(os.path.join(write_dir, "history.json")),
+        ScalarLogger(log_dir, config.log_every_steps),
+        EpochHistory(os.path.join(write_dir, "history.json")),
     ]
 
     started = time.time()
-    common.fit_from_step(model, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, rt.verbose)
+    fit_from_step(model, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, rt.verbose)
     train_seconds = time.time() - started
     nan_guard.raise_if_tripped()
     final_step = int(optimizer.iterations.numpy())
@@ -220,7 +229,7 @@ def _run(config, strategy, write_dir, start):
         "train_seconds": round(train_seconds, 1),
     }
     history = (
-        common.read_json(os.path.join(write_dir, "history.json"))
+        read_json(os.path.join(write_dir, "history.json"))
         if os.path.exists(os.path.join(write_dir, "history.json"))
         else []
     )
@@ -230,8 +239,8 @@ def _run(config, strategy, write_dir, start):
         metrics.update(collapsed_at_step=collapse.collapsed_at_step, collapse_message=collapse.message)
     if collapse.collapsed and config.on_collapse == "stop":
         metrics.update(collapsed=True)
-        common.write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
-        raise common.CollapseError(collapse.message)
+        write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
+        raise CollapseError(collapse.message)
     metrics["collapsed"] = bool(collapse.collapsed)
     if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
         checkpoint.save(final_step)
@@ -244,7 +253,7 @@ def _run(config, strategy, write_dir, start):
         metrics["export_dir"] = export.export_after_run(
             write_dir, "pretrain", model.backbone, size, eval_center_crop(size), projector=model.projector
         )
-    common.write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
+    write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
     return metrics
 
 
@@ -252,7 +261,7 @@ ALIVE_CHECK_IMAGES = 256
 
 
 def check_encoder_alive(config, encoder, train_source, eval_sets=None):
-    """Raises `common.DeadEncoderError` when `encoder` maps a few hundred evaluation images to ~one embedding.
+    """Raises `DeadEncoderError` when `encoder` maps a few hundred evaluation images to ~one embedding.
 
     The images are the test split's when evaluation loaded it, else the training set's,
     with the evaluation preprocessing. Returns their embeddings' normalised spread.
@@ -265,7 +274,7 @@ def check_encoder_alive(config, encoder, train_source, eval_sets=None):
     features, _ = monitor.extract_features(
         encoder, images.unbatch().take(ALIVE_CHECK_IMAGES).batch(ALIVE_CHECK_IMAGES), normalize=False
     )
-    return common.check_embeddings_alive(features, what="encoder")
+    return check_embeddings_alive(features, what="encoder")
 
 
 def _compare_with_random_init(config, model, strategy, source, eval_sets):

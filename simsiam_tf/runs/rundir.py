@@ -13,7 +13,9 @@ import os
 
 from simsiam_tf import config as config_lib
 from simsiam_tf import flagfile
-from simsiam_tf.runs import common, lock
+from simsiam_tf.errors import RunError
+from simsiam_tf.runs import lock
+from simsiam_tf.training.files import write_text_atomic
 
 # Flags that define the variables of each job's model: a restart that changes one cannot resume.
 MODEL_FLAGS = {
@@ -84,7 +86,7 @@ def check_same_model(config, model_dir):
         return
     given = " ".join(_flag_text(name, value) for name, value, _ in differences)
     recorded = " ".join(_flag_text(name, value) for name, _, value in differences)
-    raise common.RunError(
+    raise RunError(
         f"{model_dir} holds a run of another model: it has {recorded} ({flags_path}), this run asks for {given}. "
         f"To resume it, keep its model flags (--flagfile={flags_path}, other flags after it); for a new model, "
         "give a new --model_dir. Nothing was written"
@@ -125,7 +127,7 @@ class RunStart:
             return
         self.has_started = True
         if self.flags_text is not None:
-            common.write_text_atomic(os.path.join(self.directory, flagfile.FLAGS_FILE), self.flags_text)
+            write_text_atomic(os.path.join(self.directory, flagfile.FLAGS_FILE), self.flags_text)
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and not self.has_started and self._created_lock_file and self.lock.held:

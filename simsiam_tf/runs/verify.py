@@ -16,11 +16,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from simsiam_tf import baselines, distribute, pair_metrics
 from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
 from simsiam_tf.data import label_budget, pairs
-from simsiam_tf.runs import common, rundir
-from simsiam_tf.verification import (
+from simsiam_tf.errors import RunError
+from simsiam_tf.evaluation import baselines, pair_metrics
+from simsiam_tf.evaluation.verification import (
     FIGURE_KEYS,
     N_WAYS,
     EvaluationPlan,
@@ -29,6 +29,12 @@ from simsiam_tf.verification import (
     tar_note,
     verification_metrics,
 )
+from simsiam_tf.runs import rundir
+from simsiam_tf.training import checkpoints, distribute
+from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
+from simsiam_tf.training.files import write_json_atomic
+from simsiam_tf.training.finite import check_embeddings_alive
+from simsiam_tf.training.loop import fit_from_step
 
 RANDOM_INIT_SUBDIR = "random_init"
 
@@ -45,7 +51,7 @@ def load_sources(config):
             d.dataset, split=d.eval_split, num_examples=d.num_eval_examples, **kwargs
         )
     except ValueError as err:
-        raise common.RunError(str(err)) from None
+        raise RunError(str(err)) from None
     return train, evaluation
 
 
@@ -60,7 +66,7 @@ def make_pools(config, train_source, eval_source):
             seed=config.runtime.seed,
         )
     except ValueError as err:
-        raise common.RunError(str(err)) from None
+        raise RunError(str(err)) from None
 
 
 def apply_label_budget(config, pools):
@@ -81,7 +87,7 @@ def apply_label_budget(config, pools):
             " under the label budget; raise --labels_per_class or --label_fraction",
         )
     except ValueError as err:
-        raise common.RunError(str(err)) from None
+        raise RunError(str(err)) from None
     logging.info("%s", budget.summary())
     return dataclasses.replace(pools, train=kept), budget
 
@@ -132,12 +138,12 @@ def evaluate(verifier, pools, plan, config, check_alive=None):
     """(metrics, scores): figures of a verifier on the plan, with its threshold chosen on validation pairs.
 
     `check_alive` (a name for the message): first check that the verifier's embeddings of
-    the evaluation images vary (`common.check_embeddings_alive`).
+    the evaluation images vary (`check_embeddings_alive`).
     """
     table, size = pools.evaluation.table, config.data.image_size
     indices, embeddings = embed_plan(verifier, table, plan, size, config.eval_batch_size, config.crop_fraction)
     if check_alive:
-        common.check_embeddings_alive(embeddings, what=f"verifier ({check_alive})")
+        check_embeddings_alive(embeddings, what=f"verifier ({check_alive})")
     scores = score_embedded(verifier, indices, embeddings, plan)
     trial_scores = {n: scores.get(f"one_shot_{n}way_scores") for n in N_WAYS}
     metrics = verification_metrics(
@@ -183,7 +189,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
 
     Returns (metrics, verifier). `init_from` None: random-init encoder. `start()` (if
     given) is called once the restore (or the encoder's initialisation) succeeded,
-    before anything is written. Raises `common.DeadEncoderError` when the trained
+    before anything is written. Raises `DeadEncoderError` when the trained
     verifier embeds every evaluation image alike.
     """
     rt = config.runtime
@@ -194,36 +200,36 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
         optimizer = build_verify_optimizer(config, total_steps)
         verifier.compile(optimizer=optimizer, jit_compile=rt.jit_compile)
         optimizer.build(verifier.trainable_variables)
-    checkpoint = common.RunCheckpoint(model_dir, model=verifier, optimizer=optimizer)
+    checkpoint = checkpoints.RunCheckpoint(model_dir, model=verifier, optimizer=optimizer)
     restored = checkpoint.restore_latest()
     if restored:
         logging.info("%s: resuming from %s", label, restored)
     elif init_from:
         try:
-            common.resolve_checkpoint(init_from, warn_damaged=False)  # load_weights below reports damage
-        except common.RunError as err:
-            raise common.RunError(
+            checkpoints.resolve_checkpoint(init_from, warn_damaged=False)  # load_weights below reports damage
+        except RunError as err:
+            raise RunError(
                 f"{err}. --init_from names the simsiam-pretrain run whose encoder starts the verifier "
                 "(run `simsiam-pretrain` first: the demo writes outputs/demo), or set --init_from= for a random-init encoder"
             ) from None
-        prefix = common.load_weights(init_from, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
+        prefix = checkpoints.load_weights(init_from, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
         logging.info("%s: encoder initialised from %s", label, prefix)
     start_step = int(optimizer.iterations.numpy())
     if start is not None:
         start()
     os.makedirs(model_dir, exist_ok=True)
 
-    log_dir = os.path.join(model_dir, common.LOG_SUBDIR)
+    log_dir = os.path.join(model_dir, LOG_SUBDIR)
     started = time.time()
     if verifier.trainable_variables:
-        nan_guard = common.NaNGuard(checkpoint)
+        nan_guard = NaNGuard(checkpoint)
         callbacks = [
             nan_guard,
-            common.StepCheckpointer(checkpoint, config.checkpoint_every_steps),
-            common.ScalarLogger(log_dir, config.log_every_steps),
-            common.EpochHistory(os.path.join(model_dir, "history.json")),
+            StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+            ScalarLogger(log_dir, config.log_every_steps),
+            EpochHistory(os.path.join(model_dir, "history.json")),
         ]
-        common.fit_from_step(
+        fit_from_step(
             verifier,
             lambda step: make_train_dataset(config, pools.train, step),
             start_step,
@@ -265,7 +271,7 @@ def run(config, flags_text=None):
     """Runs pair verification as `config` says; returns the metrics written to `metrics.json`.
 
     `flags_text` becomes the run's flags.cfg once the run holds the directory's lock and
-    its checkpoint, if any, was restored. Raises `common.RunError` with a message for bad
+    its checkpoint, if any, was restored. Raises `RunError` with a message for bad
     input (too few classes, classes of a single image, a checkpoint that does not fit,
     another model in the run directory, the directory in use), for a NaN loss or
     non-finite state, and for a dead verifier.
@@ -317,7 +323,7 @@ def _run(config, start):
         metrics["warnings"] = baselines.baseline_warnings(metrics)
         for warning in metrics["warnings"]:
             logging.warning("%s", warning)
-    common.write_json_atomic(os.path.join(rt.model_dir, "metrics.json"), metrics)
+    write_json_atomic(os.path.join(rt.model_dir, "metrics.json"), metrics)
     return metrics
 
 

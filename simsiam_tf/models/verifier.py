@@ -23,9 +23,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from simsiam_tf import backbones, losses, models
+from simsiam_tf import losses, models
 from simsiam_tf.config import DISTANCES, MININGS, VERIFY_HEADS, check_choice
-from simsiam_tf.heads import kernel_init
+from simsiam_tf.models import backbones
+from simsiam_tf.models.heads import kernel_init
 
 HEADS = VERIFY_HEADS
 

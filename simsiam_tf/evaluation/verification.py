@@ -12,8 +12,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from simsiam_tf import pair_metrics
 from simsiam_tf.data import pairs
+from simsiam_tf.evaluation import pair_metrics
 
 N_WAYS = (5, 20)
 FAR = 1e-2

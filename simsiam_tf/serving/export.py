@@ -1,7 +1,7 @@
 """Export of a job's model at the end of its run: `<model_dir>/export/{saved_model,model.keras}`.
 
-The serving model and the writers are `simsiam_tf.serving` (its documentation lists the
-signatures); they are importable from here too. Exporting a finished run directory
+The serving model and the writers are `simsiam_tf.serving.model` (its documentation lists
+the signatures). Exporting a finished run directory
 (rebuild the model from its flags.cfg, restore the latest checkpoint, export) is the
 job `simsiam_tf.runs.export` (`simsiam-export`), beside the jobs whose checkpoints it reads.
 """
@@ -9,17 +9,7 @@ job `simsiam_tf.runs.export` (`simsiam-export`), beside the jobs whose checkpoin
 import os
 
 from simsiam_tf import config as config_lib
-from simsiam_tf.serving import (  # noqa: F401 (the old import paths of the serving names)
-    IMAGES_MESSAGE,
-    KERAS_NAME,
-    SAVED_MODEL_NAME,
-    ServingModel,
-    check_images,
-    export_models,
-    export_saved_model,
-    load_keras_model,
-    prepare_images,
-)
+from simsiam_tf.serving.model import export_models
 
 EXPORT_SUBDIR = "export"
 

@@ -42,7 +42,7 @@ import tensorflow as tf
 from simsiam_tf import augment
 
 # Registers PairVerifier, which a verify run's model.keras refers to.
-from simsiam_tf import verifier as verifier_lib  # noqa: F401
+from simsiam_tf.models import verifier as verifier_lib  # noqa: F401
 
 SAVED_MODEL_NAME = "saved_model"
 KERAS_NAME = "model.keras"

@@ -4,6 +4,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from simsiam_tf.errors import DeadEncoderError
+from simsiam_tf.evaluation import monitor
+
 
 def _underlying(variable):
     """The TensorFlow variable behind a Keras variable (a tf.Variable is its own)."""
@@ -94,3 +97,29 @@ def checkpoint_non_finite(prefix):
         if bad:
             out.append((key, bad, int(values.size)))
     return out
+
+
+def check_embeddings_alive(embeddings, what="encoder", min_normalized_std=1e-3):
+    """Raises DeadEncoderError when `embeddings` (one row per evaluation image) hold NaN/inf or barely vary.
+
+    The spread is `monitor.normalized_std`: about 1.0 for embeddings spread over the unit
+    sphere, 0.0 when every image maps to the same direction (e.g. after BatchNorm moving
+    variances became inf). Returns the spread.
+    """
+    values = np.asarray(embeddings, dtype=np.float32)
+    if values.ndim != 2 or values.shape[0] < 2:
+        raise ValueError(f"embeddings must be a [N >= 2, dim] array; got shape {values.shape}")
+    bad_rows = int(np.count_nonzero(~np.isfinite(values).all(axis=1)))
+    if bad_rows:
+        raise DeadEncoderError(
+            f"the final {what} gives NaN/inf embeddings for {bad_rows} of {values.shape[0]} evaluation images: "
+            "its weights or BatchNorm statistics are not finite; the run failed"
+        )
+    spread = float(monitor.normalized_std(values))
+    if not spread >= min_normalized_std:
+        raise DeadEncoderError(
+            f"the final {what} gives the same embedding for every evaluation image (normalised std {spread:.2e} "
+            f"< {min_normalized_std:g} over {values.shape[0]} images): it is dead, the run failed. "
+            "Lower --base_lr or raise --batch_size"
+        )
+    return spread

@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from simsiam_tf import distribute
+from simsiam_tf.training import distribute
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

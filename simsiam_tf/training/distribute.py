@@ -15,8 +15,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from simsiam_tf import cpu as cpu_lib
 from simsiam_tf.config import STRATEGIES
+from simsiam_tf.training import cpu as cpu_lib
 
 # The 16-bit policies already warned about as emulated on this CPU (warn once per process).
 _warned_emulated = set()
@@ -120,7 +120,7 @@ def set_precision(policy):
     GPU or TPU, a 16-bit policy whose arithmetic this CPU emulates (no `avx512_bf16`/AMX
     for bfloat16, no `avx512_fp16` for float16, an `ONEDNN_MAX_CPU_ISA` cap below them, or
     oneDNN off) logs a warning once per policy: such a run is several times slower than
-    float32 (`simsiam_tf.cpu.emulated_precision_warning`).
+    float32 (`simsiam_tf.training.cpu.emulated_precision_warning`).
     """
     if policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
         raise ValueError(f"precision must be float32, mixed_float16 or mixed_bfloat16; got {policy!r}")
