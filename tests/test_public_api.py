@@ -48,7 +48,8 @@ def test_every_lazy_export_resolves(name):
 
 
 @pytest.mark.parametrize(
-    "old", ["simsiam_tf.pairs", "simsiam_tf.tiles", "simsiam_tf.data.crops", "simsiam_tf.backbones", "simsiam_tf.export"]
+    "old",
+    ["simsiam_tf.pairs", "simsiam_tf.tiles", "simsiam_tf.data.crops", "simsiam_tf.backbones", "simsiam_tf.export"],
 )
 def test_no_forwarding_modules_are_left_at_old_paths(old):
     with pytest.raises(ModuleNotFoundError):

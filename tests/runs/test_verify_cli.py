@@ -18,7 +18,7 @@ from simsiam_tf.evaluation import baselines, pair_metrics, verification
 from simsiam_tf.runs import verify
 from simsiam_tf.training import checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY_FLAGS = [
     "--image_size=16",

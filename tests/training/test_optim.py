@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from simsiam_tf.optim import LARS, CoupledSGD, WarmupCosine, scaled_lr
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 5
 SHAPES = {"kernel": (4, 3), "bias": (3,), "gamma": (3,)}
 

@@ -132,6 +132,6 @@ def test_epoch_schedule_needs_whole_warmup_epochs():
     "recipe", ["imagenet_resnet50", "cifar10_resnet18", "imagenet_resnet50_linear", "cifar10_resnet18_linear"]
 )
 def test_recipes_that_claim_the_reference_schedule_set_it(recipe):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "flags", recipe + ".cfg")) as f:
         assert "--lr_schedule=epoch" in f.read().splitlines()

@@ -175,30 +175,6 @@ def test_regularization_losses_join_the_gradient():
     assert decayed_loss == pytest.approx(plain_loss, abs=1e-6)
 
 
-def test_keras_file_round_trip(tmp_path):
-    model = models.SimSiam(
-        _resnet(), dim=32, pred_dim=8, projector_layers=2, projector_hidden_dim=24, stop_gradient=False
-    )
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-    x1, x2 = _views(4)
-    model.train_step((x1, x2))  # moving statistics and weights away from their init
-    path = str(tmp_path / "simsiam.keras")
-    model.save(path)
-
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, models.SimSiam)
-    config = (loaded.dim, loaded.pred_dim, loaded.projector_layers, loaded.projector_hidden_dim)
-    assert config == (32, 8, 2, 24)
-    assert loaded.stop_gradient is False and loaded.use_predictor is True
-    assert loaded.projector.layers[0].units == 24
-    np.testing.assert_array_equal(loaded(x1), model(x1))
-    for a, b in zip(loaded.forward_views(x1, x2), model.forward_views(x1, x2)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
-    assert len(loaded.variables) == len(model.variables)
-    for a, b in zip(loaded.variables, model.variables):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
 def test_call_returns_backbone_features():
     model = models.SimSiam(_resnet(), dim=32, pred_dim=8)
     x, _ = _views(4)

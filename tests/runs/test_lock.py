@@ -13,7 +13,7 @@ import pytest
 from simsiam_tf.errors import RunError
 from simsiam_tf.runs import lock
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_a_second_lock_on_the_same_directory_fails_at_once_naming_the_holder(tmp_path):

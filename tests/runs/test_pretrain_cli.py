@@ -14,7 +14,7 @@ from simsiam_tf.errors import RunError
 from simsiam_tf.runs import pretrain
 from simsiam_tf.training import checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_FLAGS = [
     "--width_multiplier=0.125",
     "--dim=32",

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from simsiam_tf.training import distribute
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 ENV.pop("TF_CONFIG", None)

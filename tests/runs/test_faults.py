@@ -254,7 +254,7 @@ def test_a_second_run_on_a_locked_directory_fails_before_touching_its_checkpoint
 
 # --------------------------------------------------------------------------- through the command-line tools
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The tiny run of the fault reports: 32 synthetic 16 px images, 4 steps per epoch.
 T = [
     "--dataset=synthetic",

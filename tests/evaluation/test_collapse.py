@@ -21,7 +21,7 @@ from simsiam_tf import config
 from simsiam_tf.evaluation import monitor
 from simsiam_tf.runs import pretrain
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLAPSING = {
     "width_multiplier": 0.125,
     "dim": 32,

@@ -23,7 +23,7 @@ from simsiam_tf.runs import export as export_job
 from simsiam_tf.serving import export
 from simsiam_tf.training import checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--backbone=resnet18_cifar", "--width_multiplier=0.125", "--verbose=0"]
 PRE_SIZE, LIN_SIZE, VER_SIZE = 16, 72, 16  # 72 > 64: the linear run centre-crops
 NUM_CLASSES = 7

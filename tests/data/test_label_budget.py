@@ -223,7 +223,7 @@ def test_cli_takes_the_budget_flags_and_rejects_both_at_once(tool, tmp_path):
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     common = [
         sys.executable,
         "-m",
