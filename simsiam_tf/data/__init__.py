@@ -7,6 +7,7 @@
   half of augmentation on the device (`make_pretrain_crops_dataset`: uint8 crops and seeds).
 - `service`: the tf.data service (dispatcher, workers, distributing a pipeline).
 - `pairs`: pair verification's pools, pair and triplet streams, N-way trials.
+- `pair_images`: the labelled images of pair verification, read one at a time.
 - `tiles`: tiles and their neighbours, and SimTriplet's triplet stream.
 
 The names most callers need are importable from here.

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from simsiam_tf.data import pairs
+from simsiam_tf.data import pair_images, pairs
 from simsiam_tf.evaluation import pair_metrics
 
 N_WAYS = (5, 20)
@@ -33,7 +33,7 @@ class EvaluationPlan:
 def embed_images(verifier, table, indices, image_size, batch_size=256, crop_fraction=1.0):
     """Embeddings float32 `[len(indices), D]` of the table's images at `indices`, in that order."""
     embed = tf.function(lambda x: verifier.embed(x, training=False), reduce_retracing=True)
-    images = pairs.make_image_dataset(table, indices, image_size, batch_size, crop_fraction)
+    images = pair_images.make_image_dataset(table, indices, image_size, batch_size, crop_fraction)
     chunks = [embed(x).numpy() for x in images]
     if not chunks:
         return np.zeros([0, verifier.embedding_dim], np.float32)

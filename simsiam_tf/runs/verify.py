@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
-from simsiam_tf.data import label_budget, pairs
+from simsiam_tf.data import label_budget, pair_images, pairs
 from simsiam_tf.errors import RunError
 from simsiam_tf.evaluation import baselines, pair_metrics
 from simsiam_tf.evaluation.verification import (
@@ -44,10 +44,12 @@ def load_sources(config):
     d = config.data
     kwargs = dict(data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed, on_corrupt=d.on_corrupt)
     try:
-        train = pairs.load_labelled_source(d.dataset, split=d.train_split, num_examples=d.num_train_examples, **kwargs)
+        train = pair_images.load_labelled_source(
+            d.dataset, split=d.train_split, num_examples=d.num_train_examples, **kwargs
+        )
         if d.eval_split == d.train_split:
             return train, None
-        evaluation = pairs.load_labelled_source(
+        evaluation = pair_images.load_labelled_source(
             d.dataset, split=d.eval_split, num_examples=d.num_eval_examples, **kwargs
         )
     except ValueError as err:
@@ -331,14 +333,14 @@ def evaluate_pixels(config, pools, plan):
     """The pixel-distance verifier's figures on the run's plan, as pixels_*: cosine similarity of standardised pixels.
 
     The pixels are standardised with the statistics of the training pool's images, seen
-    as evaluation sees them (`pairs.make_image_dataset`); nothing is trained.
+    as evaluation sees them (`pair_images.make_image_dataset`); nothing is trained.
     """
     size = config.data.image_size
     note = baselines.pixel_baseline_note((size, size, 3))
     if note:
         logging.info("%s", note)
         return {"pixels_note": note}
-    train_images = pairs.make_image_dataset(
+    train_images = pair_images.make_image_dataset(
         pools.train.table, pools.train.indices, size, config.eval_batch_size, config.crop_fraction
     )
     verifier = baselines.PixelVerifier(baselines.fit_pixel_encoder(train_images), distance="cosine")

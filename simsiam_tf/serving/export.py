@@ -29,12 +29,4 @@ def export_after_run(model_dir, kind, encoder, image_size, center_crop, projecto
     }[kind]
     if part is None:
         raise ValueError(f"a {kind} export needs the {name}")
-    return export_models(
-        os.path.join(model_dir, EXPORT_SUBDIR),
-        encoder,
-        image_size,
-        center_crop,
-        projector=projector,
-        classifier=classifier,
-        verifier=verifier,
-    )
+    return export_models(os.path.join(model_dir, EXPORT_SUBDIR), encoder, image_size, center_crop, **{name: part})

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from simsiam_tf import data
-from simsiam_tf.data import pairs
+from simsiam_tf.data import pair_images, pairs
 
 SIZE = 16
 
@@ -140,7 +140,7 @@ def test_pair_stream_images_and_resume(pools):
     (p1, _), _ = next(iter(pairs.make_pair_dataset(pools.train, 6, SIZE, seed=3, augment="none")))
     assert not np.array_equal(p1.numpy(), batches[0][0][0])
     first, _, _ = pairs.pair_batch_indices(pools.train, 6, seed=3, step=0)
-    np.testing.assert_allclose(p1.numpy(), pairs.load_images(pools.train.table, first, SIZE), atol=1e-6)
+    np.testing.assert_allclose(p1.numpy(), pair_images.load_images(pools.train.table, first, SIZE), atol=1e-6)
 
 
 def test_triplets_well_formed(pools):
@@ -201,16 +201,16 @@ def test_mixed_size_images_are_resized():
     assert x1.shape == x2.shape == (4, SIZE, SIZE, 3)
     (a, _, _), _ = next(iter(pairs.make_class_triplet_dataset(pools.train, 4, SIZE, seed=0, augment="crop")))
     assert a.shape == (4, SIZE, SIZE, 3)
-    loaded = pairs.load_images(pools.evaluation.table, pools.evaluation.indices, SIZE)
+    loaded = pair_images.load_images(pools.evaluation.table, pools.evaluation.indices, SIZE)
     assert loaded.shape == (pools.evaluation.num_images, SIZE, SIZE, 3)
 
 
 def test_crop_fraction_keeps_the_middle():
     image = np.zeros((40, 40, 3), np.uint8)
     image[10:30, 10:30] = 200  # the middle half of each side
-    middle = pairs.prepare_image(image, SIZE, crop_fraction=0.5).numpy()
+    middle = pair_images.prepare_image(image, SIZE, crop_fraction=0.5).numpy()
     np.testing.assert_allclose(middle, 200 / 255, atol=1e-6)
-    whole = pairs.prepare_image(image, SIZE).numpy()
+    whole = pair_images.prepare_image(image, SIZE).numpy()
     assert whole.min() == 0.0 and whole.shape == (SIZE, SIZE, 3)
 
 
@@ -253,21 +253,21 @@ def test_tfds_sources_build_pairs():
     # Omniglot: train = background alphabets, test = evaluation alphabets, other characters.
     omniglot = {"train": [character(c) for c in [5, 9, 11] * 3], "test": [character(c) for c in [40, 41, 42] * 4]}
     with tfds.testing.mock_data(as_dataset_fn=_mock_as_dataset(omniglot)):
-        train = pairs.load_labelled_source("omniglot", split="train")
-        test = pairs.load_labelled_source("omniglot", split="test")
+        train = pair_images.load_labelled_source("omniglot", split="train")
+        test = pair_images.load_labelled_source("omniglot", split="test")
     pools = pairs.make_pools(train, test, val_fraction=0.5, seed=0)
     # The splits' classes are disjoint already: they are the open-set split.
     assert set(pools.train.classes) == {5, 9, 11}
     assert set(pools.evaluation.classes) == set(pools.validation.classes) == {40, 41, 42}
     pair_set = pairs.make_eval_pairs(pools.evaluation, 10, seed=0)
-    images = pairs.load_images(pools.evaluation.table, pair_set.first, 32)
+    images = pair_images.load_images(pools.evaluation.table, pair_set.first, 32)
     assert images.shape == (10, 32, 32, 3)
 
     # LFW: the identity is a name (text), and the supervised keys are (label, image).
     names = [b"Ada", b"Bob", b"Cy", b"Di", b"Ed", b"Fay"] * 4
     lfw = {"train": [{"image": rng.integers(0, 256, (250, 250, 3)).astype(np.uint8), "label": n} for n in names]}
     with tfds.testing.mock_data(as_dataset_fn=_mock_as_dataset(lfw)):
-        source = pairs.load_labelled_source("lfw", split="train")
+        source = pair_images.load_labelled_source("lfw", split="train")
     assert source.num_classes == 6 and source.class_names[:2] == ("Ada", "Bob")
     pools = pairs.make_pools(source, None, val_fraction=0.5, seed=0)
     assert not set(pools.train.classes) & set(pools.evaluation.classes)

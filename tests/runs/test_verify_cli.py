@@ -12,7 +12,7 @@ import tensorflow as tf
 from conftest import tiny_pretrain_run
 
 from simsiam_tf import builders, config, data, models
-from simsiam_tf.data import pairs
+from simsiam_tf.data import pair_images
 from simsiam_tf.errors import RunError
 from simsiam_tf.evaluation import baselines, pair_metrics, verification
 from simsiam_tf.runs import verify
@@ -143,9 +143,9 @@ def test_cli_end_to_end_with_random_init_comparison(tmp_path, pretrain_run):
     for w, expected in zip(verifier.backbone.weights, pretrained_weights):
         np.testing.assert_allclose(w.numpy(), expected, rtol=1e-6)
     source = data.load_source("synthetic", split="test", image_size=16, num_examples=200)
-    table = pairs.image_table(source)
-    x1 = pairs.load_images(table, saved["eval_first"][:12], 16)
-    x2 = pairs.load_images(table, saved["eval_second"][:12], 16)
+    table = pair_images.image_table(source)
+    x1 = pair_images.load_images(table, saved["eval_first"][:12], 16)
+    x2 = pair_images.load_images(table, saved["eval_second"][:12], 16)
     np.testing.assert_allclose(verifier.score(x1, x2).numpy(), scores[:12], atol=1e-4)
 
 
@@ -245,9 +245,9 @@ def test_cosine_head_on_a_frozen_encoder_trains_nothing_and_scores_the_feature_c
     checkpoints.load_weights(pretrain_dir, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
     saved = np.load(tmp_path / "run" / "scores.npz")
     source = data.load_source("synthetic", split="test", image_size=16, num_examples=100)
-    table = pairs.image_table(source)
-    f1 = encoder(pairs.load_images(table, saved["eval_first"], 16), training=False).numpy()
-    f2 = encoder(pairs.load_images(table, saved["eval_second"], 16), training=False).numpy()
+    table = pair_images.image_table(source)
+    f1 = encoder(pair_images.load_images(table, saved["eval_first"], 16), training=False).numpy()
+    f2 = encoder(pair_images.load_images(table, saved["eval_second"], 16), training=False).numpy()
     cosine = np.sum(f1 * f2, axis=1) / (np.linalg.norm(f1, axis=1) * np.linalg.norm(f2, axis=1))
     assert metrics["roc_auc"] == pytest.approx(pair_metrics.roc_auc(saved["eval_labels"], cosine), abs=1e-6)
     assert not (tmp_path / "run" / "history.json").exists()
