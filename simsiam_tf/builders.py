@@ -8,8 +8,9 @@ or writes a run directory.
 import keras
 
 from simsiam_tf import augment as augment_lib
-from simsiam_tf import backbones, data, device_augment, distribute, models, optim, probe, simtriplet
+from simsiam_tf import backbones, data, distribute, models, optim, probe, simtriplet
 from simsiam_tf import verifier as verifier_lib
+from simsiam_tf.augment import device as device_augment
 from simsiam_tf.data import tiles
 
 
