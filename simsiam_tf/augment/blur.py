@@ -115,7 +115,7 @@ def box_blur(images, sigma, half_width=None):
     from the border; within 3(l + 1) pixels of it Pillow repeats the edge of every
     pass's output, here of the input's), on float pixels (Pillow rounds every pass to
     uint8). Against Pillow 13 on 224 px images, sigma 0.1-2: mean 0.15-0.65 / 255 on a
-    textured image, 0.3-1.0 on white noise (Pillow's roundings); see tests/test_augment.py.
+    textured image, 0.3-1.0 on white noise (Pillow's roundings); see tests/augment/test_blur.py.
 
     `half_width`: the kernel's half width, static (e.g. `box_blur_support(max sigma)`,
     as an XLA-compiled step needs); None takes the batch's own, `box_blur_support` of its

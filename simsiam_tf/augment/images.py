@@ -21,11 +21,6 @@ def to_float(images):
     return tf.cast(images, tf.float32)
 
 
-def per_image(x, rank=4):
-    """A per-image scalar `[B]` (or one scalar) as `[B, 1, ...]`, broadcasting against a batch of rank `rank`."""
-    return tf.reshape(tf.cast(x, tf.float32), [-1] + [1] * (rank - 1))
-
-
 def batched(fn):
     """Lets a batch op take a single image `[H, W, 3]` too.
 

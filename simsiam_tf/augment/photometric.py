@@ -16,7 +16,7 @@ the hue rotation keeps pixels in [0, 1] and is not clipped.
 
 import tensorflow as tf
 
-from simsiam_tf.augment.images import BRANCH, GATHER, SELECT, apply_where, batched, per_image
+from simsiam_tf.augment.images import BRANCH, GATHER, SELECT, apply_where, batched
 from simsiam_tf.augment.random import bernoulli, seed_tensor, split, uniform
 
 # ITU-R 601-2 luma weights, as PIL's "L" conversion.
@@ -53,6 +53,11 @@ def grayscale(images, channels=1):
     return _mix_channels(images, _gray_weights(images.dtype, channels))
 
 
+def _per_image(x):
+    """A per-image scalar `[B]` as `[B, 1, 1, 1]`."""
+    return tf.reshape(x, [-1, 1, 1, 1])
+
+
 def _mean_gray(images):
     """`[B]`: the mean of each image's grayscale."""
     return tf.linalg.matvec(tf.reduce_mean(images, axis=[1, 2]), tf.constant(GRAY_WEIGHTS))
@@ -70,16 +75,16 @@ def blend(images, op, factor):
     factor = tf.cast(factor, tf.float32)
     rest = 1.0 - factor
     if isinstance(op, int) and op != SATURATION:
-        out = images * per_image(factor)
+        out = images * _per_image(factor)
         if op == CONTRAST:
-            out = out + per_image(rest * _mean_gray(images))
+            out = out + _per_image(rest * _mean_gray(images))
     else:
         gray_weight = rest if isinstance(op, int) else tf.where(op == SATURATION, rest, 0.0)
         # f * x + g * gray(x) is x @ (f * I + g * w 1^T) per image.
         matrix = factor[:, None, None] * tf.eye(3) + gray_weight[:, None, None] * _gray_weights(tf.float32, 3)
         out = _mix_channels(images, matrix)
         if not isinstance(op, int):
-            out = out + per_image(tf.where(op == CONTRAST, rest, 0.0) * _mean_gray(images))
+            out = out + _per_image(tf.where(op == CONTRAST, rest, 0.0) * _mean_gray(images))
     # x * f <= x for f <= 1 in floating point too; a blend with f <= 1 can pass 1 by an ulp.
     high = tf.reduce_any(factor > 1.0)
     if isinstance(op, int) and op == BRIGHTNESS:

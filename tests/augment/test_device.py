@@ -8,7 +8,7 @@ probabilities (binomial tolerances) and a run straight through against a resumed
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_colour import numpy_adjust_hue
+from test_photometric import numpy_adjust_hue
 from test_pretrain_cli import tiny_config, variables_of
 
 from simsiam_tf import augment, builders, config, data

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_colour import numpy_adjust_hue
+from test_photometric import numpy_adjust_hue
 
 from simsiam_tf import augment
 from simsiam_tf.augment import per_image, photometric
