@@ -18,9 +18,9 @@ Contenders:
              files: header windows, one partial decode, per-image photometric ops).
              package:crops stops at the uint8 crops (`photometric_on_host=False`).
   fast       JPEG crop windows from the header and partial decodes
-             (`simsiam_tf.jpeg.random_view_crops`), then the package's colour,
+             (`simsiam_tf.augment.jpeg.random_view_crops`), then the package's colour,
              grayscale and blur ops per image, only those each view drew
-             (`simsiam_tf.per_image.appearance`), then batching. Options, joined
+             (`simsiam_tf.augment.per_image.appearance`), then batching. Options, joined
              with ':': the decode mode (union, the default; per_view; full), noaa
              (plain bilinear resize), batched (uint8 crops batched, then
              `TwoViewAugment.appearance` on the batch), crops (stop after the
@@ -107,14 +107,15 @@ def fast_dataset(paths, batch, image_size, seed, mode="union", antialias=True, b
     """The JPEG fast path: header crop windows, partial decodes, uint8 crops, then the package's appearance ops.
 
     By default the photometric stage runs per image before batching
-    (`simsiam_tf.per_image.appearance`); `batched=True` runs `TwoViewAugment.appearance`
+    (`simsiam_tf.augment.per_image.appearance`); `batched=True` runs `TwoViewAugment.appearance`
     on the batched uint8 crops instead. `crops_only=True` stops after the geometric
     stage: uint8 views, what the host would still do with the photometric stage on
     the accelerator.
     """
     import tensorflow as tf
 
-    from simsiam_tf import augment, jpeg, per_image
+    from simsiam_tf import augment
+    from simsiam_tf.augment import jpeg, per_image
 
     aug = augment.TwoViewAugment(image_size)
     base = tf.constant([seed, 0], tf.int64)

@@ -13,7 +13,7 @@ Both runs train the same compiled model (built as `simsiam-pretrain` builds it, 
 500 x 375 at quality 90 by default) through the folder source, as `--dataset=folder`
 does. `--augment_on=device` measures the device placement: the pipeline yields uint8
 crops and seeds (`make_pretrain_crops_dataset`) and the photometric stage runs in the
-train step (`device_augment.DeviceViews`), in the cached run too, so the difference
+train step (`augment.device.DeviceViews`), in the cached run too, so the difference
 is the host's share only.
 
 The two alternate, `--steps` timed steps each per round, for `--rounds` rounds; a
@@ -118,7 +118,7 @@ def run(args):
         )
     augment, recipe = pipeline_bench.make_augment(args.image_size, args.recipe)
     if args.augment_on == "device":
-        from simsiam_tf import device_augment
+        from simsiam_tf.augment import device as device_augment
 
         model.view_transform = device_augment.DeviceViews(augment)
         pipeline_ds = data.make_pretrain_crops_dataset(source, args.batch, augment, seed=args.seed)

@@ -8,7 +8,8 @@ or writes a run directory.
 import keras
 
 from simsiam_tf import augment as augment_lib
-from simsiam_tf import data, device_augment, models, optim
+from simsiam_tf import data, models, optim
+from simsiam_tf.augment import device as device_augment
 from simsiam_tf.data import tiles
 from simsiam_tf.evaluation import probe
 from simsiam_tf.models import backbones, simtriplet

@@ -5,6 +5,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @pytest.fixture(autouse=True)
 def _float32_policy():
@@ -40,3 +42,32 @@ def tiny_pretrain_run(tmp_path_factory, **data):
     changes.update({f"data.{name}": value for name, value in data.items()})
     pretrain.run(config.replace(config.PretrainConfig(), **changes))
     return model_dir
+
+
+def tiny_config(model_dir, **changes):
+    """The PretrainConfig of a tiny run (16 px, 48 synthetic images, 2 epochs of 3 steps) in `model_dir`."""
+    base = {
+        "runtime.model_dir": str(model_dir),
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "model.dim": 32,
+        "model.pred_dim": 16,
+        "data.image_size": 16,
+        "data.num_train_examples": 48,
+        "data.num_eval_examples": 24,
+        "batch_size": 16,
+        "epochs": 2,
+        "checkpoint_every_steps": 2,
+        "evaluate": False,
+        "export": False,
+        "knn_every": 0,
+    }
+    base.update(changes)
+    from simsiam_tf import config
+
+    return config.replace(config.PretrainConfig(), **base)
+
+
+def variables_of(model):
+    """Copies of every weight of `model`, in order."""
+    return [v.numpy().copy() for v in model.weights]

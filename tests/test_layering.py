@@ -30,7 +30,7 @@ LIBRARY_ORDER = [
     "serving",
 ]
 # Top-level modules that belong to a group while they wait for their subpackage.
-GROUP_OF = {"flagfile": "config", "jpeg": "augment", "per_image": "augment", "device_augment": "augment"}
+GROUP_OF = {"flagfile": "config"}
 
 
 def modules_of(root, package):

@@ -8,7 +8,7 @@ for batch layout over replicas and for seed streams serve `pairs` and `tiles` to
 import tensorflow as tf
 
 from simsiam_tf import augment as augment_lib
-from simsiam_tf import jpeg, per_image
+from simsiam_tf.augment import jpeg, per_image
 from simsiam_tf.data.sources import AUTOTUNE, map_ordered
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -197,7 +197,7 @@ def _pretrain_batches(source, global_batch_size, augment, seed, start_step, inpu
 
     Without `on_host` the batches stop after the geometric stage: uint8 crops and the
     stateless seed `[2, 2]` of each view's photometric stage, which
-    `TwoViewAugment.appearance` (or `device_augment.DeviceViews` in the train step)
+    `TwoViewAugment.appearance` (or `augment.device.DeviceViews` in the train step)
     takes. For sources of one size those are the seeds the host path uses, so the
     device's views are the host's up to the rounding of the crops to uint8; crops cut
     from files draw their photometric ops per image on the host and per batch from
@@ -322,7 +322,7 @@ def make_pretrain_dataset(
     formats one full decode; each window is cut from the original, resized
     (antialiased where it shrinks; to uint8 for `photometric_on_host=False`, else kept
     in float), then the photometric ops run per image
-    (`simsiam_tf.per_image.appearance`). Other sources of varying size decode each
+    (`simsiam_tf.augment.per_image.appearance`). Other sources of varying size decode each
     image and crop it with `augment.crop`; sources of one size augment whole batches.
     """
     if not photometric_on_host and not hasattr(augment, "crop"):
@@ -345,7 +345,7 @@ def make_pretrain_crops_dataset(
     The host half of `--augment_on=device`: the images, crop windows and flips of step
     k are those of `make_pretrain_dataset` with the same arguments; `seeds` are the
     stateless seeds of the two views' photometric stage, which
-    `simsiam_tf.device_augment.DeviceViews(augment)` runs inside the train step. For
+    `simsiam_tf.augment.device.DeviceViews(augment)` runs inside the train step. For
     sources of one size the result is that pipeline's views up to the rounding of the
     crops to uint8; for crops cut from image files, views of the same distribution.
     Deterministic in (seed, step) in the same way.

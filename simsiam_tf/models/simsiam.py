@@ -24,7 +24,7 @@ class TrainStepModel(keras.Model):
       update_step_metrics(loss, extras) -> {metric name: value}
 
     `view_transform` (optional, a callable on the batch as the dataset yields it) runs
-    first, inside the compiled step: e.g. `device_augment.DeviceViews`, the photometric
+    first, inside the compiled step: e.g. `augment.device.DeviceViews`, the photometric
     augmentation on the accelerator (`--augment_on=device`).
     """
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_pretrain_cli import ROOT, tiny_config
+from conftest import ROOT, tiny_config
 
 from simsiam_tf import augment, config, data
 from simsiam_tf.data import service

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ROOT, tiny_config, variables_of
 
-from simsiam_tf import builders, config
+from simsiam_tf import builders
 from simsiam_tf.errors import RunError
 from simsiam_tf.runs import pretrain
 from simsiam_tf.training import checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_FLAGS = [
     "--width_multiplier=0.125",
     "--dim=32",
@@ -29,27 +29,6 @@ TINY_FLAGS = [
     "--verbose=2",
     "--export=false",
 ]
-
-
-def tiny_config(model_dir, **changes):
-    base = {
-        "runtime.model_dir": str(model_dir),
-        "runtime.verbose": 0,
-        "model.width_multiplier": 0.125,
-        "model.dim": 32,
-        "model.pred_dim": 16,
-        "data.image_size": 16,
-        "data.num_train_examples": 48,
-        "data.num_eval_examples": 24,
-        "batch_size": 16,
-        "epochs": 2,
-        "checkpoint_every_steps": 2,
-        "evaluate": False,
-        "export": False,
-        "knn_every": 0,
-    }
-    base.update(changes)
-    return config.replace(config.PretrainConfig(), **base)
 
 
 def run_cli(*args, timeout=600):
@@ -97,10 +76,6 @@ def test_cli_writes_the_run_directory_and_rerun_resumes(tmp_path):
     again = run_cli(f"--flagfile={model_dir / 'flags.cfg'}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((model_dir / "metrics.json").read_text())["step"] == 6
-
-
-def variables_of(model):
-    return [v.numpy().copy() for v in model.weights]
 
 
 def test_resume_continues_from_the_checkpoint_to_the_same_final_weights(tmp_path):

@@ -182,7 +182,7 @@ def test_a_folder_of_mixed_sizes_and_formats_pretrains_end_to_end(tmp_path):
 def test_crops_dataset_is_the_pipeline_stopped_after_the_crops(tmp_path):
     """One implementation: `make_pretrain_crops_dataset` yields `make_pretrain_dataset(photometric_on_host=False)`'s
     crops (from the files for a folder) and the photometric seeds the device stage takes."""
-    from simsiam_tf import device_augment
+    from simsiam_tf.augment import device as device_augment
 
     folder = _mixed_folder(tmp_path / "mixed", "JPEG")
     sources = (data.load_source("folder", data_dir=str(folder)), data.load_source("synthetic", image_size=SIZE))

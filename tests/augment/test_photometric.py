@@ -1,9 +1,11 @@
-"""The colour ops of simsiam_tf.augment against NumPy re-derivations of torchvision's.
+"""The colour ops (simsiam_tf.augment.photometric) against NumPy re-derivations of torchvision's.
 
 The hue oracle is torchvision's tensor `adjust_hue` (`_rgb2hsv`, hue shift modulo one
 turn, `_hsv2rgb`) in float64; PIL's `adjust_hue` (the reference's, on PIL images) is the
 same map on 8-bit HSV, checked with a tolerance for its quantisation.
 """
+
+import colorsys
 
 import numpy as np
 import pytest
@@ -109,3 +111,79 @@ def test_saturation_contrast_grayscale_per_image_factors_match_numpy():
     np.testing.assert_allclose(
         augment.grayscale(images, channels=3).numpy(), np.repeat(gray[..., None], 3, -1), atol=1e-6
     )
+
+
+GRAY = np.array(augment.GRAY_WEIGHTS, np.float32)
+
+
+def _uint8_images(batch=4, size=20, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch, size, size, 3)).astype(np.uint8)
+    return images if dtype == np.uint8 else images.astype(np.float32) / 255.0
+
+
+def _np_gray(x):
+    return (x * GRAY).sum(-1, keepdims=True)
+
+
+def test_brightness_contrast_saturation_match_numpy():
+    x = _uint8_images(batch=2, size=5, dtype=np.float32)
+    f = np.array([0.6, 1.4], np.float32)
+    fb = f[:, None, None, None]
+    np.testing.assert_allclose(augment.adjust_brightness(x, f).numpy(), np.clip(fb * x, 0, 1), atol=1e-6)
+    mean = _np_gray(x).mean(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(
+        augment.adjust_contrast(x, f).numpy(), np.clip(fb * x + (1 - fb) * mean, 0, 1), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        augment.adjust_saturation(x, f).numpy(), np.clip(fb * x + (1 - fb) * _np_gray(x), 0, 1), atol=1e-6
+    )
+
+
+def _np_hue(image, delta):
+    out = np.empty_like(image)
+    for idx in np.ndindex(image.shape[:-1]):
+        h, s, v = colorsys.rgb_to_hsv(*image[idx])
+        out[idx] = colorsys.hsv_to_rgb((h + delta) % 1.0, s, v)
+    return out
+
+
+def test_hue_matches_numpy():
+    x = _uint8_images(batch=2, size=4, dtype=np.float32)
+    deltas = np.array([0.1, -0.35], np.float32)
+    out = augment.adjust_hue(x, deltas).numpy()
+    for i in range(2):
+        np.testing.assert_allclose(out[i], _np_hue(x[i], deltas[i]), atol=1e-4)
+
+
+def test_color_jitter_applies_ops_in_each_images_order():
+    x = _uint8_images(batch=3, size=4, dtype=np.float32)
+    factors = np.array([[1.3, 0.7, 1.5, 0.08], [0.8, 1.4, 0.5, -0.1], [1.2, 1.2, 1.2, 0.05]], np.float32)
+    order = np.array([[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]])
+    out = augment.color_jitter(x, factors, order).numpy()
+    for i in range(3):
+        y = x[i]
+        for op in order[i]:
+            f = factors[i, op]
+            if op == 0:
+                y = np.clip(f * y, 0, 1)
+            elif op == 1:
+                y = np.clip(f * y + (1 - f) * _np_gray(y).mean(), 0, 1)
+            elif op == 2:
+                y = np.clip(f * y + (1 - f) * _np_gray(y), 0, 1)
+            else:
+                y = _np_hue(y, f)
+        np.testing.assert_allclose(out[i], y, atol=1e-4)
+    identity = augment.color_jitter(x, np.tile([[1.0, 1.0, 1.0, 0.0]], (3, 1)), order).numpy()
+    np.testing.assert_allclose(identity, x, atol=1e-6)
+
+
+def test_jitter_factors_ranges_and_orders():
+    factors, order = augment.jitter_factors([0, 9], 400, (0.4, 0.3, 0.2, 0.1))
+    factors = factors.numpy()
+    for j, (lo, hi) in enumerate([(0.6, 1.4), (0.7, 1.3), (0.8, 1.2), (-0.1, 0.1)]):
+        assert factors[:, j].min() >= lo and factors[:, j].max() <= hi
+        assert factors[:, j].max() - factors[:, j].min() > 0.8 * (hi - lo)
+    order = order.numpy()
+    np.testing.assert_array_equal(np.sort(order, axis=1), np.tile(np.arange(4), (400, 1)))
+    assert len({tuple(o) for o in order}) == 24

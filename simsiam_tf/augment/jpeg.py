@@ -13,25 +13,24 @@ data has to be parsed up to a window's last row whatever the crop: at 500 x 375 
 decodes less than the full image).
 
 Each view is resized to `size` x `size` with antialiased bilinear interpolation (as
-PIL's resize, which the reference's RandomResizedCrop calls; `augment.resize_antialiased`),
+PIL's resize, which the reference's RandomResizedCrop calls; `crops.resize_antialiased`),
 rounded back to uint8 (or kept as float in [0, 1] for photometric ops that follow on
 the host) and optionally mirrored. The photometric stage follows, per image
-(`simsiam_tf.per_image.appearance`) or on batches (`TwoViewAugment.appearance`).
+(`simsiam_tf.augment.per_image.appearance`) or on batches (`TwoViewAugment.appearance`).
 """
 
 import tensorflow as tf
 
-from simsiam_tf import augment
+from simsiam_tf.augment.crops import crop_boxes, resize_antialiased
+from simsiam_tf.augment.random import bernoulli, seed_tensor, split
 
 DECODE_MODES = ("union", "per_view", "full")
 
 
-def _seed_tensor(seed):
-    seed = tf.convert_to_tensor(seed)
-    if seed.dtype not in (tf.int32, tf.int64):
-        seed = tf.cast(seed, tf.int64)
-    seed.shape.assert_is_compatible_with([2])
-    return seed
+def _view_draws(seed, num_views, flip_prob):
+    """The seed of the crop windows and the flips `[num_views]` of one image's views."""
+    window_seed, flip_seed = split(seed, 2)
+    return window_seed, bernoulli(num_views, flip_seed, flip_prob)
 
 
 def jpeg_size(contents):
@@ -43,12 +42,12 @@ def jpeg_size(contents):
 def crop_windows(contents, seed, num_views=2, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
     """RandomResizedCrop windows of an encoded JPEG, int32 `[num_views, 4]` rows (top, left, height, width).
 
-    The sampler is torchvision's (`augment.crop_boxes`): area fraction ~ U(scale),
+    The sampler is torchvision's (`crops.crop_boxes`): area fraction ~ U(scale),
     log aspect ratio ~ U(log ratio), 10 attempts, else a centre crop with the ratio
     clamped; the image size comes from the header.
     """
     height, width = jpeg_size(contents)
-    top, left, crop_h, crop_w = augment.crop_boxes(_seed_tensor(seed), num_views, height, width, scale, ratio)
+    top, left, crop_h, crop_w = crop_boxes(seed_tensor(seed), num_views, height, width, scale, ratio)
     return tf.cast(tf.stack([top, left, crop_h, crop_w], axis=1), tf.int32)
 
 
@@ -83,7 +82,7 @@ def decode_window(contents, window):
 
 def _resize(crop, size, antialias, dtype, transposed=False):
     if antialias:
-        resized = augment.resize_antialiased(crop, size, transpose=transposed)
+        resized = resize_antialiased(crop, size, transpose=transposed)
     else:
         resized = tf.image.resize(crop, [size, size], method="bilinear")
         if transposed:
@@ -163,26 +162,17 @@ def decode_views(contents, windows, size, flip=None, mode="union", antialias=Tru
 
 @tf.autograph.experimental.do_not_convert
 def random_view_crops(
-    contents,
-    seed,
-    size,
-    scale=(0.2, 1.0),
-    ratio=(3 / 4, 4 / 3),
-    flip_prob=0.5,
-    num_views=2,
-    mode="union",
-    antialias=True,
+    contents, seed, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_prob=0.5, num_views=2, **decode
 ):
     """The geometric stage of `num_views` SimSiam views of one encoded JPEG: uint8 `[num_views, size, size, 3]`.
 
     RandomResizedCrop windows drawn from the header (`crop_windows`), decoded by
-    `decode_views` in `mode`, each mirrored left-right with probability `flip_prob`.
-    The same seed repeats the views.
+    `decode_views` (`decode`: its `mode` and `antialias`), each mirrored left-right
+    with probability `flip_prob`. The same seed repeats the views.
     """
-    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(_seed_tensor(seed), 2))
+    window_seed, flip = _view_draws(seed, num_views, flip_prob)
     windows = crop_windows(contents, window_seed, num_views, scale, ratio)
-    flip = tf.random.stateless_uniform([num_views], flip_seed) < flip_prob
-    return decode_views(contents, windows, size, flip, mode, antialias)
+    return decode_views(contents, windows, size, flip, **decode)
 
 
 def is_jpeg(contents):
@@ -222,8 +212,7 @@ def encoded_view_crops(
     the decoded size. Both take the same draws, so the same picture stored either way
     gets the same windows and flips.
     """
-    window_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(_seed_tensor(seed), 2))
-    flip = tf.random.stateless_uniform([num_views], flip_seed) < flip_prob
+    window_seed, flip = _view_draws(seed, num_views, flip_prob)
 
     def from_jpeg():
         windows = crop_windows(contents, window_seed, num_views, scale, ratio)
@@ -235,7 +224,7 @@ def encoded_view_crops(
     def from_other():
         image = decode_image(contents)
         shape = tf.shape(image)
-        top, left, crop_h, crop_w = augment.crop_boxes(window_seed, num_views, shape[0], shape[1], scale, ratio)
+        top, left, crop_h, crop_w = crop_boxes(window_seed, num_views, shape[0], shape[1], scale, ratio)
         windows = tf.cast(tf.stack([top, left, crop_h, crop_w], axis=1), tf.int32)
         return views_of_image(image, windows, size, flip, None, antialias, dtype, stack, transposed)
 

@@ -1,11 +1,12 @@
-"""The per-image photometric stage (simsiam_tf.per_image) against NumPy and its draw probabilities."""
+"""The per-image photometric stage (simsiam_tf.augment.per_image) against NumPy and its draw probabilities."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_colour import numpy_adjust_hue
+from test_photometric import numpy_adjust_hue
 
-from simsiam_tf import augment, per_image
+from simsiam_tf import augment
+from simsiam_tf.augment import per_image, photometric
 
 GRAY = np.array(augment.GRAY_WEIGHTS)
 
@@ -32,7 +33,7 @@ def test_jitter_matches_numpy_in_each_order(order, compiled):
     image = np.random.default_rng(0).uniform(0, 1, (12, 12, 3)).astype(np.float32)
     factors = [1.3, 0.7, 1.4, -0.08]
     # appearance runs the XLA-compiled jitter: the same maths, fused
-    jitter = per_image._compiled_jitter if compiled else per_image.jitter
+    jitter = photometric.compiled_jitter if compiled else photometric.jitter
     ours = jitter(tf.constant(image), tf.constant(factors), tf.constant(order)).numpy()
     np.testing.assert_allclose(ours, _numpy_jitter(image, factors, order), atol=1e-5)
 
@@ -93,7 +94,9 @@ def test_jitter_keeps_pixels_in_the_unit_range_without_a_clip_after_the_hue():
     for delta in np.linspace(-0.5, 0.5, 21):
         for order in ([3, 0, 1, 2], [0, 1, 2, 3], [2, 3, 1, 0]):
             for factors in ([1.4, 1.4, 1.4, delta], [0.6, 0.6, 0.6, delta]):
-                out = per_image.jitter(tf.constant(image), tf.constant(factors, tf.float32), tf.constant(order)).numpy()
+                out = photometric.jitter(
+                    tf.constant(image), tf.constant(factors, tf.float32), tf.constant(order)
+                ).numpy()
                 assert 0.0 <= out.min() and out.max() <= 1.0, (delta, order, factors)
 
 

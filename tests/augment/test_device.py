@@ -8,10 +8,12 @@ probabilities (binomial tolerances) and a run straight through against a resumed
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_colour import numpy_adjust_hue
-from test_pretrain_cli import tiny_config, variables_of
+from conftest import tiny_config, variables_of
+from test_photometric import numpy_adjust_hue
 
-from simsiam_tf import augment, builders, config, data, device_augment
+from simsiam_tf import augment, builders, config, data
+from simsiam_tf.augment import device as device_augment
+from simsiam_tf.augment import photometric
 from simsiam_tf.data import sources
 from simsiam_tf.runs import pretrain
 from simsiam_tf.training import checkpoints
@@ -40,7 +42,7 @@ def host_batches(source, aug, steps, seed=0, start_step=0, batch=16):
 def test_batched_hue_shift_matches_numpy_per_image():
     images = np.random.default_rng(0).uniform(0, 1, (4, 6, 6, 3)).astype(np.float32)
     delta = np.array([0.1, -0.1, 0.0, 0.45], np.float32)
-    out = device_augment.adjust_hue(tf.constant(images), tf.constant(delta)).numpy()
+    out = photometric.adjust_hue(tf.constant(images), tf.constant(delta), static_shapes=True).numpy()
     for i in range(4):
         np.testing.assert_allclose(out[i], np.clip(numpy_adjust_hue(images[i], delta[i]), 0, 1), atol=2e-5)
 

@@ -1,4 +1,4 @@
-"""JPEG crop windows and partial decodes (simsiam_tf.jpeg).
+"""JPEG crop windows and partial decodes (simsiam_tf.augment.jpeg).
 
 Oracles: the full decode cut with NumPy slicing; torchvision's RandomResizedCrop
 sampler re-written in NumPy from its source; PIL's antialiased bilinear resize (the
@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from simsiam_tf import jpeg
+from simsiam_tf.augment import jpeg
 
 
 def _photo(height, width, seed=0):
