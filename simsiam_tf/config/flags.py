@@ -208,6 +208,26 @@ def detect_kind(values):
     return kind
 
 
+def flags_text(config):
+    """`config` as the text of a flags.cfg: a `# tool:` line, then one `--name=value` line per flag set.
+
+    Settings at None are left out (their flags' default is None too); `config_from_flags`
+    reads the text back into an equal config.
+    """
+    tools = {cls: kind for kind, cls in CONFIGS.items()}
+    lines = [f"# tool: simsiam-{tools[type(config)]}"] if type(config) in tools else []
+    for spec in tool_flags(type(config)):
+        value = get(config, spec.path)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        lines.append(f"--{spec.name}={value}")
+    return "\n".join(lines) + "\n"
+
+
 def find_run_flags(path):
     """The flags.cfg of the run at `path` (its directory, checkpoints/ folder or a checkpoint prefix in it), or None."""
     if not path:
