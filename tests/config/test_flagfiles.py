@@ -156,3 +156,27 @@ def test_invalid_combination_fails_fast_with_one_line():
     result = dry_run("simsiam_tf.cli.pretrain", "--use_predictor=false", "--fix_pred_lr")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: fix_pred_lr needs a predictor: drop use_predictor=False"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        config_lib.replace(
+            config_lib.PretrainConfig(),
+            **{"model.projector_bn": "hidden", "augment.crop_scale": (0.3, 0.9), "model.heads_bn": True},
+            train_steps=7,
+            weight_decay=5e-05,
+            init_from="runs/x",
+        ),
+        config_lib.LinearConfig(init_from="runs/x", augment=False, label_fraction=0.01, crop_scale=(0.5, 1.0)),
+        config_lib.replace(config_lib.VerifyConfig(), **{"model.sync_bn": "true"}, head="triplet", margin=0.25),
+    ],
+    ids=["pretrain", "linear", "verify"],
+)
+def test_flags_text_of_a_config_reads_back_as_the_same_config(config, tmp_path):
+    path = tmp_path / "flags.cfg"
+    path.write_text(config_flags.flags_text(config))
+    values = config_flags.read_flags_file(str(path))
+    assert config_flags.detect_kind(values) == values["#tool"][len("simsiam-") :]
+    assert config_flags.config_from_flags(type(config), values) == config
+    assert "--weight_decay=5e-05" in path.read_text() or not isinstance(config, config_lib.PretrainConfig)
