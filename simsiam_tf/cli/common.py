@@ -27,12 +27,15 @@ FLAGS = flags.FLAGS
 DEFINED = []
 # The --help section of each of those flags, and the order of the sections.
 FLAG_GROUPS = {}
+# The config.flags.FlagSpec each of those flags was defined from.
+FLAG_SPECS = {}
 GROUP_ORDER = config_fields.GROUPS
 
 
 def define_flag(spec):
     """Defines the absl flag of a `config.flags.FlagSpec` (once per process: tools share their definitions)."""
     FLAG_GROUPS[spec.name] = spec.group
+    FLAG_SPECS[spec.name] = spec
     if spec.name not in DEFINED:
         DEFINED.append(spec.name)
     if spec.name in FLAGS:
@@ -137,11 +140,11 @@ def help_text(description):
         if not names:
             continue
         lines += ["", f"{heading}:"]
-        lines += [f"  {_flag_line(FLAGS[name])}" for name in names]
+        lines += [f"  {_flag_line(FLAGS[name], FLAG_SPECS.get(name))}" for name in names]
     return "\n".join(lines)
 
 
-def _flag_line(flag):
+def _flag_line(flag, spec=None):
     value = flag.default
     if isinstance(value, bool):
         shown = "true" if value else "false"
@@ -153,6 +156,10 @@ def _flag_line(flag):
         shown = str(value)
     # The first sentence of the help (absl puts an enum's choices in front: "<a|b>: ...").
     summary = re.split(r"(?<!e\.g)(?<!i\.e)\.(?:\s|$)", flag.help.strip(), maxsplit=1)[0].rstrip(".")
+    if spec is not None:
+        limits = config_flags.range_text(spec.setting)
+        summary += f". Range {limits}" if limits else ""
+        summary += ". From the --init_from run unless given" if config_flags.INHERITED_NOTE in spec.help else ""
     return f"--{flag.name}={shown}  {summary}" if shown else f"--{flag.name}  {summary}"
 
 

@@ -94,6 +94,18 @@ def tool_flags(config_cls):
     return specs
 
 
+def range_text(definition):
+    """A setting's range in a few characters for --help ("> 0", ">= 8", "[0, 1]"), or "" without one."""
+    low, high = definition.low, definition.high
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f"{'>' if definition.low_open else '>='} {low:g}"
+    if low is None:
+        return f"{'<' if definition.high_open else '<='} {high:g}"
+    return f"{'(' if definition.low_open else '['}{low:g}, {high:g}{')' if definition.high_open else ']'}"
+
+
 def model_flags(config_cls):
     """The flags of `config_cls` whose settings define the model's variables: a restart cannot change them."""
     return tuple(name for name, entry in _flag_table(config_cls).items() if entry[2].defines_variables)

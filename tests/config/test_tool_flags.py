@@ -123,3 +123,16 @@ def test_a_flag_two_tools_share_has_one_help_text():
     # Taken from the --init_from run: the tool says so in the flag's help.
     assert "Taken from the flags.cfg of the --init_from run" in helps["linear"]["width_multiplier"]["help"]
     assert "Taken from the flags.cfg of the --init_from run" not in helps["pretrain"]["width_multiplier"]["help"]
+
+
+def test_help_says_each_setting_s_range_and_where_its_default_comes_from(tool):
+    name, _, _, help_out = tool
+    lines = {line.split()[0].split("=")[0]: line for line in help_out.splitlines() if line.startswith("  --")}
+    if name == "linear":
+        assert lines["--image_size"].endswith("pixels. Range >= 8. From the --init_from run unless given")
+        assert lines["--momentum"].endswith("momentum. Range [0, 1)")
+    elif name == "data_worker":
+        assert lines["--port"].endswith("for a worker. Range [0, 65535]")
+    elif name == "pretrain":
+        assert lines["--width_multiplier"].endswith("(1.0 = standard). Range > 0")
+        assert "From the --init_from run" not in help_out
