@@ -62,9 +62,9 @@ def write_digits(folder, image_size):
 
 def recipe_config(config_cls, path, **changes):
     from simsiam_tf import config as config_lib
-    from simsiam_tf import flagfile
+    from simsiam_tf.config import flags as config_flags
 
-    return config_lib.replace(flagfile.config_from_flags(config_cls, flagfile.read_flags_file(path)), **changes)
+    return config_lib.replace(config_flags.config_from_flags(config_cls, config_flags.read_flags_file(path)), **changes)
 
 
 def pretrain(data_dir, run_dir, quick):
@@ -194,10 +194,12 @@ def main(argv=None):
     # retracing advice is about loops that re-trace one function, not this.
     tf.get_logger().setLevel("ERROR")
     from simsiam_tf import config as config_lib
-    from simsiam_tf import flagfile
+    from simsiam_tf.config import flags as config_flags
     from simsiam_tf.training import cpu
 
-    image_size = flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(RECIPE)).data.image_size
+    image_size = config_flags.config_from_flags(
+        config_lib.PretrainConfig, config_flags.read_flags_file(RECIPE)
+    ).data.image_size
     out = os.path.abspath(args.out)
     data_dir = os.path.join(out, "digits")
     run_dir = os.path.join(out, "pretrain")

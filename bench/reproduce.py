@@ -79,10 +79,10 @@ def parse_args(argv=None, description=__doc__):
 def recipe_config(name):
     """The PretrainConfig of flags/ablation_<name>.cfg, defaults filled in as the CLI would."""
     from simsiam_tf import config as config_lib
-    from simsiam_tf import flagfile
+    from simsiam_tf.config import flags as config_flags
 
-    values = flagfile.read_flags_file(os.path.join(ROOT, "flags", f"ablation_{name}.cfg"))
-    return flagfile.config_from_flags(config_lib.PretrainConfig, values)
+    values = config_flags.read_flags_file(os.path.join(ROOT, "flags", f"ablation_{name}.cfg"))
+    return config_flags.config_from_flags(config_lib.PretrainConfig, values)
 
 
 def with_budget(config, args, model_dir, **changes):

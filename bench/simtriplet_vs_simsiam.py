@@ -45,10 +45,10 @@ def parse_args(argv=None):
 
 def recipe_config():
     from simsiam_tf import config as config_lib
-    from simsiam_tf import flagfile
+    from simsiam_tf.config import flags as config_flags
 
-    values = flagfile.read_flags_file(os.path.join(reproduce.ROOT, "flags", "simtriplet_tiles.cfg"))
-    return flagfile.config_from_flags(config_lib.PretrainConfig, values)
+    values = config_flags.read_flags_file(os.path.join(reproduce.ROOT, "flags", "simtriplet_tiles.cfg"))
+    return config_flags.config_from_flags(config_lib.PretrainConfig, values)
 
 
 def table(records):

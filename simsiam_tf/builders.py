@@ -29,6 +29,15 @@ def eval_center_crop(image_size, kind="pretrain"):
     return image_size > 64
 
 
+def sync_bn_of(model_config, strategy):
+    """Whether the BatchNorm layers of a `ModelConfig`'s model synchronise across the replicas of `strategy`.
+
+    The one place the sync_bn setting is read: the encoder, the heads and the verifier's
+    head all take this value.
+    """
+    return distribute.resolve_sync_bn(model_config.sync_bn, strategy)
+
+
 def build_encoder(model_config, strategy, seed):
     """A fresh backbone; with the same seed it has the same initial weights."""
     keras.utils.set_random_seed(seed)
@@ -37,7 +46,7 @@ def build_encoder(model_config, strategy, seed):
         arch,
         cifar_stem=cifar_stem,
         width_multiplier=model_config.width_multiplier,
-        sync_bn=distribute.resolve_sync_bn(model_config.sync_bn, strategy),
+        sync_bn=sync_bn_of(model_config, strategy),
     )
 
 
@@ -53,7 +62,7 @@ def build_model(config, strategy):
         stop_gradient=m.stop_gradient,
         use_predictor=m.use_predictor,
         heads_bn=m.heads_bn,
-        sync_bn=distribute.resolve_sync_bn(m.sync_bn, strategy),
+        sync_bn=sync_bn_of(m, strategy),
         projector_hidden_dim=m.projector_hidden_dim or None,
         projector_bn=m.head_bn()[0],
         predictor_bn=m.head_bn()[1],
@@ -120,7 +129,7 @@ def build_verifier(config, encoder, strategy):
         mining=config.mining,
         distance=config.distance,
         freeze_encoder=config.freeze_encoder,
-        sync_bn=distribute.resolve_sync_bn(config.model.sync_bn, strategy),
+        sync_bn=sync_bn_of(config.model, strategy),
     )
 
 

@@ -30,7 +30,7 @@ LIBRARY_ORDER = [
     "serving",
 ]
 # Top-level modules that belong to a group while they wait for their subpackage.
-GROUP_OF = {"flagfile": "config"}
+GROUP_OF = {}
 
 
 def modules_of(root, package):
@@ -191,7 +191,7 @@ def test_the_parser_sees_the_package_s_imports(graph):
     # Edges the package is known to have: if the parser missed imports, these would go.
     assert "simsiam_tf.builders" in graph["simsiam_tf.runs.pretrain"]
     assert "simsiam_tf.builders" in graph["simsiam_tf.runs.export"]
-    assert "simsiam_tf.flagfile" in graph["simsiam_tf.cli.common"]
+    assert "simsiam_tf.config.flags" in graph["simsiam_tf.cli.common"]
     assert "simsiam_tf.data.sources" in graph["simsiam_tf.data.pipeline"]
     assert "simsiam_tf.models" in graph["simsiam_tf.models.verifier"]
     # Imports inside functions count too (the tools import their job lazily).
@@ -230,13 +230,24 @@ def test_only_cli_reads_absl_flags():
     assert absl_flag_readers(ROOT, PACKAGE) == []
 
 
-def test_config_flagfile_and_errors_need_neither_tensorflow_nor_absl():
-    for name in ("config", "flagfile", "errors"):
-        with open(os.path.join(ROOT, PACKAGE, f"{name}.py")) as f:
+def test_config_and_errors_need_neither_tensorflow_nor_absl():
+    config_dir = os.path.join(ROOT, PACKAGE, "config")
+    paths = [os.path.join(config_dir, n) for n in sorted(os.listdir(config_dir)) if n.endswith(".py")]
+    assert len(paths) > 3
+    for path in paths + [os.path.join(ROOT, PACKAGE, "errors.py")]:
+        with open(path) as f:
             tree = ast.parse(f.read())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert not imported & {"tensorflow", "keras", "absl", "numpy"}, (name, imported)
+        assert not imported & {"tensorflow", "keras", "absl", "numpy"}, (path, imported)
+
+
+def test_config_is_the_bottom_layer(graph):
+    """config/ imports only config/ and errors: every other layer may read settings, none is read by config."""
+    for module, targets in graph.items():
+        if module.startswith(f"{PACKAGE}.config"):
+            outside = {t for t in targets if not t.startswith(f"{PACKAGE}.config") and t != f"{PACKAGE}.errors"}
+            assert not outside, (module, outside)
 
 
 def _write(root, files):

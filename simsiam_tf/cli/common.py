@@ -1,8 +1,9 @@
 """What every command-line tool shares: flag groups, flags.cfg, the main, errors and exit codes.
 
-The flag defaults are read from the config dataclasses, and a tool's config is built
-from its flags by field name (`flagfile.config_from_flag_values`), so the command line,
-the Python API and `flags/demo.cfg` cannot drift apart.
+Every flag is defined from its config setting (`define_tool_flags`: name, default, help,
+choices and --help group all come from `simsiam_tf.config`), and a tool's config is built
+from its flags by field name (`config.flags.config_from_flag_values`), so the command
+line, the Python API and `flags/demo.cfg` cannot drift apart.
 """
 
 import contextlib
@@ -16,7 +17,8 @@ import tempfile
 from absl import app, flags, logging
 
 from simsiam_tf import config as config_lib
-from simsiam_tf import flagfile
+from simsiam_tf.config import fields as config_fields
+from simsiam_tf.config import flags as config_flags
 from simsiam_tf.errors import RunError
 
 FLAGS = flags.FLAGS
@@ -25,180 +27,33 @@ FLAGS = flags.FLAGS
 DEFINED = []
 # The --help section of each of those flags, and the order of the sections.
 FLAG_GROUPS = {}
-GROUP_ORDER = ("data", "augmentation", "model", "optimisation", "evaluation", "run")
-_current_group = ["run"]
+# The config.flags.FlagSpec each of those flags was defined from.
+FLAG_SPECS = {}
+GROUP_ORDER = config_fields.GROUPS
 
 
-def group(name):
-    """Puts the flags defined from now on under the --help heading `name` (one of GROUP_ORDER)."""
-    if name not in GROUP_ORDER:
-        raise ValueError(f"unknown flag group {name!r}; choose one of {', '.join(GROUP_ORDER)}")
-    _current_group[0] = name
-
-
-def define(kind, name, default, *args, **kwargs):
-    FLAG_GROUPS[name] = _current_group[0]
-    if name in FLAGS:
-        if name not in DEFINED:
-            DEFINED.append(name)
+def define_flag(spec):
+    """Defines the absl flag of a `config.flags.FlagSpec` (once per process: tools share their definitions)."""
+    FLAG_GROUPS[spec.name] = spec.group
+    FLAG_SPECS[spec.name] = spec
+    if spec.name not in DEFINED:
+        DEFINED.append(spec.name)
+    if spec.name in FLAGS:
         return
-    getattr(flags, "DEFINE_" + kind)(name, default, *args, **kwargs)
-    DEFINED.append(name)
+    if spec.kind == "enum":
+        flags.DEFINE_enum(spec.name, spec.default, list(spec.choices), spec.help)
+    else:
+        getattr(flags, "DEFINE_" + spec.kind)(spec.name, spec.default, spec.help)
 
 
-def define_runtime_flags(defaults=config_lib.RuntimeConfig()):
-    group("run")
-    define(
-        "string",
-        "model_dir",
-        defaults.model_dir,
-        "Run directory: flags.cfg, checkpoints/, logs/ (TensorBoard), metrics.json. A run whose "
-        "directory holds a checkpoint resumes from it.",
-    )
-    define("integer", "seed", defaults.seed, "Seed for weights, data order and augmentation.")
-    define(
-        "enum",
-        "strategy",
-        defaults.strategy,
-        list(config_lib.STRATEGIES),
-        "tf.distribute strategy; auto = mirrored when more than one GPU is visible, else default.",
-    )
-    define("string", "tpu", defaults.tpu, "TPU address or name for --strategy=tpu ('local' for a TPU VM).")
-    define(
-        "enum",
-        "precision",
-        defaults.precision,
-        list(config_lib.PRECISIONS),
-        "Numeric precision of the model: float32, mixed_bfloat16 (TPUs, A100/H100 GPUs, CPUs with native "
-        "bfloat16: avx512_bf16 or AMX; emulated and several times slower elsewhere, with a warning) or "
-        "mixed_float16 (GPUs).",
-    )
-    define("bool", "jit_compile", defaults.jit_compile, "Compile the train step with XLA.")
-    define(
-        "integer", "verbose", defaults.verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch."
-    )
-
-
-def define_data_flags(defaults=config_lib.DataConfig()):
-    group("data")
-    define(
-        "string",
-        "dataset",
-        defaults.dataset,
-        "'synthetic' (embedded, no download), a TFDS name (e.g. cifar10, imagenet2012), or 'folder'.",
-    )
-    define(
-        "string",
-        "data_dir",
-        defaults.data_dir,
-        "TFDS data directory, or for --dataset=folder the image folder (class sub-folders or flat).",
-    )
-    define("integer", "image_size", defaults.image_size, "Side of the square training images in pixels.")
-    define("string", "train_split", defaults.train_split, "Split used for training.")
-    define("string", "eval_split", defaults.eval_split, "Split used for kNN/probe evaluation.")
-    define(
-        "integer",
-        "num_train_examples",
-        defaults.num_train_examples,
-        "Use only this many training images (synthetic: how many to generate).",
-    )
-    define("integer", "num_eval_examples", defaults.num_eval_examples, "Use only this many evaluation images.")
-    define(
-        "enum",
-        "on_corrupt",
-        defaults.on_corrupt,
-        list(config_lib.ON_BAD_FILE),
-        "What to do with image files that cannot be decoded: stop with an error naming them, or skip them.",
-    )
-
-
-def define_model_flags(defaults=config_lib.ModelConfig()):
-    group("model")
-    define(
-        "string",
-        "backbone",
-        defaults.backbone,
-        "resnet18, resnet34 or resnet50; suffix _cifar for the CIFAR stem (3x3 conv, no max-pool).",
-    )
-    define("float", "width_multiplier", defaults.width_multiplier, "Scales every ResNet width (1.0 = standard).")
-    define("integer", "dim", defaults.dim, "Projector output width (the paper: 2048).")
-    define("integer", "pred_dim", defaults.pred_dim, "Predictor bottleneck width (the paper: 512).")
-    define("integer", "projector_layers", defaults.projector_layers, "3 (ImageNet recipe) or 2 (CIFAR recipe).")
-    define(
-        "integer",
-        "projector_hidden_dim",
-        defaults.projector_hidden_dim,
-        "Projector hidden width; 0 = the backbone's feature width, as the reference (2048 for ResNet-50).",
-    )
-    define(
-        "enum",
-        "projector_bn",
-        defaults.projector_bn,
-        list(config_lib.PROJECTOR_BN),
-        "BatchNorm in the projector (paper Table 3): all (the reference, 3c), hidden (hidden layers only, 3b), "
-        "none (3a).",
-    )
-    define(
-        "enum",
-        "predictor_bn",
-        defaults.predictor_bn,
-        list(config_lib.PREDICTOR_BN),
-        "BatchNorm in the predictor: hidden (the reference), all (also on its output, Table 3d, unstable), none.",
-    )
-    define(
-        "bool",
-        "stop_gradient",
-        defaults.stop_gradient,
-        "Stop-gradient on the target branch (off: the collapse ablation).",
-    )
-    define("bool", "use_predictor", defaults.use_predictor, "Use the predictor MLP (off: Table 1a ablation).")
-    define(
-        "bool",
-        "heads_bn",
-        defaults.heads_bn,
-        "BatchNorm in the projector and predictor; false = --projector_bn=none --predictor_bn=none (Table 3a).",
-    )
-    define(
-        "enum",
-        "sync_bn",
-        defaults.sync_bn,
-        list(config_lib.SYNC_BN),
-        "Synchronized BatchNorm across replicas; auto = on with more than one replica.",
-    )
-
-
-LR_SCHEDULE_HELP = (
-    "When the cosine learning rate changes: epoch (once at the start of each epoch, as the reference's "
-    "adjust_learning_rate; the paper's recipes set it) or step (every step, a smooth curve; the default, with "
-    "which the demo's figures were measured)."
-)
-
-
-def define_lr_schedule_flag(default):
-    define("enum", "lr_schedule", default, list(config_lib.LR_SCHEDULES), LR_SCHEDULE_HELP)
-
-
-def define_label_budget_flags(defaults):
-    """--labels_per_class and --label_fraction, for the tools that train on labels (linear, verify)."""
-    define(
-        "integer",
-        "labels_per_class",
-        defaults.labels_per_class,
-        "Label budget: train on this many labelled images of each class of the train split (drawn "
-        "from --seed; recorded in metrics.json). Exclusive with --label_fraction.",
-    )
-    define(
-        "float",
-        "label_fraction",
-        defaults.label_fraction,
-        "Label budget: train on this fraction (0, 1] of each class's images (rounded, at least 1 per "
-        "class; SimCLR/BYOL's 1% and 10% are 0.01 and 0.1). Exclusive with --labels_per_class.",
-    )
-
-
-def define_dry_run_flag():
-    group("run")
-    define("bool", "dry_run", False, "Check the flags, print the resolved flags and exit without running.")
+def define_tool_flags(config_cls, dry_run=True):
+    """Defines a tool's flags from its config's settings (`config.flags.tool_flags`); with `dry_run`, --dry_run too."""
+    specs = config_flags.tool_flags(config_cls)
+    if dry_run:
+        specs += config_flags.tool_flags(config_lib.ToolOptions)
+    for spec in specs:
+        define_flag(spec)
+    return specs
 
 
 def resolved_flags_text():
@@ -220,9 +75,9 @@ def inherit_run_flags(init_from, names):
 
     Returns the names taken over. A value the flag cannot parse ends the tool with exit code 2.
     """
-    path = flagfile.find_run_flags(init_from)
+    path = config_flags.find_run_flags(init_from)
     try:
-        found = flagfile.read_flags_file(path) if path else {}
+        found = config_flags.read_flags_file(path) if path else {}
     except RunError as err:
         fail(str(err))
     taken = []
@@ -285,11 +140,11 @@ def help_text(description):
         if not names:
             continue
         lines += ["", f"{heading}:"]
-        lines += [f"  {_flag_line(FLAGS[name])}" for name in names]
+        lines += [f"  {_flag_line(FLAGS[name], FLAG_SPECS.get(name))}" for name in names]
     return "\n".join(lines)
 
 
-def _flag_line(flag):
+def _flag_line(flag, spec=None):
     value = flag.default
     if isinstance(value, bool):
         shown = "true" if value else "false"
@@ -301,6 +156,10 @@ def _flag_line(flag):
         shown = str(value)
     # The first sentence of the help (absl puts an enum's choices in front: "<a|b>: ...").
     summary = re.split(r"(?<!e\.g)(?<!i\.e)\.(?:\s|$)", flag.help.strip(), maxsplit=1)[0].rstrip(".")
+    if spec is not None:
+        limits = config_flags.range_text(spec.setting)
+        summary += f". Range {limits}" if limits else ""
+        summary += ". From the --init_from run unless given" if config_flags.INHERITED_NOTE in spec.help else ""
     return f"--{flag.name}={shown}  {summary}" if shown else f"--{flag.name}  {summary}"
 
 
@@ -369,7 +228,7 @@ def flag_values():
 def config_from_flags(config_cls, values=None):
     """The tool's config from its flags (or from `values`), validated; invalid flags end the tool with exit code 2."""
     try:
-        config = flagfile.config_from_flag_values(config_cls, flag_values() if values is None else values)
+        config = config_flags.config_from_flag_values(config_cls, flag_values() if values is None else values)
         config.validate()
     except ValueError as err:
         fail(str(err), 2)

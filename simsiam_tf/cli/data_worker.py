@@ -16,27 +16,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import app, flags  # noqa: E402
-
-FLAGS = flags.FLAGS
-DEFAULT_PORT = 5050
-LOOPBACK = "127.0.0.1"
-
-flags.DEFINE_bool("dispatcher", False, "Run the dispatcher (one per training job) instead of a worker.")
-flags.DEFINE_string("dispatcher_address", None, "Worker mode: the dispatcher's HOST:PORT (grpc:// optional).")
-flags.DEFINE_integer(
-    "port", None, f"Port to serve on; default {DEFAULT_PORT} for the dispatcher, any free port for a worker."
-)
-flags.DEFINE_string(
-    "host",
-    LOOPBACK,
-    "The address the dispatcher and the trainers reach this server at (a worker registers itself under it). "
-    "The default, loopback, keeps everything on one machine; give the machine's private-network address for a fleet.",
-)
-flags.DEFINE_string(
-    "work_dir", None, "Dispatcher mode: a directory for its journal, so that a restarted dispatcher recovers its jobs."
-)
-flags.DEFINE_integer("heartbeat_ms", 1000, "Worker mode: how often the worker asks the dispatcher for new work.")
+from simsiam_tf import config as config_lib  # noqa: E402
 
 WARNING = (
     "the tf.data service has no authentication and listens on every interface of this machine: "
@@ -47,39 +27,38 @@ WARNING = (
 def main(argv):
     if len(argv) > 1:
         common.fail(f"unexpected arguments {' '.join(argv[1:])}: every option is a --flag")
-    if FLAGS.dispatcher == bool(FLAGS.dispatcher_address):
-        common.fail("give either --dispatcher (run the dispatcher) or --dispatcher_address=HOST:PORT (run a worker)")
-    if FLAGS.port is not None and not 0 <= FLAGS.port < 65536:
-        common.fail(f"--port must be in [0, 65535], got {FLAGS.port}")
+    config = common.config_from_flags(config_lib.DataWorkerConfig)
     from simsiam_tf.data import service
 
-    if FLAGS.dispatcher:
-        port = DEFAULT_PORT if FLAGS.port is None else FLAGS.port
-        server = service.start_dispatcher(port, work_dir=FLAGS.work_dir)
+    if config.dispatcher:
+        port = config_lib.DataWorkerConfig.DEFAULT_PORT if config.port is None else config.port
+        server = service.start_dispatcher(port, work_dir=config.work_dir)
         # DispatchServer.target names localhost; the trainers need the host they reach it at.
         bound = server.target.rpartition(":")[2]
-        print(f"dispatcher serving at grpc://{FLAGS.host}:{bound}", flush=True)
+        print(f"dispatcher serving at grpc://{config.host}:{bound}", flush=True)
         print(
-            f"  workers:  simsiam-data-worker --dispatcher_address={FLAGS.host}:{bound} --host=WORKER_HOST", flush=True
+            f"  workers:  simsiam-data-worker --dispatcher_address={config.host}:{bound} --host=WORKER_HOST", flush=True
         )
-        print(f"  trainers: simsiam-pretrain ... --data_service=grpc://{FLAGS.host}:{bound}", flush=True)
+        print(f"  trainers: simsiam-pretrain ... --data_service=grpc://{config.host}:{bound}", flush=True)
     else:
-        address = FLAGS.dispatcher_address
-        host_port = address[len(service.GRPC) :] if address.startswith(service.GRPC) else address
-        host, _, port = host_port.rpartition(":")
-        if not host or not port.isdigit():
-            common.fail(f"--dispatcher_address must be HOST:PORT (e.g. 10.0.0.5:5050), got {address!r}")
-        server = service.start_worker(host_port, port=FLAGS.port or 0, host=FLAGS.host, heartbeat_ms=FLAGS.heartbeat_ms)
+        host_port = config.dispatcher_host_port()
+        server = service.start_worker(
+            host_port, port=config.port or 0, host=config.host, heartbeat_ms=config.heartbeat_ms
+        )
         print(
-            f"worker of dispatcher {host_port} serving at {FLAGS.host}:{server._address.rpartition(':')[2]}", flush=True
+            f"worker of dispatcher {host_port} serving at {config.host}:{server._address.rpartition(':')[2]}",
+            flush=True,
         )
     print(f"warning: {WARNING}", flush=True)
     server.join()
     return 0
 
 
+common.define_tool_flags(config_lib.DataWorkerConfig, dry_run=False)
+
+
 def run_main():
-    app.run(main)
+    common.run_main(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -16,40 +16,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import flags  # noqa: E402
-
 from simsiam_tf import config as config_lib  # noqa: E402
-
-FLAGS = flags.FLAGS
-_D = config_lib.ExportConfig()
-_AUTO = "auto"
-
-
-def define_flags():
-    common.group("run")
-    common.define(
-        "string",
-        "model_dir",
-        _D.model_dir,
-        "Run directory to export (written by simsiam-pretrain, simsiam-linear or simsiam-verify).",
-    )
-    common.define(
-        "string",
-        "output_dir",
-        _D.output_dir,
-        "Where to write saved_model/ and model.keras; default <model_dir>/export.",
-    )
-    common.define(
-        "string",
-        "kind",
-        _AUTO,
-        f"Which job wrote the run: {', '.join(config_lib.EXPORT_KINDS)}, or auto to read it from the run's flags.cfg.",
-    )
-    common.define_dry_run_flag()
-
-
-def _field_values(values):
-    return dict(values, kind=None if values["kind"] == _AUTO else values["kind"])
 
 
 def dry_run(config):
@@ -75,12 +42,10 @@ def report(config, result):
 
 def main(argv):
     # The run directory is only read: its flags.cfg stays the training run's.
-    return common.run_tool(
-        argv, config_lib.ExportConfig, "export", report, dry_run=dry_run, write_flags=False, values=_field_values
-    )
+    return common.run_tool(argv, config_lib.ExportConfig, "export", report, dry_run=dry_run, write_flags=False)
 
 
-define_flags()
+common.define_tool_flags(config_lib.ExportConfig)
 
 
 def run_main():

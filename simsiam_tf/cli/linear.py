@@ -34,125 +34,6 @@ from absl import flags  # noqa: E402
 from simsiam_tf import config as config_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
-_D = config_lib.LinearConfig()
-
-
-def define_flags():
-    common.define_runtime_flags(_D.runtime)
-    common.define_data_flags(_D.data)
-    m = _D.model
-    common.group("model")
-    common.define(
-        "string",
-        "backbone",
-        m.backbone,
-        "Backbone of the pretraining run: resnet18, resnet34 or resnet50, suffix _cifar for the CIFAR stem.",
-    )
-    common.define(
-        "float", "width_multiplier", m.width_multiplier, "Width multiplier of the pretraining run's backbone."
-    )
-    common.define(
-        "enum",
-        "sync_bn",
-        m.sync_bn,
-        list(config_lib.SYNC_BN),
-        "Build the backbone with synchronized BatchNorm (no effect on a frozen encoder's numbers).",
-    )
-    common.define(
-        "string",
-        "init_from",
-        _D.init_from,
-        "Required: the simsiam-pretrain run directory (its latest checkpoint) or a checkpoint prefix. Its "
-        "flags.cfg gives the defaults of the data and encoder flags.",
-    )
-    common.group("optimisation")
-    common.define(
-        "enum",
-        "optimizer",
-        _D.optimizer,
-        list(config_lib.PROBE_OPTIMIZERS),
-        "lars (trust 0.001) or sgd (coupled L2, PyTorch semantics). Default: lars, or sgd on a small "
-        "training set (where batch 4096 leaves fewer than 20 steps per epoch).",
-    )
-    common.define(
-        "integer",
-        "batch_size",
-        _D.batch_size,
-        "Global batch size of the classifier's training. Default: 4096, halved (to a power of two >= 16) "
-        "until an epoch has at least 20 steps; a batch given here is kept, with a warning when too large.",
-    )
-    common.define("integer", "epochs", _D.epochs, "Training epochs.")
-    common.define(
-        "float",
-        "base_lr",
-        _D.base_lr,
-        "Base learning rate; the rate used is base_lr * batch_size / 256, cosine-decayed to 0.",
-    )
-    common.define_lr_schedule_flag(_D.lr_schedule)
-    common.define("float", "momentum", _D.momentum, "Momentum.")
-    common.define(
-        "float", "weight_decay", _D.weight_decay, "Weight decay (LARS: on the weights only; sgd: coupled L2)."
-    )
-    common.define(
-        "bool",
-        "augment",
-        _D.augment,
-        "Random-resized-crop + flip training images (the paper); false: the evaluation preprocessing. "
-        "Default: true, or false on a small training set.",
-    )
-    common.define(
-        "bool",
-        "standardize",
-        _D.standardize,
-        "Train the classifier on cached features scaled to zero mean and unit variance (train statistics, "
-        "folded into the stored classifier). Default: false (the paper), or true on a small training set.",
-    )
-    common.define("list", "crop_scale", [str(v) for v in _D.crop_scale], "Random-resized-crop area range: min,max.")
-    common.define(
-        "float",
-        "flip_prob",
-        _D.flip_prob,
-        "Probability of mirroring a training crop left-right (the paper: 0.5; 0 where mirror images are another "
-        "class, e.g. digits and text). Taken from the --init_from run's flags.cfg unless given.",
-    )
-    common.define(
-        "bool",
-        "cache_features",
-        _D.cache_features,
-        "Extract the features once and train the classifier on them; default: true exactly when "
-        "--augment=false. Needs --augment=false.",
-    )
-    common.group("evaluation")
-    common.define(
-        "bool",
-        "compare_baselines",
-        _D.compare_baselines,
-        "Also train the same probe on the encoder at random init and on raw pixels (flattened, standardised "
-        "images at --image_size), written as random_init_top1/top5 and pixels_top1/top5.",
-    )
-    common.define(
-        "bool",
-        "compare_random_init",
-        _D.compare_random_init,
-        "Also probe the same architecture at random init (implied by --compare_baselines).",
-    )
-    common.define_label_budget_flags(_D)
-    common.define(
-        "bool",
-        "finetune",
-        _D.finetune,
-        "Fine-tune the whole encoder with the classifier (semi-supervised evaluation as SimCLR/BYOL, "
-        "usually with a label budget): augmented crops, BatchNorm in training mode, SGD momentum "
-        "--momentum without weight decay, one lr for all (SimCLR's base lr is 0.05). The check that "
-        "the encoder is unchanged is skipped.",
-    )
-    common.define("integer", "eval_batch_size", _D.eval_batch_size, "Batch size of feature extraction and evaluation.")
-    common.group("run")
-    common.define(
-        "integer", "checkpoint_every_steps", _D.checkpoint_every_steps, "Checkpoint every N steps (and at the end)."
-    )
-    common.define("integer", "log_every_steps", _D.log_every_steps, "TensorBoard scalars every N steps.")
-    common.define_dry_run_flag()
 
 
 def report(config, metrics):
@@ -162,25 +43,8 @@ def report(config, metrics):
     print(linear.summary(metrics))
 
 
-# What describes the data and the encoder: taken from the pretraining run unless given.
-RUN_FLAGS = (
-    "dataset",
-    "data_dir",
-    "image_size",
-    "train_split",
-    "eval_split",
-    "num_train_examples",
-    "num_eval_examples",
-    "on_corrupt",
-    "seed",
-    "backbone",
-    "width_multiplier",
-    "flip_prob",
-)
-
-
 def inherit_run_flags():
-    taken = common.inherit_run_flags(FLAGS.init_from, RUN_FLAGS)
+    taken = common.inherit_run_flags(FLAGS.init_from, config_lib.LinearConfig.INHERITED_FROM_RUN)
     if taken:
         # A comment line, so that --dry_run's output stays a flagfile.
         print(
@@ -192,7 +56,7 @@ def main(argv):
     return common.run_tool(argv, config_lib.LinearConfig, "linear", report, prepare=inherit_run_flags)
 
 
-define_flags()
+common.define_tool_flags(config_lib.LinearConfig)
 
 
 def run_main():

@@ -10,21 +10,19 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from simsiam_tf.config.choices import BACKBONE_NAMES, CIFAR_SUFFIX
 from simsiam_tf.training import distribute
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# arch -> (block type, blocks per stage)
+# arch -> (block type, blocks per stage), for each of config.BACKBONE_ARCHS (the names are listed there).
 _ARCHS = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
 }
 _EXPANSION = {"basic": 1, "bottleneck": 4}
-_CIFAR_SUFFIX = "_cifar"
-
-BACKBONE_NAMES = tuple(sorted(list(_ARCHS) + [a + _CIFAR_SUFFIX for a in _ARCHS]))
 
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
@@ -280,8 +278,8 @@ class Conv2D(layers.Conv2D):
 def parse_backbone_name(name):
     """'resnet50' -> ('resnet50', False); 'resnet18_cifar' -> ('resnet18', True)."""
     if name in BACKBONE_NAMES:
-        if name.endswith(_CIFAR_SUFFIX):
-            return name[: -len(_CIFAR_SUFFIX)], True
+        if name.endswith(CIFAR_SUFFIX):
+            return name[: -len(CIFAR_SUFFIX)], True
         return name, False
     raise ValueError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONE_NAMES)}")
 
@@ -396,7 +394,7 @@ def build_backbone(
     block_fn = _basic_block if block_type == "basic" else _bottleneck_block
     widths = stage_widths(width_multiplier)
     if name is None:
-        name = arch + (_CIFAR_SUFFIX if cifar_stem else "")
+        name = arch + (CIFAR_SUFFIX if cifar_stem else "")
 
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = ImageNormalization(name="normalize")(inputs)

@@ -1,6 +1,6 @@
 """The export job: a finished run directory as a SavedModel and a `.keras` file.
 
-Reads the run's flags.cfg (`simsiam_tf.flagfile`) to learn which job wrote it and how
+Reads the run's flags.cfg (`simsiam_tf.config.flags`) to learn which job wrote it and how
 to rebuild its model (`simsiam_tf.builders`), restores the latest checkpoint and writes
 `<output_dir>/saved_model` and `<output_dir>/model.keras` (`simsiam_tf.serving`).
 """
@@ -12,8 +12,9 @@ import typing
 import keras
 import tensorflow as tf
 
-from simsiam_tf import builders, flagfile, models, serving
+from simsiam_tf import builders, models, serving
 from simsiam_tf import config as config_lib
+from simsiam_tf.config import flags as config_flags
 from simsiam_tf.errors import RunError
 from simsiam_tf.serving import export
 from simsiam_tf.training import checkpoints
@@ -49,17 +50,17 @@ def inspect_run(model_dir, kind=None, config=None):
             "train the run first, or give the directory of a run that saved one"
         ) from None
     if config is None:
-        flags_path = os.path.join(model_dir, flagfile.FLAGS_FILE)
+        flags_path = os.path.join(model_dir, config_flags.FLAGS_FILE)
         if not os.path.exists(flags_path):
             raise RunError(
-                f"{model_dir!r} has no {flagfile.FLAGS_FILE}: give a run directory written by simsiam-pretrain, "
+                f"{model_dir!r} has no {config_flags.FLAGS_FILE}: give a run directory written by simsiam-pretrain, "
                 "simsiam-linear or simsiam-verify (from Python, pass the run's config)"
             )
-        values = flagfile.read_flags_file(flags_path)
-        kind = kind or flagfile.detect_kind(values)
-        config = flagfile.config_from_flags(flagfile.CONFIGS[kind], values)
+        values = config_flags.read_flags_file(flags_path)
+        kind = kind or config_flags.detect_kind(values)
+        config = config_flags.config_from_flags(config_flags.CONFIGS[kind], values)
     elif kind is None:
-        kind = {cls: k for k, cls in flagfile.CONFIGS.items()}.get(type(config))
+        kind = {cls: k for k, cls in config_flags.CONFIGS.items()}.get(type(config))
         if kind is None:
             raise RunError(f"cannot export a run from a {type(config).__name__}; pass kind explicitly")
     image_size = int(config.data.image_size)

@@ -11,27 +11,10 @@ directory the job created is removed again, and so is a lock file it created.
 
 import os
 
-from simsiam_tf import config as config_lib
-from simsiam_tf import flagfile
+from simsiam_tf.config import flags as config_flags
 from simsiam_tf.errors import RunError
 from simsiam_tf.runs import lock
 from simsiam_tf.training.files import write_text_atomic
-
-# Flags that define the variables of each job's model: a restart that changes one cannot resume.
-MODEL_FLAGS = {
-    config_lib.PretrainConfig: (
-        "backbone",
-        "width_multiplier",
-        "dim",
-        "pred_dim",
-        "projector_layers",
-        "use_predictor",
-        "heads_bn",
-        "method",
-    ),
-    config_lib.LinearConfig: ("backbone", "width_multiplier"),
-    config_lib.VerifyConfig: ("backbone", "width_multiplier", "head", "embedding_dim", "hidden_dim"),
-}
 
 
 def _recorded_value(values, name):
@@ -46,28 +29,22 @@ def _recorded_value(values, name):
 def model_flag_differences(config, flags_path):
     """[(flag, value given, value in flags_path)] of the model-defining flags that differ from the run's flags.cfg.
 
+    The model-defining flags are the settings marked `defines_variables` (`config.flags.model_flags`).
     Flags the file does not record are not compared.
     """
-    names = MODEL_FLAGS.get(type(config), ())
-    values = flagfile.read_flags_file(flags_path)
-    recorded = flagfile.config_from_flags(type(config), values)
-    fields = flagfile.flag_fields(type(config))
+    names = config_flags.model_flags(type(config))
+    values = config_flags.read_flags_file(flags_path)
+    recorded = config_flags.config_from_flags(type(config), values)
+    fields = config_flags.flag_fields(type(config))
     out = []
     for name in names:
         if _recorded_value(values, name) is None:
             continue
         path = fields[name][0]
-        given, before = _get(config, path), _get(recorded, path)
+        given, before = config_flags.get(config, path), config_flags.get(recorded, path)
         if given != before:
             out.append((name, given, before))
     return out
-
-
-def _get(config, path):
-    value = config
-    for part in path.split("."):
-        value = getattr(value, part)
-    return value
 
 
 def _flag_text(name, value):
@@ -78,7 +55,7 @@ def _flag_text(name, value):
 
 def check_same_model(config, model_dir):
     """Raises RunError, naming the flags and the fix, when `model_dir`'s flags.cfg records another model."""
-    flags_path = os.path.join(model_dir, flagfile.FLAGS_FILE)
+    flags_path = os.path.join(model_dir, config_flags.FLAGS_FILE)
     if not os.path.isfile(flags_path):
         return
     differences = model_flag_differences(config, flags_path)
@@ -127,7 +104,7 @@ class RunStart:
             return
         self.has_started = True
         if self.flags_text is not None:
-            write_text_atomic(os.path.join(self.directory, flagfile.FLAGS_FILE), self.flags_text)
+            write_text_atomic(os.path.join(self.directory, config_flags.FLAGS_FILE), self.flags_text)
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and not self.has_started and self._created_lock_file and self.lock.held:

@@ -3,8 +3,9 @@
 import keras
 import pytest
 
-from simsiam_tf import builders, flagfile, models
+from simsiam_tf import builders, models
 from simsiam_tf import config as config_lib
+from simsiam_tf.config import flags as config_flags
 
 TINY = {"model.width_multiplier": 0.125, "model.dim": 16, "model.pred_dim": 8, "data.image_size": 16}
 
@@ -70,9 +71,9 @@ def test_flags_cfg_rebuilds_the_same_heads(tmp_path):
         "# tool: simsiam-pretrain\n--width_multiplier=0.125\n--dim=16\n--pred_dim=8\n"
         "--projector_hidden_dim=24\n--projector_bn=hidden\n--predictor_bn=all\n"
     )
-    values = flagfile.read_flags_file(str(path))
-    assert flagfile.detect_kind(values) == "pretrain"
-    cfg = flagfile.config_from_flags(config_lib.PretrainConfig, values)
+    values = config_flags.read_flags_file(str(path))
+    assert config_flags.detect_kind(values) == "pretrain"
+    cfg = config_flags.config_from_flags(config_lib.PretrainConfig, values)
     import tensorflow as tf
 
     model = builders.build_model(cfg, tf.distribute.get_strategy())

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from conftest import tiny_pretrain_run
 
 from simsiam_tf import config as config_lib
 from simsiam_tf.errors import RunError
@@ -124,3 +125,38 @@ def test_a_second_start_on_a_held_directory_fails_naming_the_holder_and_writes_n
             with rundir.RunStart(str(run_dir), "--epochs=99\n"):
                 pass
         assert _snapshot(run_dir) == before
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished tiny pretraining run with its flags.cfg (projector_hidden_dim 0, projector_bn all, predictor_bn hidden)."""
+    return tiny_pretrain_run(tmp_path_factory, write_flags=True, image_size=16, num_train_examples=16)
+
+
+@pytest.mark.parametrize(
+    "field, value, recorded",
+    [("projector_hidden_dim", 24, "0"), ("projector_bn", "hidden", "all"), ("predictor_bn", "none", "hidden")],
+)
+def test_a_restart_that_changes_the_heads_is_refused_before_anything_is_built(
+    tiny_run, field, value, recorded, monkeypatch
+):
+    from simsiam_tf import builders
+    from simsiam_tf.config import flags as config_flags
+    from simsiam_tf.runs import pretrain
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("the model was built before the flags were checked")
+
+    monkeypatch.setattr(builders, "build_model", must_not_build)
+    monkeypatch.setattr(builders, "build_encoder", must_not_build)
+    ran = config_flags.config_from_flags(
+        config_lib.PretrainConfig, config_flags.read_flags_file(os.path.join(tiny_run, "flags.cfg"))
+    )
+    assert str(getattr(ran.model, field)) == recorded
+    before = _snapshot(tiny_run)
+    with pytest.raises(RunError) as info:
+        pretrain.run(config_lib.replace(ran, **{f"model.{field}": value}, epochs=2))
+    message = str(info.value)
+    assert f"it has --{field}={recorded}" in message and f"this run asks for --{field}={value}" in message
+    assert "Nothing was written" in message
+    assert _snapshot(tiny_run) == before

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf import augment, builders, flagfile, models, serving
+from simsiam_tf import augment, builders, models, serving
 from simsiam_tf import config as config_lib
+from simsiam_tf.config import flags as config_flags
 from simsiam_tf.errors import RunError
 from simsiam_tf.runs import export as export_job
 from simsiam_tf.serving import export
@@ -96,7 +97,7 @@ def _write_flags(model_dir, module, *args):
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "flags.cfg"), "w") as f:
         f.write(out)
-    return flagfile.read_flags_file(os.path.join(model_dir, "flags.cfg"))
+    return config_flags.read_flags_file(os.path.join(model_dir, "flags.cfg"))
 
 
 def _scramble(model, rng):
@@ -144,18 +145,18 @@ def env(tmp_path_factory):
     )
 
     # Checkpoints whose weights a rebuild (seed 0) cannot reproduce without restoring them.
-    pre_config = flagfile.config_from_flags(config_lib.PretrainConfig, pre_flags)
+    pre_config = config_flags.config_from_flags(config_lib.PretrainConfig, pre_flags)
     simsiam = builders.build_model(config_lib.replace(pre_config, **{"runtime.seed": 11}), strategy)
     _scramble(simsiam, rng)
     checkpoints.RunCheckpoint(pre, model=simsiam).save(5)
 
-    lin_config = flagfile.config_from_flags(config_lib.LinearConfig, lin_flags)
+    lin_config = config_flags.config_from_flags(config_lib.LinearConfig, lin_flags)
     probe = models.LinearProbe(builders.build_encoder(lin_config.model, strategy, 12), NUM_CLASSES)
     _scramble(probe, rng)
     probe.classifier.kernel.assign(rng.normal(0, 1, probe.classifier.kernel.shape).astype(np.float32))
     checkpoints.RunCheckpoint(lin, model=probe).save(3)
 
-    ver_config = flagfile.config_from_flags(config_lib.VerifyConfig, ver_flags)
+    ver_config = config_flags.config_from_flags(config_lib.VerifyConfig, ver_flags)
     encoder = builders.build_encoder(ver_config.model, strategy, 13)
     pair_verifier = builders.build_verifier(ver_config, encoder, strategy)
     _scramble(pair_verifier, rng)
@@ -394,16 +395,16 @@ def test_no_checkpoint_is_a_clear_error(env):
 def test_flags_files_give_back_the_configs(env):
     kinds = {}
     for name in ("pre", "lin", "ver"):
-        values = flagfile.read_flags_file(os.path.join(env[name], "flags.cfg"))
-        kinds[name] = flagfile.detect_kind(values)
+        values = config_flags.read_flags_file(os.path.join(env[name], "flags.cfg"))
+        kinds[name] = config_flags.detect_kind(values)
     assert kinds == {"pre": "pretrain", "lin": "linear", "ver": "verify"}
-    pre = flagfile.config_from_flags(
-        config_lib.PretrainConfig, flagfile.read_flags_file(os.path.join(env["pre"], "flags.cfg"))
+    pre = config_flags.config_from_flags(
+        config_lib.PretrainConfig, config_flags.read_flags_file(os.path.join(env["pre"], "flags.cfg"))
     )
     assert pre.model.use_predictor is False and pre.model.dim == 16 and pre.data.image_size == PRE_SIZE
     assert pre.augment.crop_scale == (0.2, 1.0) and pre.runtime.tpu is None
-    lin = flagfile.config_from_flags(
-        config_lib.LinearConfig, flagfile.read_flags_file(os.path.join(env["lin"], "flags.cfg"))
+    lin = config_flags.config_from_flags(
+        config_lib.LinearConfig, config_flags.read_flags_file(os.path.join(env["lin"], "flags.cfg"))
     )
     assert lin.cache_features is False and lin.init_from == env["pre"] and lin.crop_scale == (0.08, 1.0)
 
@@ -412,10 +413,10 @@ def test_unknown_flags_and_missing_heads_are_refused(tmp_path):
     path = tmp_path / "flags.cfg"
     path.write_text("--backbone=resnet18\n--no_such_flag=3\n")
     with pytest.raises(RunError, match="no_such_flag"):
-        flagfile.detect_kind(flagfile.read_flags_file(str(path)))
+        config_flags.detect_kind(config_flags.read_flags_file(str(path)))
     path.write_text("--image_size=big\n")
     with pytest.raises(RunError, match="--image_size=big is not a valid int"):
-        flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(str(path)))
+        config_flags.config_from_flags(config_lib.PretrainConfig, config_flags.read_flags_file(str(path)))
     encoder = builders.build_encoder(
         config_lib.ModelConfig(backbone="resnet18_cifar", width_multiplier=0.125), tf.distribute.get_strategy(), 0
     )

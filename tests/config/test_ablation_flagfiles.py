@@ -7,7 +7,7 @@ import pytest
 
 from simsiam_tf import config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SWITCHES = {
     "no_stop_gradient": {"stop_gradient": "false"},
     "no_predictor": {"use_predictor": "false"},

@@ -1,0 +1,29 @@
+"""The values a choice setting accepts, each listed once (the models, data and tools import them from here)."""
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+COLLAPSE_ACTIONS = ("stop", "warn", "ignore")
+METHODS = ("simsiam", "simtriplet")
+NEIGHBOURHOODS = ("4", "8", "group")
+TILE_PATTERN = r"(?P<group>.+)_x(?P<col>\d+)_y(?P<row>\d+)\.(png|jpe?g)"
+TILE_DATASETS = ("synthetic_tiles", "folder")
+PROBE_OPTIMIZERS = ("lars", "sgd")
+VERIFY_HEADS = ("contrastive", "triplet", "classifier", "cosine")
+VERIFY_AUGMENTS = ("none", "crop", "crop_flip")
+MININGS = ("semi_hard", "batch_hard")
+DISTANCES = ("l2", "squared_l2", "angular")
+EXPORT_KINDS = ("pretrain", "linear", "verify")
+ON_BAD_FILE = ("error", "skip")
+SYNC_BN = ("auto", "true", "false")
+LR_SCHEDULES = ("step", "epoch")
+PROJECTOR_BN = ("all", "hidden", "none")
+PREDICTOR_BN = ("hidden", "all", "none")
+AUGMENT_ON = ("auto", "host", "device")
+VERBOSITY = (0, 1, 2)
+PROJECTOR_LAYERS = (2, 3)
+DATA_SERVICE_SCHEME = "grpc://"
+
+# The ResNet architectures (simsiam_tf.models.backbones builds them); each also comes with the CIFAR stem.
+BACKBONE_ARCHS = ("resnet18", "resnet34", "resnet50")
+CIFAR_SUFFIX = "_cifar"
+BACKBONE_NAMES = tuple(sorted(BACKBONE_ARCHS + tuple(a + CIFAR_SUFFIX for a in BACKBONE_ARCHS)))

@@ -1,0 +1,105 @@
+"""The settings of the tools that run no training: export, the tf.data service launcher; and --dry_run."""
+
+import dataclasses
+from typing import ClassVar, Optional
+
+from simsiam_tf.config import choices as c
+from simsiam_tf.config.fields import check_settings, setting
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Export of a finished run: its SavedModel and `.keras` file.
+
+    `output_dir` None means `<model_dir>/export`; `kind` None means: read it from the
+    run's flags.cfg.
+    """
+
+    model_dir: str = setting(
+        "outputs/demo",
+        "Run directory to export (written by simsiam-pretrain, simsiam-linear or simsiam-verify).",
+        group="run",
+    )
+    output_dir: Optional[str] = setting(
+        None, "Where to write saved_model/ and model.keras; default <model_dir>/export.", group="run"
+    )
+    kind: Optional[str] = setting(
+        None,
+        f"Which job wrote the run: {', '.join(c.EXPORT_KINDS)}, or auto to read it from the run's flags.cfg.",
+        group="run",
+        choices=c.EXPORT_KINDS,
+        none_flag="auto",
+    )
+
+    def validate(self):
+        if not self.model_dir:
+            raise ValueError("model_dir is required: the run directory to export")
+        if self.output_dir is not None and not self.output_dir:
+            raise ValueError("output_dir is empty: name a directory, or leave it out for <model_dir>/export")
+        check_settings(self)
+        return self
+
+
+DEFAULT_PORT = 5050
+LOOPBACK = "127.0.0.1"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataWorkerConfig:
+    """A tf.data service dispatcher (`dispatcher`) or a worker of the one at `dispatcher_address`."""
+
+    DEFAULT_PORT: ClassVar[int] = DEFAULT_PORT
+
+    dispatcher: bool = setting(False, "Run the dispatcher (one per training job) instead of a worker.", group="run")
+    dispatcher_address: Optional[str] = setting(
+        None, "Worker mode: the dispatcher's HOST:PORT (grpc:// optional).", group="run"
+    )
+    port: Optional[int] = setting(
+        None,
+        f"Port to serve on; default {DEFAULT_PORT} for the dispatcher, any free port for a worker.",
+        group="run",
+        low=0,
+        high=65535,
+    )
+    host: str = setting(
+        LOOPBACK,
+        "The address the dispatcher and the trainers reach this server at (a worker registers itself under it). "
+        "The default, loopback, keeps everything on one machine; give the machine's private-network address for "
+        "a fleet.",
+        group="run",
+    )
+    work_dir: Optional[str] = setting(
+        None,
+        "Dispatcher mode: a directory for its journal, so that a restarted dispatcher recovers its jobs.",
+        group="run",
+    )
+    heartbeat_ms: int = setting(
+        1000, "Worker mode: how often the worker asks the dispatcher for new work.", group="run", low=1
+    )
+
+    def dispatcher_host_port(self):
+        """`dispatcher_address` as HOST:PORT, without the grpc:// scheme."""
+        address = self.dispatcher_address
+        scheme = c.DATA_SERVICE_SCHEME
+        return address[len(scheme) :] if address.startswith(scheme) else address
+
+    def validate(self):
+        if self.dispatcher == bool(self.dispatcher_address):
+            raise ValueError(
+                "give either --dispatcher (run the dispatcher) or --dispatcher_address=HOST:PORT (run a worker)"
+            )
+        check_settings(self)
+        if self.dispatcher_address:
+            host, _, port = self.dispatcher_host_port().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(
+                    f"dispatcher_address must be HOST:PORT (e.g. 10.0.0.5:5050), got {self.dispatcher_address!r}"
+                )
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolOptions:
+    """Settings of the tool itself rather than of its job (not recorded in flags.cfg)."""
+
+    dry_run: bool = setting(False, "Check the flags, print the resolved flags and exit without running.", group="run")
