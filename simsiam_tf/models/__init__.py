@@ -4,6 +4,7 @@
 - `heads`: projector, predictor, pair-verification heads.
 - `simsiam`: `TrainStepModel` (the one train step) and `SimSiam`.
 - `classifiers`: `LinearProbe` (frozen encoder) and `FineTunedClassifier`.
+- `arguments`: `get_config`/`from_config` from the constructor's arguments, for every model.
 - `simtriplet`: `SimTriplet` (SimSiam plus a triplet term on neighbouring tiles).
 - `verifier`: `PairVerifier` (the Siamese twin that scores pairs of images).
 

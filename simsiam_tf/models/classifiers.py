@@ -3,9 +3,10 @@
 import keras
 
 from simsiam_tf.models import backbones
+from simsiam_tf.models.arguments import ArgumentConfig
 
 
-class _EncoderClassifier(keras.Model):
+class _EncoderClassifier(ArgumentConfig, keras.Model):
     """An encoder and a linear classifier on its features (weights N(0, 0.01), bias 0)."""
 
     encoder_trainable = None
@@ -19,17 +20,6 @@ class _EncoderClassifier(keras.Model):
         self.num_classes = int(num_classes)
         self.classifier = build_linear_classifier(self.num_classes, backbones.feature_dim(encoder))
         self.built = True
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(encoder=keras.saving.serialize_keras_object(self.encoder), num_classes=self.num_classes)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")

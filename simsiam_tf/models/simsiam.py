@@ -6,6 +6,7 @@ import tensorflow as tf
 from simsiam_tf import losses
 from simsiam_tf.evaluation import monitor
 from simsiam_tf.models import backbones, heads
+from simsiam_tf.models.arguments import ArgumentConfig
 from simsiam_tf.training import distribute
 
 
@@ -54,7 +55,7 @@ class TrainStepModel(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
-class SimSiam(TrainStepModel):
+class SimSiam(ArgumentConfig, TrainStepModel):
     """SimSiam (Chen & He, CVPR 2021) around any backbone that maps images to [N, feat_dim].
 
     `model.fit(dataset)` trains on batches `(x1, x2)` (or `((x1, x2), anything)`) of two
@@ -188,26 +189,3 @@ class SimSiam(TrainStepModel):
         self.center_norm_tracker.update_state(center_norm)
         self.residual_norm_tracker.update_state(residual_norm)
         return {m.name: m.result() for m in self.metrics}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            dim=self.dim,
-            pred_dim=self.pred_dim,
-            projector_layers=self.projector_layers,
-            projector_hidden_dim=self.projector_hidden_dim,
-            stop_gradient=self.stop_gradient,
-            use_predictor=self.use_predictor,
-            heads_bn=self.heads_bn,
-            sync_bn=self.sync_bn,
-            projector_bn=self.projector_bn,
-            predictor_bn=self.predictor_bn,
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

@@ -26,6 +26,7 @@ from keras import layers
 from simsiam_tf import losses, models
 from simsiam_tf.config import DISTANCES, MININGS, VERIFY_HEADS, check_choice
 from simsiam_tf.models import backbones
+from simsiam_tf.models.arguments import ArgumentConfig
 from simsiam_tf.models.heads import kernel_init
 
 HEADS = VERIFY_HEADS
@@ -82,7 +83,7 @@ def pair_features(e1, e2):
 
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
-class PairVerifier(models.TrainStepModel):
+class PairVerifier(ArgumentConfig, models.TrainStepModel):
     """A Siamese twin verifier: shared encoder + embedding head + one of `HEADS`.
 
     Training batches: `((x1, x2), labels)` (labels 1 = same class) for the contrastive
@@ -275,28 +276,3 @@ class PairVerifier(models.TrainStepModel):
         self.loss_tracker.update_state(loss)
         self.gap_tracker.update_state(gap)
         return {m.name: m.result() for m in self.metrics}
-
-    # ------------------------------------------------------------------ serialisation
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
-            head=self.head,
-            embedding_dim=self.embedding_dim,
-            hidden_dim=self.hidden_dim,
-            normalize_embeddings=self.normalize_embeddings,
-            margin=self.margin,
-            mining=self.mining,
-            distance=self.distance,
-            freeze_encoder=self.freeze_encoder,
-            threshold=float(keras.ops.convert_to_numpy(self.threshold)),
-            sync_bn=self.sync_bn,
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
