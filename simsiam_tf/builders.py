@@ -167,18 +167,25 @@ def make_view_transform(config, placement):
 
 def load_tile_set(config, split, num_examples=None):
     """The tiles of a split with their neighbours (method simtriplet, dataset synthetic_tiles)."""
-    d = config.data
     return tiles.load_tile_set(
-        d.dataset,
+        config.data.dataset,
+        pattern=config.tile_pattern,
+        neighbourhood=config.neighbourhood,
+        on_mismatch=config.tile_on_mismatch,
+        tiles_per_side=config.tiles_per_side,
+        **_split_arguments(config, split, num_examples),
+    )
+
+
+def _split_arguments(config, split, num_examples):
+    """The arguments every loader of a split takes from a `PretrainConfig` (folder splits share one label space)."""
+    d = config.data
+    return dict(
         split=split,
         data_dir=d.data_dir,
         image_size=d.image_size,
         seed=config.runtime.seed,
         num_examples=num_examples,
-        pattern=config.tile_pattern,
-        neighbourhood=config.neighbourhood,
-        on_mismatch=config.tile_on_mismatch,
-        tiles_per_side=config.tiles_per_side,
         on_corrupt=d.on_corrupt,
         label_splits=(d.train_split, d.eval_split),
     )
@@ -188,19 +195,9 @@ def load_split_source(config, split, num_examples):
     """The images of one split of a `PretrainConfig`'s dataset (the tiles' images for synthetic_tiles).
 
     Folder splits share one label space: the class folders of the train and eval splits, by name."""
-    d = config.data
-    if d.dataset == tiles.SYNTHETIC_TILES:
+    if config.data.dataset == tiles.SYNTHETIC_TILES:
         return load_tile_set(config, split, num_examples).source
-    return data.load_source(
-        d.dataset,
-        split=split,
-        data_dir=d.data_dir,
-        image_size=d.image_size,
-        seed=config.runtime.seed,
-        num_examples=num_examples,
-        on_corrupt=d.on_corrupt,
-        label_splits=(d.train_split, d.eval_split),
-    )
+    return data.load_source(config.data.dataset, **_split_arguments(config, split, num_examples))
 
 
 def load_train_source(config):

@@ -124,18 +124,6 @@ def load_images(table, indices, image_size, crop_fraction=1.0):
     return batches[0] if batches else np.zeros([0, image_size, image_size, 3], np.float32)
 
 
-def load_labelled_source(
-    name, split="train", data_dir=None, image_size=32, seed=0, num_examples=None, on_corrupt="error", download=False
-):
-    """`sources.load_source`, with TFDS datasets whose class is a name (LFW's identities) read as classes."""
-    return sources.load_source(
-        name,
-        split=split,
-        data_dir=data_dir,
-        image_size=image_size,
-        seed=seed,
-        num_examples=num_examples,
-        on_corrupt=on_corrupt,
-        download=download,
-        identities=True,
-    )
+def load_labelled_source(name, **kwargs):
+    """`sources.load_source(name, **kwargs)`, with TFDS datasets whose class is a name (LFW's identities) read as classes."""
+    return sources.load_source(name, identities=True, **kwargs)

@@ -254,6 +254,7 @@ def test_model_flags_are_the_settings_that_define_variables():
 
 def test_backbone_names_are_those_the_backbone_builder_accepts():
     from simsiam_tf.models import backbones
+
     assert backbones.BACKBONE_NAMES == config.BACKBONE_NAMES
     for name in config.BACKBONE_NAMES:
         assert backbones.parse_backbone_name(name)[0] in config.BACKBONE_ARCHS
