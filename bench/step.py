@@ -29,10 +29,6 @@ import statistics
 import sys
 import time
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-BACKBONES = ("resnet18_cifar", "resnet18", "resnet34_cifar", "resnet34", "resnet50_cifar", "resnet50")
-
-
 # The reference step's network and optimizer (torch_simsiam_step.py defaults), whatever
 # the demo defaults of the library's configs are.
 REFERENCE_MODEL = {"width_multiplier": 1.0, "dim": 2048, "pred_dim": 512, "projector_layers": 3}
@@ -48,11 +44,11 @@ def add_model_args(parser):
     from simsiam_tf import config as config_lib
 
     runtime = config_lib.RuntimeConfig()
-    parser.add_argument("--backbone", default="resnet18_cifar", choices=BACKBONES)
+    parser.add_argument("--backbone", default="resnet18_cifar", choices=config_lib.BACKBONE_NAMES)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=128, help="images per step (each gives two views)")
     parser.add_argument(
-        "--precision", default=runtime.precision, choices=PRECISIONS, help="default: RuntimeConfig.precision"
+        "--precision", default=runtime.precision, choices=config_lib.PRECISIONS, help="default: RuntimeConfig.precision"
     )
     parser.add_argument(
         "--jit_compile",

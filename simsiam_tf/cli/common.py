@@ -159,7 +159,7 @@ def _flag_line(flag, spec=None):
     if spec is not None:
         limits = config_flags.range_text(spec.setting)
         summary += f". Range {limits}" if limits else ""
-        summary += ". From the --init_from run unless given" if config_flags.INHERITED_NOTE in spec.help else ""
+        summary += ". From the --init_from run unless given" if spec.inherited else ""
     return f"--{flag.name}={shown}  {summary}" if shown else f"--{flag.name}  {summary}"
 
 

@@ -37,6 +37,7 @@ class FlagSpec:
     group: str
     setting: object
     type: object
+    inherited: bool = False  # the tool takes it from the --init_from run's flags.cfg unless given
 
 
 def _flag_table(config_cls, prefix="", group=None, only=None):
@@ -90,7 +91,9 @@ def tool_flags(config_cls):
         if default is None and definition.none_flag is not None:
             default = definition.none_flag
         text = definition.help + (" " + INHERITED_NOTE if name in inherited else "")
-        specs.append(FlagSpec(name, path, flag_kind, default, text, choices, group, definition, kind))
+        specs.append(
+            FlagSpec(name, path, flag_kind, default, text, choices, group, definition, kind, name in inherited)
+        )
     return specs
 
 

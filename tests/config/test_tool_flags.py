@@ -1,6 +1,7 @@
 """Every flag of every tool comes from its config setting's one definition: help, default, choices, --help group."""
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -40,10 +41,16 @@ def _run(*args):
     return result.stdout
 
 
+@functools.lru_cache(maxsize=None)
+def _flags_of(name):
+    """{flag: {help, default, choices}} of the flags the tool `name` defined, read in its own process."""
+    return json.loads(_run("-c", DUMP, name))
+
+
 @pytest.fixture(scope="module", params=sorted(TOOLS))
 def tool(request):
     name = request.param
-    flags = json.loads(_run("-c", DUMP, name))
+    flags = _flags_of(name)
     help_out = _run("-m", f"simsiam_tf.cli.{name}", "--help")
     return name, TOOLS[name], flags, help_out
 
@@ -112,7 +119,7 @@ def test_help_lists_every_flag_under_its_setting_s_group(tool):
 
 
 def test_a_flag_two_tools_share_has_one_help_text():
-    helps = {name: json.loads(_run("-c", DUMP, name)) for name in ("pretrain", "linear", "verify")}
+    helps = {name: _flags_of(name) for name in ("pretrain", "linear", "verify")}
     shared = ("width_multiplier", "backbone", "sync_bn", "lr_schedule", "checkpoint_every_steps", "image_size")
     for flag in shared:
         texts = {
