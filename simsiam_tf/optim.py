@@ -142,7 +142,8 @@ class CoupledSGD(keras.optimizers.Optimizer):
             model being trained, created before the optimizer, and create the
             optimizer in the same distribution-strategy scope. They are not part of
             `get_config()`: pass them again after `from_config`.
-        name, **kwargs: as `keras.optimizers.Optimizer` (clipnorm, use_ema, ...),
+        name: the optimizer's name.
+        **kwargs: as `keras.optimizers.Optimizer` (clipnorm, use_ema, ...),
             except `weight_decay`, which is this class' own coupled decay.
     """
 
@@ -278,7 +279,8 @@ class LARS(keras.optimizers.Optimizer):
         exclude_from_adaptation: list of regular expressions; a variable whose path
             (`variable.path`, else its name) matches one with `re.search` is left
             unadapted and undecayed.
-        name, **kwargs: as `keras.optimizers.Optimizer`, except `weight_decay`.
+        name: the optimizer's name.
+        **kwargs: as `keras.optimizers.Optimizer`, except `weight_decay`.
     """
 
     def __init__(

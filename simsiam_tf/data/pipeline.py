@@ -306,16 +306,6 @@ def make_pretrain_dataset(
     `strategy.distribute_datasets_from_function`) each input pipeline yields the
     per-replica batches of its replicas; together the replicas see the global batch.
 
-    augment: `augment(images, seed) -> (view1, view2)` on a batch, e.g. a
-        `TwoViewAugment`; sources whose image sizes vary need its `crop` and
-        `appearance` stages (the crop runs per image before batching).
-    shuffle_buffer: buffer of streamed (large TFDS) sources; default
-        min(num_examples, 10000). Random-access sources shuffle exactly.
-    photometric_on_host: False stops after the geometric stage (random resized crop
-        and flip) and yields uint8 `[b, S, S, 3]` views, for a train step that runs the
-        colour jitter, grayscale and blur itself: `make_pretrain_crops_dataset`'s crops,
-        without the seeds; the augment needs a separate `crop` stage.
-
     Image folders (`Source.read`) whose sizes vary, and any folder at view sizes of
     `PER_IMAGE_MIN_SIZE` px and more, take a per-image path from the files: JPEGs get
     their crop windows from the header and one partial decode for both views, other
@@ -324,6 +314,39 @@ def make_pretrain_dataset(
     in float), then the photometric ops run per image
     (`simsiam_tf.augment.per_image.appearance`). Other sources of varying size decode each
     image and crop it with `augment.crop`; sources of one size augment whole batches.
+
+    Args:
+        source: a `Source` (`load_source`).
+        global_batch_size: images per step over all replicas.
+        augment: `augment(images, seed) -> (view1, view2)` on a batch, e.g. a
+            `TwoViewAugment`; sources whose image sizes vary need its `crop` and
+            `appearance` stages (the crop runs per image before batching).
+        shuffle_buffer: buffer of streamed (large TFDS) sources; default
+            min(num_examples, 10000). Random-access sources shuffle exactly.
+        photometric_on_host: False stops after the geometric stage (random resized crop
+            and flip) and yields uint8 `[b, S, S, 3]` views, for a train step that runs the
+            colour jitter, grayscale and blur itself: `make_pretrain_crops_dataset`'s crops,
+            without the seeds; the augment needs a separate `crop` stage.
+        seed: the stream's seed: the order and every augmentation draw derive from it.
+        start_step: the first step to yield (a resumed run's step).
+        input_context: a `tf.distribute.InputContext`, or None for one pipeline.
+
+    Returns:
+        An endless `tf.data.Dataset` of `(view1, view2)` batches (per replica with
+        `input_context`); `model.fit` takes it with `steps_per_epoch`.
+
+    Raises:
+        TypeError: `photometric_on_host=False` with an augment that has no separate
+            `crop` stage.
+
+    Example:
+        ```python
+        import simsiam_tf as st
+
+        source = st.load_source("synthetic", image_size=32, num_examples=512)
+        views = st.make_pretrain_dataset(source, 64, st.TwoViewAugment(image_size=32))
+        view1, view2 = next(iter(views))  # float32 [64, 32, 32, 3] each
+        ```
     """
     if not photometric_on_host and not hasattr(augment, "crop"):
         raise TypeError(

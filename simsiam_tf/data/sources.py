@@ -474,29 +474,46 @@ def load_source(
 ):
     """A `Source` for "synthetic", "folder" (with `data_dir`) or any TFDS image dataset.
 
-    name: "synthetic" (built in, splits "train" and "test"); "folder": `data_dir` holds
-        one sub-folder of .jpg/.jpeg/.png images per class (label = index of the sorted
-        sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
-        `split` (e.g. data_dir/train) is used when there is one. Anything else is a
-        TFDS name (`split` and `data_dir` as `tfds.load`'s); grayscale becomes RGB.
-    image_size: side of the synthetic images (folder images keep their own size; the
-        pipelines crop and resize them).
-    seed: generation seed of the synthetic set (its test split uses another stream);
-        picks the subset when `num_examples` limits a folder.
-    num_examples: use only this many examples (default all; synthetic: 5000 train,
-        1000 test).
-    on_corrupt: folders only: "error" raises naming the files that do not decode,
-        "skip" leaves them out with a logged warning.
-    download: let TFDS download and prepare a dataset that is not there yet (needs
-        network); by default a missing dataset is an error saying how to get it.
-    label_splits: folders only: the other splits that share the label space (e.g. the
-        eval split when loading train): classes are numbered over the sorted union of the
-        class folder names of `split` and these, so a class has the same label in every
-        split even when one split lacks it or has it empty (a warning names each empty
-        class folder). TFDS datasets keep their own class names.
-    identities: give TFDS datasets whose class is a name rather than a class label (LFW
-        stores each face's identity as text and lists its supervised keys as (label,
-        image)) one class per distinct name, numbered in sorted order of the names.
+    Args:
+        name: "synthetic" (built in, splits "train" and "test"); "folder": `data_dir` holds
+            one sub-folder of .jpg/.jpeg/.png images per class (label = index of the sorted
+            sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
+            `split` (e.g. data_dir/train) is used when there is one. Anything else is a
+            TFDS name (`split` and `data_dir` as `tfds.load`'s); grayscale becomes RGB.
+        split: "train", "test", or a TFDS split name.
+        data_dir: the image folder (`name="folder"`) or the TFDS data directory.
+        image_size: side of the synthetic images (folder images keep their own size; the
+            pipelines crop and resize them).
+        seed: generation seed of the synthetic set (its test split uses another stream);
+            picks the subset when `num_examples` limits a folder.
+        num_examples: use only this many examples (default all; synthetic: 5000 train,
+            1000 test).
+        on_corrupt: folders only: "error" raises naming the files that do not decode,
+            "skip" leaves them out with a logged warning.
+        download: let TFDS download and prepare a dataset that is not there yet (needs
+            network); by default a missing dataset is an error saying how to get it.
+        label_splits: folders only: the other splits that share the label space (e.g. the
+            eval split when loading train): classes are numbered over the sorted union of the
+            class folder names of `split` and these, so a class has the same label in every
+            split even when one split lacks it or has it empty (a warning names each empty
+            class folder). TFDS datasets keep their own class names.
+        identities: give TFDS datasets whose class is a name rather than a class label (LFW
+            stores each face's identity as text and lists its supervised keys as (label,
+            image)) one class per distinct name, numbered in sorted order of the names.
+
+    Returns:
+        A `Source`: its `num_examples`, `num_classes`, `image_shape` and the records
+        the pipelines of `simsiam_tf.data` read.
+
+    Raises:
+        ValueError: an unknown split, a missing or empty folder or TFDS dataset, files
+            that do not decode (with `on_corrupt="error"`), each message naming the
+            problem and the fix.
+
+    Example:
+        ```python
+        source = load_source("folder", split="train", data_dir="my_images")
+        ```
     """
     if on_corrupt not in ("error", "skip"):
         raise ValueError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")

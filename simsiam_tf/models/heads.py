@@ -29,6 +29,11 @@ class FanInUniform(keras.initializers.RandomUniform):
 
 
 def kernel_init():
+    """A new initializer of PyTorch's `nn.Linear` weights: uniform in +-1/sqrt(fan_in).
+
+    Returns:
+        A `keras.initializers.VarianceScaling` (scale 1/3, fan_in, uniform).
+    """
     # PyTorch Linear: kaiming_uniform_(a=sqrt(5)) = uniform(+-1/sqrt(fan_in)). A fresh
     # instance per layer: an unseeded Keras initializer repeats its values on each call.
     return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")

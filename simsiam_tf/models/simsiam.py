@@ -76,6 +76,17 @@ class SimSiam(ArgumentConfig, TrainStepModel):
       predictor_bn: "hidden" (the reference), "all" (BN on the output too, Table 3d) or "none".
       sync_bn: synchronised BN across replicas in the heads: True, False, or "auto" (on
         when the strategy in scope at construction has more than one replica).
+
+    Example:
+        ```python
+        import simsiam_tf as st
+
+        encoder = st.build_backbone("resnet18", cifar_stem=True)
+        model = st.SimSiam(encoder, dim=2048, pred_dim=512, projector_layers=2)
+        model.compile(optimizer=st.CoupledSGD(st.WarmupCosine(0.06, total_steps=1000), weight_decay=5e-4))
+        model.fit(views, epochs=1, steps_per_epoch=100)  # views: batches (x1, x2), e.g. st.make_pretrain_dataset
+        features = model(images)  # the backbone's features [N, feat_dim]
+        ```
     """
 
     def __init__(

@@ -99,8 +99,10 @@ class PairVerifier(ArgumentConfig, models.TrainStepModel):
     Args:
       backbone: a `keras.Model` from images to `[N, feat_dim]` (a SimSiam backbone).
       head: "contrastive", "triplet", "classifier" or "cosine".
-      embedding_dim, hidden_dim: widths of the embedding head (and of the classifier MLP);
-        the cosine head has neither (its embedding is the encoder's features).
+      embedding_dim: width of the embedding head; the cosine head has none (its
+        embedding is the encoder's features).
+      hidden_dim: hidden width of the embedding head (and of the classifier MLP);
+        unused by the cosine head.
       normalize_embeddings: l2-normalise the embeddings (distances then lie in [0, 2]);
         always on for the cosine head.
       margin: contrastive / triplet margin.

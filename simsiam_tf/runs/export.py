@@ -102,13 +102,31 @@ _REBUILDERS = {"pretrain": _rebuild_pretrain, "linear": _rebuild_linear, "verify
 
 
 def export_run(model_dir, output_dir=None, kind=None, config=None):
-    """Rebuilds a run's model, restores its latest usable checkpoint and exports it; returns output_dir.
+    """Rebuilds a run's model, restores its latest usable checkpoint and exports it.
 
-    Writes `<output_dir>/saved_model` and `<output_dir>/model.keras`; output_dir defaults
-    to `<model_dir>/export`. The job (pretrain, linear or verify) and its settings come
-    from `<model_dir>/flags.cfg` unless `kind`/`config` are given. The model is rebuilt
-    in float32 whatever precision it trained in. Raises `RunError` naming the directory
-    when it holds no checkpoint.
+    What `simsiam-export` runs. The model is rebuilt in float32 whatever precision it
+    trained in; a damaged checkpoint is skipped with a warning for the next older one.
+
+    Args:
+        model_dir: a run directory of `simsiam-pretrain`, `simsiam-linear` or `simsiam-verify`.
+        output_dir: where to write `saved_model/` and `model.keras`; default
+            `<model_dir>/export`.
+        kind: "pretrain", "linear" or "verify"; default: read from `<model_dir>/flags.cfg`.
+        config: the job's config; default: read from `<model_dir>/flags.cfg`.
+
+    Returns:
+        The output directory.
+
+    Raises:
+        RunError: the directory holds no flags.cfg or no readable checkpoint (the
+            message names it).
+
+    Example:
+        ```python
+        import simsiam_tf as st
+
+        st.export_run("outputs/demo")  # -> "outputs/demo/export"
+        ```
     """
     return _export(inspect_run(model_dir, kind, config), output_dir)[1]
 

@@ -120,8 +120,9 @@ class ServingModel(keras.Model):
 
     Args:
       encoder: Keras model, [0, 1] images [N, S, S, 3] -> features [N, feat_dim].
-      image_size, center_crop: the run's evaluation preprocessing
-        (`augment.eval_preprocess(images, image_size, center_crop)`).
+      image_size: side of the images the encoder takes, as the run's evaluation
+        preprocessing (`augment.eval_preprocess(images, image_size, center_crop)`).
+      center_crop: resize and centre-crop (ImageNet protocol) instead of a plain resize.
       projector: Keras model, features -> projection.
       classifier: Keras layer or model, features -> logits (e.g. `LinearProbe.classifier`).
       verifier: a `PairVerifier` (or a Keras model with `score(x1, x2)` on preprocessed
@@ -280,12 +281,36 @@ def export_saved_model(
 ):
     """Writes a SavedModel serving `encoder` (and the head given) with raw-image signatures.
 
-    Arguments as `ServingModel`. `path` is the SavedModel directory; an existing one is
-    replaced only once the new one is complete (written beside it, then renamed).
-    With `keras_path`, the same `ServingModel` is also saved there as a `.keras` file.
-    Returns the signature names (besides serving_default).
-
     The graph runs in the models' own dtype policy; every float output is float32.
+    TensorFlow's INFO lines while saving are hidden unless absl's verbosity asks for
+    them (`--verbosity=0` on a tool).
+
+    Args:
+        path: the SavedModel directory; an existing one is replaced only once the new
+            one is complete (written beside it, then renamed).
+        encoder: Keras model, [0, 1] images [N, S, S, 3] -> features [N, feat_dim].
+        image_size: side of the images the encoder takes (the run's evaluation size).
+        center_crop: resize and centre-crop (ImageNet protocol) instead of a plain resize.
+        projector: Keras model, features -> projection (adds `project`).
+        classifier: Keras layer or model, features -> logits (adds `classify`).
+        verifier: a `PairVerifier` (adds `verify`).
+        keras_path: also save the same `ServingModel` there as a `.keras` file.
+
+    Returns:
+        The signature names written, besides serving_default.
+
+    Example:
+        ```python
+        import numpy as np
+        import tensorflow as tf
+        import simsiam_tf as st
+
+        encoder = st.build_backbone("resnet18", cifar_stem=True, width_multiplier=0.25)
+        st.export_saved_model("export/saved_model", encoder, image_size=32, center_crop=False)
+        loaded = tf.saved_model.load("export/saved_model")
+        images = tf.constant(np.zeros([2, 40, 40, 3], np.uint8))  # any size: resized in the graph
+        features = loaded.signatures["embed"](images=images)["embedding"]
+        ```
     """
     model = ServingModel(encoder, image_size, center_crop, projector, classifier, verifier)
     path = os.path.abspath(path)
