@@ -160,6 +160,4 @@ def run(config):
     The RunInfo names the checkpoint read: an older one when the newest is damaged.
     """
     config.validate()
-    # SavedModel writing logs a line per traced function at INFO.
-    tf.get_logger().setLevel("WARNING")
     return _export(inspect_run(config.model_dir, config.kind), output_dir_of(config))

@@ -32,12 +32,15 @@ once `simsiam_tf.serving` is imported (it registers the package's Keras classes)
 with `load_keras_model`.
 """
 
+import contextlib
+import logging as py_logging
 import os
 import shutil
 import tempfile
 
 import keras
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from simsiam_tf import augment
 
@@ -257,7 +260,27 @@ def _write_saved_model(path, model):
     # TensorFlow alone), and no tf.function attribute, which saving would trace again.
     root = tf.Module()
     root.model_variables = list(model.variables)
-    tf.saved_model.save(root, path, signatures=signatures)
+    with _save_info_held_back():
+        tf.saved_model.save(root, path, signatures=signatures)
+
+
+@contextlib.contextmanager
+def _save_info_held_back():
+    """Holds back the INFO lines TensorFlow logs while it saves ("Function `embed` contains input
+    name(s) ...", "Assets written to: ..."), unless absl's verbosity asks for debug output
+    (`--verbosity=1` on a tool). Warnings and errors pass; other INFO lines are untouched."""
+    if absl_logging.get_verbosity() >= absl_logging.DEBUG:
+        yield
+        return
+    loggers = [absl_logging.get_absl_logger(), py_logging.getLogger("tensorflow")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, py_logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def load_keras_model(path):
@@ -283,7 +306,7 @@ def export_saved_model(
 
     The graph runs in the models' own dtype policy; every float output is float32.
     TensorFlow's INFO lines while saving are hidden unless absl's verbosity asks for
-    them (`--verbosity=0` on a tool).
+    them (`--verbosity=1` on a tool).
 
     Args:
         path: the SavedModel directory; an existing one is replaced only once the new
