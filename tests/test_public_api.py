@@ -1,4 +1,4 @@
-"""The public names of DESIGN.md's contract and of `simsiam_tf.__all__` keep their import paths."""
+"""The public names users import (the API reference and the notebooks use them) and `simsiam_tf.__all__` keep their import paths."""
 
 import importlib
 
