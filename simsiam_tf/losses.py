@@ -17,6 +17,14 @@ def negative_cosine(p, z, stop_gradient=True):
 
     With `stop_gradient` the target `z` is treated as a constant, as in the paper's
     Algorithm 1 (`D(p, z.detach())`).
+
+    Args:
+        p: predictions, `[N, dim]`.
+        z: targets, `[N, dim]`.
+        stop_gradient: no gradient flows into `z`.
+
+    Returns:
+        A float32 scalar in [-1, 1].
     """
     p = tf.cast(p, tf.float32)
     z = tf.cast(z, tf.float32)

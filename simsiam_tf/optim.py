@@ -21,7 +21,19 @@ _PACKAGE = "simsiam_tf"
 
 
 def scaled_lr(base_lr, global_batch_size):
-    """The paper's linear scaling rule: `base_lr * global_batch_size / 256`."""
+    """The paper's linear scaling rule: `base_lr * global_batch_size / 256`.
+
+    Args:
+        base_lr: the learning rate at batch 256 (the recipes' `--base_lr`).
+        global_batch_size: the batch over all replicas.
+
+    Returns:
+        The learning rate, a float.
+
+    Example:
+        >>> scaled_lr(0.05, 512)
+        0.1
+    """
     base_lr = float(base_lr)
     if base_lr <= 0:
         raise ValueError(f"`base_lr` must be > 0. Received: base_lr={base_lr}")
@@ -51,6 +63,14 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     The value is a float32 tensor; `step` may be a Python number or a tensor (the
     optimizer passes its `iterations` counter).
+
+    Args:
+        peak_lr: the rate at the end of the warmup (e.g. `scaled_lr(base_lr, batch)`).
+        total_steps: steps of the whole schedule, warmup included.
+        warmup_steps: steps of the linear warmup; 0 for none.
+        final_lr: the rate at `total_steps` and after.
+        steps_per_epoch: None for a per-step schedule; else the rate changes once per
+            epoch of this many steps.
     """
 
     def __init__(self, peak_lr, total_steps, warmup_steps=0, final_lr=0.0, steps_per_epoch=None):

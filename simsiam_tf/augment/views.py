@@ -68,6 +68,29 @@ class TwoViewAugment:
     in [0, 1], from uint8 or [0, 1] float images `[B, H, W, 3]`. `seed` is an int tensor
     of shape [2]; every image gets its own random draws, and the same seed repeats them.
     Defaults are the paper's ImageNet recipe; `TwoViewAugment.cifar()` turns blur off.
+
+    Args:
+        image_size: side of the views, in pixels.
+        crop_scale: RandomResizedCrop's range of the crop's area, as a fraction of the image.
+        crop_ratio: RandomResizedCrop's range of the crop's aspect ratio.
+        jitter_strength: colour jitter's brightness, contrast, saturation and hue.
+        jitter_prob: probability of the colour jitter.
+        grayscale_prob: probability of the grayscale conversion.
+        blur_prob: probability of the Gaussian blur (PIL's GaussianBlur).
+        blur_sigma: range of the blur's sigma, in pixels.
+        flip_prob: probability of a horizontal flip.
+
+    Raises:
+        ValueError: a size, probability or range out of bounds, named in the message.
+
+    Example:
+        ```python
+        import tensorflow as tf
+
+        augment = TwoViewAugment(image_size=32, blur_prob=0.0)
+        images = tf.zeros([8, 40, 40, 3], tf.uint8)
+        view1, view2 = augment(images, tf.constant([0, 1]))  # float32 [8, 32, 32, 3] each
+        ```
     """
 
     image_size: int

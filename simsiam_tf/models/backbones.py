@@ -431,7 +431,12 @@ def build_backbone(
 def resnet(name="resnet18", **kwargs):
     """Backbone by name: "resnet18", "resnet34", "resnet50", each optionally "_cifar".
 
-    Remaining keyword arguments go to `build_backbone`.
+    Args:
+        name: a backbone name; the "_cifar" suffix selects the CIFAR stem.
+        **kwargs: passed on to `build_backbone` (width_multiplier, sync_bn, ...).
+
+    Returns:
+        The backbone, a functional `keras.Model`.
     """
     arch, cifar_stem = parse_backbone_name(name)
     kwargs.setdefault("name", name)

@@ -97,6 +97,19 @@ def build_projector(
     "hidden" (BN after the hidden layers only, the output Dense with a bias; 3b), or
     "none" (no BN anywhere, every Dense with a bias; 3a). `use_bn=False` is the older
     spelling of `bn="none"`.
+
+    Args:
+        in_dim: width of the backbone's features.
+        dim: output width.
+        hidden_dim: width of the hidden layers; None is `in_dim`.
+        num_layers: 3 (ImageNet recipe) or 2 (CIFAR recipe).
+        use_bn: False is `bn="none"`.
+        sync_bn: synchronised BatchNorm across replicas.
+        name: the model's name.
+        bn: "all", "hidden" or "none"; None follows `use_bn`.
+
+    Returns:
+        A `keras.Model`.
     """
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -128,6 +141,17 @@ def build_predictor(dim=2048, pred_dim=512, use_bn=True, sync_bn=False, name="pr
     paper's Table 3d, which it reports unstable; the output Dense then has no bias and
     its BN no centre or scale, as the projector's output BN: the paper does not say
     which), or "none" (both Dense with a bias). `use_bn=False` is `bn="none"`.
+
+    Args:
+        dim: input and output width (the projector's output width).
+        pred_dim: bottleneck width.
+        use_bn: False is `bn="none"`.
+        sync_bn: synchronised BatchNorm across replicas.
+        name: the model's name.
+        bn: "hidden", "all" or "none"; None follows `use_bn`.
+
+    Returns:
+        A `keras.Model`.
     """
     bn = resolve_bn(bn, use_bn, "hidden", "predictor")
     hidden_bn, output_bn = bn in ("all", "hidden"), bn == "all"

@@ -16,7 +16,7 @@ class SimTriplet(models.SimSiam):
     (`losses.simtriplet_loss`). Constructor, weights and checkpoints are SimSiam's, so a
     SimTriplet encoder is probed, exported and fine-tuned like a SimSiam one. The
     collapse metrics (`z_std`, ...) are computed on the two views of the anchors, as
-    SimSiam's.
+    SimSiam's. The constructor's arguments are `SimSiam`'s.
     """
 
     def forward_triplet(self, x1, x2, x3, training=False):
