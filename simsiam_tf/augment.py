@@ -19,6 +19,8 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
+from simsiam_tf import image_range
+
 # ITU-R 601-2 luma weights, as PIL's "L" conversion.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 CROP_ATTEMPTS = 10
@@ -70,11 +72,12 @@ def _batched(fn):
 
 
 def to_float(images):
-    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1]."""
-    images = tf.convert_to_tensor(images)
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    return tf.cast(images, tf.float32)
+    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1].
+
+    Float values outside [0, 1] (0-255 floats) are refused with an error naming the fix,
+    never clipped: the package's one input rule, `simsiam_tf.image_range`.
+    """
+    return image_range.to_unit_float(images)
 
 
 def _per_image(x):
@@ -269,6 +272,7 @@ def random_resized_crop(images, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 /
     With `flip_prob` > 0 each crop is also mirrored left-right with that probability
     (RandomHorizontalFlip folded into the crop). `antialias`: see `crop_and_resize`.
     """
+    images = image_range.check_unit_range(images)
     shape = tf.shape(images)
     box_seed, flip_seed = _split(seed, 2)
     top, left, ch, cw = crop_boxes(box_seed, shape[0], shape[1], shape[2], scale, ratio)
