@@ -4,7 +4,9 @@
 images, e.g. from `keras.utils.image_dataset_from_directory`, a NumPy array, or a
 list of image files) and returns a finite dataset of `(view1, view2)` batches: one
 epoch per iteration, which is what `fit` does with a dataset it is given without
-`steps_per_epoch` (Keras 3 calls `iter()` on it again at every epoch).
+`steps_per_epoch`: Keras 3 (3.15) calls `iter()` on it at the start of every epoch (and,
+when the dataset's cardinality tells it the number of steps, once more at each epoch's
+end, an iterator it then drops unused), so every epoch is a new iteration.
 
 Randomness: every iteration first draws an epoch key from
 `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, a stream that gives
@@ -106,31 +108,59 @@ def two_view_dataset(
     one_size = shape[0] is not None and shape[1] is not None
 
     def epoch(key):
-        key = tf.stack([tf.constant(seed, tf.int64), key])
-        order_key, crop_key, step_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-        ordered = shuffle_fn(order_key) if shuffle and shuffle_fn is not None else examples
-        ordered = map_ordered(ordered, to_range)
-        if one_size:
-            batches = ordered.batch(batch_size, drop_remainder=drop_remainder).enumerate()
-            return map_ordered(batches, lambda step, x: tuple(augment(x, fold_in(step_key, step))))
-
-        def crops(index, image):
-            first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(crop_key, index), 2))
-            return augment.crop(image, first), augment.crop(image, second)
-
-        cropped = map_ordered(ordered.enumerate(), crops).batch(batch_size, drop_remainder=drop_remainder)
-
-        def looks(step, views):
-            first, second = tf.unstack(tf.random.experimental.stateless_split(fold_in(step_key, step), 2))
-            return augment.appearance(views[0], first), augment.appearance(views[1], second)
-
-        return map_ordered(cropped.enumerate(), lambda step, views: looks(step, views))
+        # Only the order lives in here: the augmentation maps below are instantiated once
+        # per iteration, not once more inside every epoch's inner dataset.
+        ordered = shuffle_fn(_order_key(seed, key)) if shuffle and shuffle_fn is not None else examples
+        return map_ordered(ordered, lambda image: (key, to_range(image)), False)
 
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    dataset = keys.flat_map(epoch)
+    elements = keys.flat_map(epoch)
+    if one_size:
+        batches = elements.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+
+        def views(step, batch):
+            keys, images = batch
+            return tuple(augment(images, fold_in(_step_key(seed, keys[0]), step)))
+
+        dataset = map_ordered(batches, views)
+    else:
+
+        def crops(index, element):
+            key, image = element
+            first, second = _split2(fold_in(_crop_key(seed, key), index))
+            return key, augment.crop(image, first), augment.crop(image, second)
+
+        cropped = map_ordered(elements.enumerate(), crops).batch(batch_size, drop_remainder=drop_remainder)
+
+        def looks(step, batch):
+            keys, views1, views2 = batch
+            first, second = _split2(fold_in(_step_key(seed, keys[0]), step))
+            return augment.appearance(views1, first), augment.appearance(views2, second)
+
+        dataset = map_ordered(cropped.enumerate(), looks)
     if count is not None:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(AUTOTUNE)
+
+
+def _epoch_seed(seed, key, stream):
+    return fold_in(tf.stack([tf.constant(seed, tf.int64), tf.cast(key, tf.int64)]), stream)
+
+
+def _order_key(seed, key):
+    return _epoch_seed(seed, key, 0)
+
+
+def _crop_key(seed, key):
+    return _epoch_seed(seed, key, 1)
+
+
+def _step_key(seed, key):
+    return _epoch_seed(seed, key, 2)
+
+
+def _split2(seed):
+    return tf.unstack(tf.random.experimental.stateless_split(seed, 2))
 
 
 def _describe(shape):
