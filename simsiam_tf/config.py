@@ -6,7 +6,7 @@ directly. Nothing here imports absl or TensorFlow.
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -40,7 +40,8 @@ class RuntimeConfig:
     tpu: Optional[str] = None
     precision: str = "float32"
     jit_compile: bool = False
-    verbose: int = 1
+    # Keras' progress output; "auto": a bar on a terminal or in a notebook, else one line per epoch.
+    verbose: Union[int, str] = "auto"
 
     def validate(self):
         if self.seed < 0:
@@ -51,8 +52,8 @@ class RuntimeConfig:
             raise ValueError(
                 "strategy='tpu' needs the TPU address: set tpu (e.g. --tpu=grpc://10.0.0.2:8470 or --tpu=local)"
             )
-        if self.verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose}")
+        if str(self.verbose) not in ("auto", "0", "1", "2"):
+            raise ValueError(f"verbose must be auto, 0, 1 or 2, got {self.verbose!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,7 +75,12 @@ def define_runtime_flags(defaults=config_lib.RuntimeConfig()):
     )
     define("bool", "jit_compile", defaults.jit_compile, "Compile the train step with XLA.")
     define(
-        "integer", "verbose", defaults.verbose, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch."
+        "enum",
+        "verbose",
+        str(defaults.verbose),
+        ["auto", "0", "1", "2"],
+        "Progress output: 0 silent, 1 progress bar, 2 one line per epoch; auto = 1 on a terminal, 2 when the "
+        "output goes to a file (a scheduler's log).",
     )
 
 
