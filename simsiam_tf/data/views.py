@@ -77,9 +77,14 @@ def two_view_dataset(
         (`TwoViewAugment`'s; pass `blur_prob=0.0` for its CIFAR recipe).
 
     Returns:
-      A `tf.data.Dataset` whose every iteration is one epoch; its cardinality is the
-      number of steps per epoch when the number of images is known (arrays, files, and
-      datasets of known cardinality).
+      A `tf.data.Dataset` whose every iteration is one epoch; its cardinality (`len()`)
+      is the number of steps per epoch when the number of images is known: arrays,
+      files, datasets of known cardinality, and `image_dataset_from_directory`'s (from
+      its `file_paths`). A batched dataset of unknown length (e.g. after `.filter`)
+      leaves it unknown; Keras then learns the epoch's length at its end (seen with
+      SimSiam's compiled step, Keras 3.15 / TF 2.21: that end adds one to the
+      optimizer's step count without a batch, so the count, and a schedule read from
+      it, run one step ahead per such epoch).
     """
     unknown = sorted(set(augment_options) - set(AUGMENT_OPTIONS))
     if unknown:
@@ -256,6 +261,9 @@ def _from_files(paths):
 
 
 def _from_dataset(dataset):
+    # keras.utils.image_dataset_from_directory lists its files: their number is the
+    # number of images, which unbatching would otherwise hide.
+    file_paths = getattr(dataset, "file_paths", None)
     spec = dataset.element_spec
     if isinstance(spec, tuple):
         if not spec or not isinstance(spec[0], tf.TensorSpec):
@@ -274,4 +282,6 @@ def _from_dataset(dataset):
     dataset = dataset.map(_rgb)
     cardinality = int(dataset.cardinality())
     count = cardinality if cardinality >= 0 else None
+    if count is None and isinstance(file_paths, (list, tuple)):
+        count = len(file_paths)
     return dataset, count, None
