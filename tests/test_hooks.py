@@ -12,7 +12,7 @@ from PIL import Image
 
 from simsiam_tf import augment as augment_lib
 from simsiam_tf import config, progress, view_summary
-from simsiam_tf.runs import common, linear, pretrain
+from simsiam_tf.runs import common, linear, pretrain, verify
 
 IMAGE_SIZE = 16
 BATCH = 16
@@ -115,6 +115,30 @@ def test_linear_adds_the_callers_callbacks(pretrained, tmp_path):
         "compare_baselines": False,
     }
     linear.run(config.replace(config.LinearConfig(init_from=model_dir), **changes), callbacks=[recorder])
+    assert [epoch for epoch, _ in recorder.epochs] == [0, 1]
+    assert all("loss" in keys for _, keys in recorder.epochs)
+
+
+def test_verify_adds_the_callers_callbacks(pretrained, tmp_path):
+    model_dir, _ = pretrained
+    recorder = EpochRecorder()
+    changes = {
+        "runtime.model_dir": str(tmp_path / "verify"),
+        "runtime.verbose": 0,
+        "model.width_multiplier": 0.125,
+        "data.image_size": IMAGE_SIZE,
+        "data.num_train_examples": 100,
+        "data.num_eval_examples": 100,
+        "embedding_dim": 8,
+        "hidden_dim": 16,
+        "batch_size": 4,
+        "epochs": 2,
+        "steps_per_epoch": 1,
+        "num_val_pairs": 20,
+        "num_eval_pairs": 20,
+        "num_trials": 5,
+    }
+    verify.run(config.replace(config.VerifyConfig(init_from=model_dir), **changes), callbacks=[recorder])
     assert [epoch for epoch, _ in recorder.epochs] == [0, 1]
     assert all("loss" in keys for _, keys in recorder.epochs)
 
