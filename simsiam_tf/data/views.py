@@ -2,11 +2,11 @@
 
 `two_view_dataset` takes what a Keras user has at hand (a `tf.data.Dataset` of
 images, e.g. from `keras.utils.image_dataset_from_directory`, a NumPy array, or a
-list of image files) and returns a finite dataset of `(view1, view2)` batches: one
-epoch per iteration, which is what `fit` does with a dataset it is given without
-`steps_per_epoch`: Keras 3 (3.15) calls `iter()` on it at the start of every epoch (and,
-when the dataset's cardinality tells it the number of steps, once more at each epoch's
-end, an iterator it then drops unused), so every epoch is a new iteration.
+list of image files) and returns a finite dataset of `(view1, view2)` batches, one
+epoch per iteration. `fit` given a dataset without `steps_per_epoch` iterates it anew
+every epoch: Keras 3.15 calls `iter()` at the start of each epoch (and, when the
+dataset's cardinality tells it the number of steps, once more at each epoch's end, for
+an iterator it then drops unused).
 
 Randomness: every iteration first draws an epoch key from
 `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, a stream that gives
