@@ -92,7 +92,7 @@ def two_view_dataset(
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     batch_size = int(batch_size)
-    examples, count, shuffle_fn = _image_examples(images)
+    examples, count, shuffle_fn, table = _image_examples(images)
     shape = examples.element_spec.shape
     if image_size is None:
         if shape[0] is None or shape[0] != shape[1]:
@@ -118,10 +118,28 @@ def two_view_dataset(
         ordered = shuffle_fn(_order_key(seed, key)) if shuffle and shuffle_fn is not None else examples
         return map_ordered(ordered, lambda image: (key, to_range(image)), False)
 
+    def epoch_batches(key):
+        # An array is cut into batches by index, a gather per batch instead of one map per image.
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.index_shuffle(order, _order_key(seed, key), count - 1)
+        starts = tf.data.Dataset.range(0, steps * batch_size, batch_size)
+
+        def batch_at(start):
+            images = to_range(tf.gather(table, order[start : start + batch_size]))
+            if drop_remainder:
+                images = tf.ensure_shape(images, [batch_size] + table.shape[1:].as_list())
+            return tf.fill([tf.shape(images)[0]], key), images
+
+        return map_ordered(starts, batch_at, False)
+
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
     elements = keys.flat_map(epoch)
     if one_size:
-        batches = elements.batch(batch_size, drop_remainder=drop_remainder).enumerate()
+        if table is not None:
+            batches = keys.flat_map(epoch_batches).enumerate()
+        else:
+            batches = elements.batch(batch_size, drop_remainder=drop_remainder).enumerate()
 
         def views(step, batch):
             keys, images = batch
@@ -207,11 +225,12 @@ def _rgb(image):
 
 
 def _image_examples(images):
-    """(unbatched dataset of `[H, W, 3]` images, their number or None, order_key -> shuffled dataset or None)."""
+    """(unbatched dataset of `[H, W, 3]` images, their number or None, order_key -> shuffled dataset or None,
+    the images as one tensor `[N, H, W, 3]` when they come as an array, else None)."""
     if isinstance(images, tf.data.Dataset):
-        return _from_dataset(images)
+        return _from_dataset(images) + (None,)
     if isinstance(images, (list, tuple)) and images and all(isinstance(p, (str, bytes, os.PathLike)) for p in images):
-        return _from_files([os.fspath(p) for p in images])
+        return _from_files([os.fspath(p) for p in images]) + (None,)
     if isinstance(images, (list, tuple)) and not images:
         raise ValueError("no images: the list is empty")
     if isinstance(images, (np.ndarray, tf.Tensor)) or hasattr(images, "__array__"):
@@ -243,10 +262,12 @@ def _from_array(array):
         array = array[..., np.newaxis]
     if array.shape[-1] not in (1, 3):
         _rgb(tf.zeros([1, 1, array.shape[-1]]))  # raises the channel message
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
     images = tf.constant(array)
     count = int(array.shape[0])
-    examples = map_ordered(tf.data.Dataset.range(count), lambda i: _rgb(images[i]), False)
-    return examples, count, _permuted(count, lambda i: _rgb(images[i]))
+    examples = map_ordered(tf.data.Dataset.range(count), lambda i: images[i], False)
+    return examples, count, None, images
 
 
 def _from_files(paths):
