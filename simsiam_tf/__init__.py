@@ -31,6 +31,7 @@ _EXPORTS = {
     "TwoViewAugment": "simsiam_tf.augment",
     "load_source": "simsiam_tf.data",
     "make_pretrain_dataset": "simsiam_tf.data",
+    "two_view_dataset": "simsiam_tf.data",
     "load_tile_set": "simsiam_tf.data.tiles",
     "make_triplet_dataset": "simsiam_tf.data.tiles",
     # export

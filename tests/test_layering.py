@@ -20,6 +20,7 @@ LAYERS = {"library": 0, "builders": 1, "runs": 2, "cli": 3}
 LIBRARY_ORDER = [
     "errors",
     "config",
+    "progress",
     "losses",
     "optim",
     "augment",

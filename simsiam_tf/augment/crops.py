@@ -8,6 +8,7 @@ import math
 
 import tensorflow as tf
 
+from simsiam_tf.augment import image_range
 from simsiam_tf.augment.images import batched, pad_edge
 from simsiam_tf.augment.random import bernoulli, seed_tensor, split, uniform
 
@@ -176,6 +177,7 @@ def random_resized_crop(images, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 /
     With `flip_prob` > 0 each crop is also mirrored left-right with that probability
     (RandomHorizontalFlip folded into the crop). `antialias`: see `crop_and_resize`.
     """
+    images = image_range.check_unit_range(images)
     shape = tf.shape(images)
     box_seed, flip_seed = split(seed, 2)
     top, left, ch, cw = crop_boxes(box_seed, shape[0], shape[1], shape[2], scale, ratio)

@@ -4,6 +4,8 @@ import functools
 
 import tensorflow as tf
 
+from simsiam_tf.augment import image_range
+
 # How an op drawn per image reaches the images that drew it (`apply_where`):
 # GATHER runs it on those images only (gather, op, scatter: the host path on batches);
 # SELECT runs it on the whole batch and keeps the drawn results (static shapes, for a
@@ -14,11 +16,12 @@ APPLY_MODES = (GATHER, SELECT, BRANCH)
 
 
 def to_float(images):
-    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1]."""
-    images = tf.convert_to_tensor(images)
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    return tf.cast(images, tf.float32)
+    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1].
+
+    Float values outside [0, 1] (0-255 floats) are refused with an error naming the fix,
+    never clipped: the package's one input rule, `simsiam_tf.augment.image_range`.
+    """
+    return image_range.to_unit_float(images)
 
 
 def batched(fn):

@@ -19,7 +19,7 @@ LR_SCHEDULES = ("step", "epoch")
 PROJECTOR_BN = ("all", "hidden", "none")
 PREDICTOR_BN = ("hidden", "all", "none")
 AUGMENT_ON = ("auto", "host", "device")
-VERBOSITY = (0, 1, 2)
+VERBOSITY = ("auto", "0", "1", "2")
 PROJECTOR_LAYERS = (2, 3)
 DATA_SERVICE_SCHEME = "grpc://"
 

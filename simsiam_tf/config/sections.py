@@ -2,10 +2,16 @@
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from simsiam_tf.config import choices as c
 from simsiam_tf.config.fields import PROBABILITY, Setting, check_settings, probability, setting
+
+
+def check_verbose(value):
+    """Keras' verbosity 0, 1 or 2 (as a number or its string), or "auto"."""
+    if str(value) not in c.VERBOSITY:
+        raise ValueError(f"verbose must be auto, 0, 1 or 2, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +38,11 @@ class RuntimeConfig:
         choices=c.PRECISIONS,
     )
     jit_compile: bool = setting(False, "Compile the train step with XLA.")
-    verbose: int = setting(
-        1,
-        "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.",
-        choices=c.VERBOSITY,
-        choices_text="0, 1 or 2",
+    verbose: Union[int, str] = setting(
+        "auto",
+        "Progress output: 0 silent, 1 progress bar, 2 one line per epoch; auto = 1 on a terminal or in a "
+        "notebook, 2 when the output goes to a file (a scheduler's log).",
+        check=check_verbose,
     )
 
     def validate(self):

@@ -9,6 +9,7 @@
 - `pairs`: pair verification's pools, pair and triplet streams, N-way trials.
 - `pair_images`: the labelled images of pair verification, read one at a time.
 - `tiles`: tiles and their neighbours, and SimTriplet's triplet stream.
+- `views`: `two_view_dataset`, view pairs for `model.fit` from a Dataset, an array or files.
 
 The names most callers need are importable from here.
 """
@@ -29,6 +30,7 @@ from simsiam_tf.data.sources import (
     load_source,
 )
 from simsiam_tf.data.synthetic import SYNTHETIC_HUES, SYNTHETIC_PATTERNS, SYNTHETIC_SPLITS, make_synthetic
+from simsiam_tf.data.views import two_view_dataset
 
 __all__ = [
     "AUTOTUNE",
@@ -46,4 +48,5 @@ __all__ = [
     "make_pretrain_dataset",
     "make_probe_train_dataset",
     "make_synthetic",
+    "two_view_dataset",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from simsiam_tf import progress
 from simsiam_tf.data.synthetic import SYNTHETIC_PATTERNS, SYNTHETIC_SPLITS, make_synthetic
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -359,9 +360,11 @@ def _find_corrupt(paths):
     scan = map_ordered(scan, lambda p, i: (i, tf.shape(_read_image(p))))
     scan = scan.ignore_errors()
     good, shapes = [], []
-    for index, shape in scan.as_numpy_iterator():
-        good.append(index)
-        shapes.append(tuple(shape))
+    with progress.Progress(len(paths), "checking image files") as shown:
+        for index, shape in scan.as_numpy_iterator():
+            good.append(index)
+            shapes.append(tuple(shape))
+            shown.update()
     bad = sorted(set(range(len(paths))) - set(good))
     return bad, shapes
 

@@ -8,6 +8,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from simsiam_tf import progress
+
 
 def normalized_std(z):
     """Per-channel std of the l2-normalised outputs, averaged over channels, times sqrt(dim).
@@ -71,7 +73,7 @@ def _as_int_labels(labels):
     return labels.astype(np.int64)
 
 
-def _run_feature_step(step, dataset):
+def _run_feature_step(step, dataset, label=None):
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ValueError(f"dataset must yield (images, labels) batches, got element_spec {spec}")
@@ -80,22 +82,27 @@ def _run_feature_step(step, dataset):
     # One trace with a free batch dimension serves every batch, the last smaller one included.
     step.get_concrete_function(tf.nest.map_structure(_relax_batch_dim, spec[0]))
     features, labels = [], []
-    for images, batch_labels in dataset:
-        features.append(step(images).numpy())
-        labels.append(_as_int_labels(batch_labels))
+    batches = int(dataset.cardinality())
+    with progress.Progress(batches if batches >= 0 else None, label or "features (batches)") as shown:
+        for images, batch_labels in dataset:
+            features.append(step(images).numpy())
+            labels.append(_as_int_labels(batch_labels))
+            if label:
+                shown.update()
     if not features:
         raise ValueError("dataset is empty")
     return np.concatenate(features).astype(np.float32), np.concatenate(labels)
 
 
-def extract_features(encoder, dataset, normalize=True):
+def extract_features(encoder, dataset, normalize=True, progress_label=None):
     """Runs `encoder` in inference mode over a finite dataset of (images, labels) batches.
 
     Returns (features float32 [N, D], labels int64 [N]) in dataset order. Encoder outputs
     with more than one feature axis are flattened; one-hot labels are turned into indices.
-    With `normalize` the features are l2-normalised.
+    With `normalize` the features are l2-normalised. `progress_label`: show the batches
+    done under that label when the extraction takes a while (`simsiam_tf.progress`).
     """
-    return _run_feature_step(_feature_step(encoder, normalize), dataset)
+    return _run_feature_step(_feature_step(encoder, normalize), dataset, progress_label)
 
 
 @tf.function(

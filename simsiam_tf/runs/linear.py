@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from simsiam_tf import data, models, optim
+from simsiam_tf import data, models, optim, progress
 from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop
 from simsiam_tf.data import label_budget
 from simsiam_tf.errors import EncoderChangedError, RunError
@@ -161,15 +161,20 @@ def schedule_line(config, num_train_examples):
     )
 
 
-def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir, start=None, check_alive=False):
+def probe_encoder(
+    config, strategy, encoder, train_source, eval_source, run_dir, start=None, check_alive=False, callbacks=()
+):
     """Trains and evaluates a linear classifier on the frozen `encoder`, in `run_dir`.
 
     Resumes from the latest checkpoint in `run_dir/checkpoints`; `start()` (if given) is
     called once that restore succeeded, before anything is written. With `check_alive`
     the encoder's features of the eval split must vary (`check_embeddings_alive`).
-    Returns top-1/top-5 on the eval split and the step counts.
+    Returns top-1/top-5 on the eval split and the step counts. `callbacks`: the caller's
+    Keras callbacks, added to the classifier's fit.
     """
     rt = config.runtime
+    verbose = progress.resolve_verbose(rt.verbose)
+    user_callbacks = list(callbacks)
     image_size, center_crop = config.data.image_size, eval_center_crop(config.data.image_size)
     num_classes = train_source.num_classes
     cached = config.cached
@@ -206,8 +211,12 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
             )
         if start_step == 0:
             train_ds = data.make_eval_dataset(train_source, config.eval_batch_size, image_size, center_crop=center_crop)
-            train_x, train_y = monitor.extract_features(encoder, train_ds, normalize=False)
-            test = monitor.extract_features(encoder, eval_ds, normalize=False)
+            train_x, train_y = monitor.extract_features(
+                encoder, train_ds, normalize=False, progress_label="features of the training images (batches)"
+            )
+            test = monitor.extract_features(
+                encoder, eval_ds, normalize=False, progress_label="features of the evaluation images (batches)"
+            )
             test_x = test[0]
             if config.standardize:
                 mean, std = probe.feature_statistics(train_x)
@@ -222,10 +231,12 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
                 batch_size=config.batch_size,
                 standardize=False,
                 seed=rt.seed,
-                verbose=rt.verbose,
+                verbose=verbose,
                 optimizer=optimizer,
                 classifier=linear_probe.classifier,
-                callbacks=callbacks + [probe.EpochEvaluation(linear_probe.classifier, test_x, test[1]), history],
+                callbacks=callbacks
+                + [probe.EpochEvaluation(linear_probe.classifier, test_x, test[1]), history]
+                + user_callbacks,
             )
             if config.standardize:
                 # The stored classifier then acts on the encoder's features as they are.
@@ -254,13 +265,16 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
                 jit_compile=rt.jit_compile,
             )
         # The frozen encoder's features of the evaluation images, once, for the per-epoch evaluation.
-        test = monitor.extract_features(encoder, eval_ds, normalize=False)
+        test = monitor.extract_features(
+            encoder, eval_ds, normalize=False, progress_label="features of the evaluation images (batches)"
+        )
         callbacks += [
             StepCheckpointer(checkpoint, config.checkpoint_every_steps),
             probe.EpochEvaluation(linear_probe.classifier, *test),
             history,
+            *user_callbacks,
         ]
-        fit_from_step(linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, rt.verbose)
+        fit_from_step(linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, verbose)
     nan_guard.raise_if_tripped()
     train_seconds = time.time() - started
     final_step = int(optimizer.iterations.numpy())
@@ -282,8 +296,11 @@ def probe_encoder(config, strategy, encoder, train_source, eval_source, run_dir,
     return result
 
 
-def run(config, flags_text=None):
+def run(config, flags_text=None, callbacks=()):
     """Linear evaluation as `config` says; resumes from the run's latest checkpoint when there is one.
+
+    `callbacks`: Keras callbacks of the caller's (W&B, their own), added to the fit of the
+    probe on the loaded encoder (not to the random-init baseline's).
 
     Returns the metrics written to `metrics.json` (top1, top5 as fractions, and with
     `compare_random_init` random_init_top1/top5; `init_from` is the checkpoint read).
@@ -297,10 +314,10 @@ def run(config, flags_text=None):
     checkpoints.resolve_checkpoint(config.init_from, warn_damaged=False)
     rundir.check_same_model(config, config.runtime.model_dir)
     with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
-        return _run(config, start)
+        return _run(config, start, callbacks)
 
 
-def _run(config, start):
+def _run(config, start, callbacks=()):
     rt = config.runtime
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
@@ -314,7 +331,15 @@ def _run(config, start):
     logging.info("probing the encoder of %s", prefix)
     loaded = snapshot(encoder)
     result = probe_encoder(
-        config, strategy, encoder, train_source, eval_source, rt.model_dir, start=start.started, check_alive=True
+        config,
+        strategy,
+        encoder,
+        train_source,
+        eval_source,
+        rt.model_dir,
+        start=start.started,
+        check_alive=True,
+        callbacks=callbacks,
     )
     if not config.finetune:
         check_unchanged(encoder, loaded, prefix)

@@ -7,7 +7,7 @@ import numpy as np
 from absl import logging
 
 from simsiam_tf import config as config_lib
-from simsiam_tf import data
+from simsiam_tf import data, progress
 from simsiam_tf.builders import (
     augment_placement,
     build_encoder,
@@ -25,7 +25,7 @@ from simsiam_tf.errors import CollapseError, RunError
 from simsiam_tf.evaluation import baselines, monitor, probe
 from simsiam_tf.runs import rundir
 from simsiam_tf.serving import export
-from simsiam_tf.training import checkpoints, distribute
+from simsiam_tf.training import checkpoints, distribute, view_summary
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import read_json, write_json_atomic
 from simsiam_tf.training.finite import check_embeddings_alive
@@ -52,8 +52,12 @@ def eval_datasets(config, train_source, eval_source, batch_size=256):
 
 def evaluate_encoder(encoder, train_ds, test_ds, num_classes, knn_k, knn_temperature, probe_epochs, seed):
     """kNN and cached-feature linear-probe top-1 of an encoder."""
-    train_x, train_y = monitor.extract_features(encoder, train_ds, normalize=False)
-    test_x, test_y = monitor.extract_features(encoder, test_ds, normalize=False)
+    train_x, train_y = monitor.extract_features(
+        encoder, train_ds, normalize=False, progress_label="features of the training images (batches)"
+    )
+    test_x, test_y = monitor.extract_features(
+        encoder, test_ds, normalize=False, progress_label="features of the evaluation images (batches)"
+    )
     knn_pred = monitor.knn_predict(
         _l2n(train_x), train_y, _l2n(test_x), num_classes, k=knn_k, temperature=knn_temperature
     )
@@ -71,8 +75,11 @@ def _l2n(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def run(config, flags_text=None):
+def run(config, flags_text=None, callbacks=()):
     """Pretrains as `config` says; resumes from the run's latest checkpoint when there is one.
+
+    `callbacks`: Keras callbacks of the caller's (W&B, their own), added to the fit after
+    the job's own (so they see the logs the job's callbacks added, e.g. the kNN accuracy).
 
     Returns the metrics written to `metrics.json`. `flags_text` (the tools' resolved
     flags) becomes the run's flags.cfg once the run holds the directory's lock and its
@@ -93,12 +100,12 @@ def run(config, flags_text=None):
     write_dir = distribute.write_dir_for(rt.model_dir, strategy)
     try:
         with rundir.RunStart(write_dir, flags_text) as start:
-            return _run(config, strategy, write_dir, start)
+            return _run(config, strategy, write_dir, start, callbacks)
     finally:
         distribute.remove_write_dir(write_dir, rt.model_dir)
 
 
-def _run(config, strategy, write_dir, start):
+def _run(config, strategy, write_dir, start, user_callbacks=()):
     rt = config.runtime
     model_dir = rt.model_dir
 
@@ -212,10 +219,14 @@ def _run(config, strategy, write_dir, start):
         ),
         ScalarLogger(log_dir, config.log_every_steps),
         EpochHistory(os.path.join(write_dir, "history.json")),
+        *user_callbacks,
     ]
+    if start_step == 0:
+        view_summary.write_views(log_dir, source, augment, seed=rt.seed)
 
     started = time.time()
-    fit_from_step(model, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, rt.verbose)
+    verbose = progress.resolve_verbose(rt.verbose)
+    fit_from_step(model, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, verbose)
     train_seconds = time.time() - started
     nan_guard.raise_if_tripped()
     final_step = int(optimizer.iterations.numpy())

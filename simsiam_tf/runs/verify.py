@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from simsiam_tf import progress
 from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
 from simsiam_tf.data import label_budget, pair_images, pairs
 from simsiam_tf.errors import RunError
@@ -186,7 +187,7 @@ def _log_figures(log_dir, step, metrics, roc_path):
 # --------------------------------------------------------------------------- training
 
 
-def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, label, start=None):
+def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, label, start=None, callbacks=()):
     """Trains the configured head in `model_dir` (resuming there), evaluates it, stores the threshold.
 
     Returns (metrics, verifier). `init_from` None: random-init encoder. `start()` (if
@@ -230,6 +231,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
             StepCheckpointer(checkpoint, config.checkpoint_every_steps),
             ScalarLogger(log_dir, config.log_every_steps),
             EpochHistory(os.path.join(model_dir, "history.json")),
+            *callbacks,
         ]
         fit_from_step(
             verifier,
@@ -238,7 +240,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
             config.steps_per_epoch,
             config.epochs,
             callbacks,
-            rt.verbose,
+            progress.resolve_verbose(rt.verbose),
         )
         nan_guard.raise_if_tripped()
     else:
@@ -269,8 +271,11 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
     return metrics, verifier
 
 
-def run(config, flags_text=None):
+def run(config, flags_text=None, callbacks=()):
     """Runs pair verification as `config` says; returns the metrics written to `metrics.json`.
+
+    `callbacks`: Keras callbacks of the caller's (W&B, their own), added to the fit that
+    trains the verifier (not to the random-init baseline's).
 
     `flags_text` becomes the run's flags.cfg once the run holds the directory's lock and
     its checkpoint, if any, was restored. Raises `RunError` with a message for bad
@@ -281,10 +286,10 @@ def run(config, flags_text=None):
     config.validate()
     rundir.check_same_model(config, config.runtime.model_dir)
     with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
-        return _run(config, start)
+        return _run(config, start, callbacks)
 
 
-def _run(config, start):
+def _run(config, start, callbacks=()):
     rt = config.runtime
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
@@ -297,7 +302,7 @@ def _run(config, start):
 
     label = "SimSiam encoder" if config.init_from else "random-init encoder"
     metrics, verifier = train_and_evaluate(
-        config, strategy, pools, plan, rt.model_dir, config.init_from, label, start=start.started
+        config, strategy, pools, plan, rt.model_dir, config.init_from, label, start=start.started, callbacks=callbacks
     )
     verifier.save(os.path.join(rt.model_dir, "verifier.keras"))
     metrics.update(
