@@ -10,7 +10,7 @@ import keras
 from simsiam_tf import augment as augment_lib
 from simsiam_tf import backbones, data, device_augment, distribute, models, optim, probe, simtriplet
 from simsiam_tf import verifier as verifier_lib
-from simsiam_tf.data import tiles
+from simsiam_tf.data import holdout, tiles
 
 
 def eval_center_crop(image_size, kind="pretrain"):
@@ -187,7 +187,14 @@ def load_split_source(config, split, num_examples):
         num_examples=num_examples,
         on_corrupt=d.on_corrupt,
         label_splits=(d.train_split, d.eval_split),
+        holdout=holdout_spec(d, split),
     )
+
+
+def holdout_spec(data_config, split):
+    """The hold-out part (`data.holdout.HoldoutSpec`) a job loads as `split` of a folder without split folders."""
+    d = data_config
+    return holdout.spec_for_split(d.holdout_fraction, d.holdout_seed, split, d.train_split, d.eval_split)
 
 
 def load_train_source(config):

@@ -67,6 +67,8 @@ class DataConfig:
     num_train_examples: Optional[int] = None
     num_eval_examples: Optional[int] = None
     on_corrupt: str = "error"
+    holdout_fraction: float = 0.1
+    holdout_seed: int = 0
 
     def validate(self):
         if self.image_size < 8:
@@ -76,6 +78,9 @@ class DataConfig:
                 "dataset='folder' needs data_dir pointing at a folder of images (class sub-folders or flat)"
             )
         check_choice("on_corrupt", self.on_corrupt, ON_BAD_FILE)
+        check_number("holdout_fraction", self.holdout_fraction, low=0, high=1, high_open=True)
+        if self.holdout_seed < 0:
+            raise ValueError(f"holdout_seed must be >= 0, got {self.holdout_seed}")
         for name in ("num_train_examples", "num_eval_examples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -618,3 +623,61 @@ class ExportConfig:
         if self.kind is not None:
             check_choice("kind", self.kind, EXPORT_KINDS)
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedConfig:
+    """Embeddings of a set of images from a trained encoder, with neighbours, duplicates and projector files.
+
+    The encoder comes from a run directory (`init_from`: simsiam-pretrain, -linear or
+    -verify) or an exported SavedModel (`saved_model`). The images are `data`'s `split`
+    (None: its eval split); with `data.holdout_fraction` > 0 a folder without split
+    sub-folders gives its held-out part, as the run that drew it. `runtime.model_dir` is
+    where the files go.
+    """
+
+    runtime: RuntimeConfig = RuntimeConfig(model_dir="outputs/embed")
+    data: DataConfig = DataConfig(holdout_fraction=0.0)
+    init_from: Optional[str] = None
+    saved_model: Optional[str] = None
+    split: Optional[str] = None
+    batch_size: int = 256
+    neighbours: int = 0
+    duplicates: Optional[float] = None
+    projector: bool = False
+    num_queries: int = 8
+    projector_max_images: int = 10000
+    log_every_batches: int = 20
+
+    @property
+    def embed_split(self):
+        return self.split or self.data.eval_split
+
+    def validate(self):
+        self.runtime.validate()
+        self.data.validate()
+        if bool(self.init_from) == bool(self.saved_model):
+            raise ValueError(
+                "give exactly one encoder: init_from (a simsiam-pretrain, -linear or -verify run directory) or "
+                "saved_model (an exported SavedModel directory)"
+            )
+        if self.init_from and _same_path(self.init_from, self.runtime.model_dir):
+            raise ValueError(
+                f"model_dir {self.runtime.model_dir!r} is the run directory init_from: give the embeddings their own "
+                "model_dir (e.g. <run>/embed), or their flags.cfg would replace the run's"
+            )
+        if self.batch_size < 1 or self.num_queries < 1 or self.log_every_batches < 1:
+            raise ValueError("batch_size, num_queries and log_every_batches must be positive")
+        if self.neighbours < 0:
+            raise ValueError(f"neighbours must be >= 0 (0: none), got {self.neighbours}")
+        if self.duplicates is not None:
+            check_number("duplicates", self.duplicates, low=-1, high=1, low_open=True)
+        if self.projector_max_images < 1:
+            raise ValueError(f"projector_max_images must be positive, got {self.projector_max_images}")
+        return self
+
+
+def _same_path(a, b):
+    import os
+
+    return os.path.abspath(a) == os.path.abspath(b)

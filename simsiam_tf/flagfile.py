@@ -176,3 +176,21 @@ def config_from_flag_values(config_cls, values):
             path, kind = fields[name]
             changes[path] = _from_value(name, value, kind)
     return config_lib.replace(config_cls(), **changes)
+
+
+def flags_text(config):
+    """A config dataclass as flagfile lines (`--name=value`, one per field; None left out): what
+    `read_flags_file` + `config_from_flags` turn back into the same config."""
+    lines = []
+    for name, (path, _) in flag_fields(type(config)).items():
+        value = config
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"

@@ -110,6 +110,20 @@ def define_data_flags(defaults=config_lib.DataConfig()):
         list(config_lib.ON_BAD_FILE),
         "What to do with image files that cannot be decoded: stop with an error naming them, or skip them.",
     )
+    define(
+        "float",
+        "holdout_fraction",
+        defaults.holdout_fraction,
+        "A labelled folder without train/ and test/ sub-folders: the fraction of each class's images held out "
+        "for evaluation (seeded, stratified; pretraining never sees them; 0 = none, evaluation on the training "
+        "images).",
+    )
+    define(
+        "integer",
+        "holdout_seed",
+        defaults.holdout_seed,
+        "Seed of that hold-out (apart from --seed, so that runs with other seeds share one held-out split).",
+    )
 
 
 def define_model_flags(defaults=config_lib.ModelConfig()):

@@ -172,6 +172,8 @@ RUN_FLAGS = (
     "num_train_examples",
     "num_eval_examples",
     "on_corrupt",
+    "holdout_fraction",
+    "holdout_seed",
     "seed",
     "backbone",
     "width_multiplier",

@@ -164,8 +164,8 @@ def define_flags():
 
 
 def _inherit_encoder_flags():
-    """Takes --backbone/--width_multiplier from the --init_from run unless given."""
-    common.inherit_run_flags(FLAGS.init_from, ("backbone", "width_multiplier"))
+    """Takes --backbone/--width_multiplier and the run's hold-out from the --init_from run unless given."""
+    common.inherit_run_flags(FLAGS.init_from, ("backbone", "width_multiplier", "holdout_fraction", "holdout_seed"))
 
 
 def report(config, metrics):

@@ -581,7 +581,15 @@ def load_images(table, indices, image_size, crop_fraction=1.0):
 
 
 def load_labelled_source(
-    name, split="train", data_dir=None, image_size=32, seed=0, num_examples=None, on_corrupt="error", download=False
+    name,
+    split="train",
+    data_dir=None,
+    image_size=32,
+    seed=0,
+    num_examples=None,
+    on_corrupt="error",
+    download=False,
+    holdout=None,
 ):
     """`sources.load_source`, with TFDS datasets whose class is a name (LFW's identities) read as classes."""
     return sources.load_source(
@@ -594,4 +602,5 @@ def load_labelled_source(
         on_corrupt=on_corrupt,
         download=download,
         identities=True,
+        holdout=holdout,
     )

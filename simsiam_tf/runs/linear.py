@@ -23,9 +23,9 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import baselines, batch_fit, data, distribute, models, monitor, optim, probe
-from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop
+from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop, holdout_spec
 from simsiam_tf.data import label_budget
-from simsiam_tf.runs import common, rundir
+from simsiam_tf.runs import common, heldout, rundir
 
 RANDOM_INIT_SUBDIR = "random_init"
 PIXELS_SUBDIR = "pixels"
@@ -80,6 +80,7 @@ def _load_sources(config):
             num_examples=n,
             on_corrupt=d.on_corrupt,
             label_splits=(d.train_split, d.eval_split),
+            holdout=holdout_spec(d, split),
         )
         for split, n in ((d.train_split, d.num_train_examples), (d.eval_split, d.num_eval_examples))
     ]
@@ -306,6 +307,7 @@ def _run(config, start):
     distribute.set_precision(rt.precision)
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
     train_source, eval_source = _load_sources(config)
+    heldout.check_recorded(eval_source, config.init_from)
     train_source, budget = apply_label_budget(config, train_source)
     config = finetune_defaults(config)
     config, warnings = fit_to_data(config, train_source.num_examples)
@@ -335,6 +337,7 @@ def _run(config, start):
     }
     if budget is not None:
         metrics["label_budget"] = budget.describe()
+    metrics.update(heldout.metrics_entry(eval_source))
     metrics.update(result)
     if config.compare_random_init or config.compare_baselines:
         with strategy.scope():

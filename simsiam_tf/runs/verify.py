@@ -17,9 +17,9 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import baselines, distribute, pair_metrics
-from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
+from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer, holdout_spec
 from simsiam_tf.data import label_budget, pairs
-from simsiam_tf.runs import common, rundir
+from simsiam_tf.runs import common, heldout, rundir
 from simsiam_tf.verification import (
     FIGURE_KEYS,
     N_WAYS,
@@ -38,11 +38,21 @@ def load_sources(config):
     d = config.data
     kwargs = dict(data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed, on_corrupt=d.on_corrupt)
     try:
-        train = pairs.load_labelled_source(d.dataset, split=d.train_split, num_examples=d.num_train_examples, **kwargs)
+        train = pairs.load_labelled_source(
+            d.dataset,
+            split=d.train_split,
+            num_examples=d.num_train_examples,
+            holdout=holdout_spec(d, d.train_split),
+            **kwargs,
+        )
         if d.eval_split == d.train_split:
             return train, None
         evaluation = pairs.load_labelled_source(
-            d.dataset, split=d.eval_split, num_examples=d.num_eval_examples, **kwargs
+            d.dataset,
+            split=d.eval_split,
+            num_examples=d.num_eval_examples,
+            holdout=holdout_spec(d, d.eval_split),
+            **kwargs,
         )
     except ValueError as err:
         raise common.RunError(str(err)) from None
@@ -282,6 +292,8 @@ def _run(config, start):
     strategy = distribute.get_strategy(rt.strategy, rt.tpu)
 
     train_source, eval_source = load_sources(config)
+    if config.init_from:
+        heldout.check_recorded(eval_source, config.init_from)
     pools = make_pools(config, train_source, eval_source)
     pools, budget = apply_label_budget(config, pools)
     logging.info("pair pools: %s", pools.summary())
@@ -304,6 +316,7 @@ def _run(config, start):
     )
     if budget is not None:
         metrics["label_budget"] = budget.describe()
+    metrics.update(heldout.metrics_entry(eval_source))
     if plan.notes:
         metrics["notes"] = plan.notes
     if config.compare_pixels:
