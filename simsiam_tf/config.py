@@ -28,6 +28,7 @@ PROJECTOR_BN = ("all", "hidden", "none")
 PREDICTOR_BN = ("hidden", "all", "none")
 AUGMENT_ON = ("auto", "host", "device")
 DATA_SERVICE_SCHEME = "grpc://"
+ALL_SPLIT = "all"  # simsiam-embed: every image of a folder, no hold-out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -632,8 +633,8 @@ class EmbedConfig:
     The encoder comes from a run directory (`init_from`: simsiam-pretrain, -linear or
     -verify) or an exported SavedModel (`saved_model`). The images are `data`'s `split`
     (None: its eval split); with `data.holdout_fraction` > 0 a folder without split
-    sub-folders gives its held-out part, as the run that drew it. `runtime.model_dir` is
-    where the files go.
+    sub-folders gives its held-out part, as the run that drew it; split "all" gives all
+    of a folder's images. `runtime.model_dir` is where the files go.
     """
 
     runtime: RuntimeConfig = RuntimeConfig(model_dir="outputs/embed")

@@ -158,3 +158,22 @@ def test_a_flat_folder_pretrains_and_skips_evaluation_with_the_reason(tmp_path):
     metrics = json.load(open(model_dir / "metrics.json"))
     assert "no labels" in metrics["evaluation_skipped"] and "knn_top1" not in metrics
     assert metrics["step"] == 2
+
+
+def test_embed_of_the_runs_own_data_is_its_held_out_part(noise_run, tmp_path):
+    from simsiam_tf import config
+    from simsiam_tf.runs import embed
+
+    folder, files, run_dir = noise_run
+    metrics = embed.run(
+        config.EmbedConfig(
+            runtime=config.RuntimeConfig(model_dir=str(tmp_path / "embed")),
+            data=embed.run_data_config(run_dir),
+            init_from=run_dir,
+        )
+    )
+    recorded = json.load(open(os.path.join(run_dir, "metrics.json")))["holdout"]
+    paths = np.load(tmp_path / "embed" / "embeddings.npz")["paths"].tolist()
+    assert len(paths) == recorded["num_held_out"] and set(paths) < set(files)
+    assert hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest() == recorded["files_sha256"]
+    assert metrics["holdout"]["files_sha256"] == recorded["files_sha256"]

@@ -48,8 +48,9 @@ def define_flags():
         "string",
         "split",
         _D.split,
-        "Split to embed (a TFDS split, or a folder's sub-folder); default --eval_split (a folder without it: "
-        "all its images, or the run's held-out part when the hold-out comes from --init_from).",
+        "Split to embed (a TFDS split, or a folder's sub-folder; all: every image of the folder); default "
+        "--eval_split (a folder without it: all its images, or the run's held-out part when the data comes from "
+        "--init_from).",
     )
     common.group("model")
     common.define("string", "init_from", _D.init_from, "Run directory whose encoder embeds (its latest checkpoint).")

@@ -123,7 +123,8 @@ def load_encoder(config):
 
 
 def load_images(config):
-    """The `Source` of the images to embed (`config.embed_split`, the hold-out part where the config has one)."""
+    """The `Source` of the images to embed: `config.embed_split` (the hold-out part where the config has one);
+    split "all": every image of a folder (TFDS: of every split)."""
     d, split = config.data, config.embed_split
     try:
         return data.load_source(
@@ -134,7 +135,7 @@ def load_images(config):
             seed=config.runtime.seed,
             on_corrupt=d.on_corrupt,
             label_splits=(d.train_split, d.eval_split),
-            holdout=holdout_spec(d, split),
+            holdout=None if split == config_lib.ALL_SPLIT else holdout_spec(d, split),
         )
     except ValueError as err:
         raise common.RunError(str(err)) from None
