@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import tiny_pretrain_run
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (copy, original): exact byte copies, one in another class folder
