@@ -210,6 +210,8 @@ def _run(config, start):
     start.started()
     split = config.embed_split
     what = f"{source.num_examples} images of {config.data.dataset} split {split!r}"
+    if source.name == "folder" and not os.path.isdir(os.path.join(config.data.data_dir, split)):
+        what = f"{source.num_examples} images of {config.data.data_dir}"
     if source.holdout is not None:
         what += f" (the held-out part: {source.holdout.summary()})"
     print(f"embedding {what} with {encoder.description}", flush=True)
