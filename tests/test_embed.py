@@ -181,3 +181,24 @@ def test_bad_encoder_choices_are_errors(tmp_path):
         config.EmbedConfig(init_from="a", saved_model="b").validate()
     with pytest.raises(ValueError, match="own model_dir"):
         config.EmbedConfig(init_from=str(tmp_path), runtime=config.RuntimeConfig(model_dir=str(tmp_path))).validate()
+
+
+def test_cli_errors_exit_with_one_line_and_the_documented_code(tmp_path):
+    def embed_tool(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "simsiam_tf.cli.embed", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    invalid = embed_tool("--init_from=/nonexistent/run", "--duplicates=2", "--dry_run")
+    assert invalid.returncode == 2 and invalid.stderr.strip().splitlines()[-1].startswith("error: duplicates ")
+    missing = embed_tool(f"--saved_model={tmp_path / 'none'}", f"--model_dir={tmp_path / 'out'}")
+    assert missing.returncode == 1
+    assert (
+        missing.stderr.strip().splitlines()[-1]
+        == f"error: SavedModel directory {str(tmp_path / 'none')!r} does not exist"
+    )
+    assert not (tmp_path / "out").exists()

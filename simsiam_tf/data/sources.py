@@ -425,7 +425,6 @@ def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, 
     drawn = None
     if holdout is not None and holdout.fraction > 0 and root == data_dir and class_names:
         paths, labels, drawn = holdout_lib.cut_folder(data_dir, paths, labels, class_names, holdout)
-        logging.info("%s", drawn.summary())
         if not paths:
             raise ValueError(
                 f"the {holdout.part} part of the hold-out of {data_dir!r} is empty: every class has a single "

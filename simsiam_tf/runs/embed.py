@@ -199,10 +199,10 @@ def run(config, flags_text=None):
 
 def _run(config, start):
     out_dir = config.runtime.model_dir
+    encoder = load_encoder(config)
     source = load_images(config)
     if config.init_from:
         heldout.check_recorded(source, config.init_from)
-    encoder = load_encoder(config)
     if config.neighbours and config.neighbours >= source.num_examples:
         raise common.RunError(
             f"--neighbours={config.neighbours} needs more images than the {source.num_examples} to embed: lower it"
