@@ -69,7 +69,10 @@ def define_flags():
     )
     common.group("run")
     common.define(
-        "string", "model_dir", _D.runtime.model_dir, "Output folder: embeddings.npz, flags.cfg, metrics.json, ..."
+        "string",
+        "model_dir",
+        _D.runtime.model_dir,
+        "Output folder (embeddings.npz, flags.cfg, metrics.json and the other files).",
     )
     common.define("integer", "seed", _D.runtime.seed, "Seed of the synthetic set's generation.")
     common.define("integer", "batch_size", _D.batch_size, "Images per batch.")

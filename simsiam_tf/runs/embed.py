@@ -124,7 +124,7 @@ def load_encoder(config):
 
 def load_images(config):
     """The `Source` of the images to embed: `config.embed_split` (the hold-out part where the config has one);
-    split "all": every image of a folder (TFDS: of every split)."""
+    split "all": every image of a folder (TFDS: of every split). `data.num_eval_examples` limits the count."""
     d, split = config.data, config.embed_split
     try:
         return data.load_source(
@@ -133,6 +133,7 @@ def load_images(config):
             data_dir=d.data_dir,
             image_size=d.image_size,
             seed=config.runtime.seed,
+            num_examples=d.num_eval_examples,
             on_corrupt=d.on_corrupt,
             label_splits=(d.train_split, d.eval_split),
             holdout=None if split == config_lib.ALL_SPLIT else holdout_spec(d, split),
