@@ -91,3 +91,15 @@ def test_the_flags_cfg_a_tool_writes_gives_back_the_recipe_s_config(recipe, tmp_
     resolved = flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(str(written)))
     recipe_config = flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(path))
     assert resolved == recipe_config
+
+
+def test_flags_text_of_a_config_reads_back_as_the_same_config(tmp_path):
+    original = config_lib.replace(
+        config_lib.PretrainConfig(),
+        **{"data.dataset": "folder", "data.data_dir": "/images", "data.holdout_fraction": 0.2, "epochs": 7},
+        **{"augment.crop_scale": (0.5, 1.0), "evaluate": False, "init_from": None},
+    )
+    path = tmp_path / "flags.cfg"
+    path.write_text(flagfile.flags_text(original))
+    assert flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(str(path))) == original
+    assert "--init_from" not in path.read_text() and "--evaluate=false" in path.read_text()

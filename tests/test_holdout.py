@@ -177,3 +177,11 @@ def test_embed_of_the_runs_own_data_is_its_held_out_part(noise_run, tmp_path):
     assert len(paths) == recorded["num_held_out"] and set(paths) < set(files)
     assert hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest() == recorded["files_sha256"]
     assert metrics["holdout"]["files_sha256"] == recorded["files_sha256"]
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.1, float("nan")])
+def test_holdout_fraction_out_of_range_is_an_error_naming_it(fraction):
+    from simsiam_tf import config
+
+    with pytest.raises(ValueError, match="holdout_fraction must be a finite number in"):
+        config.DataConfig(holdout_fraction=fraction).validate()
