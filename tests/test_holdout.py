@@ -185,3 +185,30 @@ def test_holdout_fraction_out_of_range_is_an_error_naming_it(fraction):
 
     with pytest.raises(ValueError, match="holdout_fraction must be a finite number in"):
         config.DataConfig(holdout_fraction=fraction).validate()
+
+
+def test_verification_with_init_from_uses_the_runs_hold_out(noise_run, tmp_path):
+    from simsiam_tf import config
+    from simsiam_tf.runs import verify
+
+    folder, _, run_dir = noise_run
+    recorded = json.load(open(os.path.join(run_dir, "metrics.json")))["holdout"]
+    metrics = verify.run(
+        config.VerifyConfig(
+            runtime=config.RuntimeConfig(model_dir=str(tmp_path / "verify"), verbose=0),
+            data=config.DataConfig(dataset="folder", data_dir=folder, image_size=16, holdout_fraction=FRACTION),
+            model=config.ModelConfig(width_multiplier=0.125),
+            init_from=run_dir,
+            head="cosine",
+            freeze_encoder=True,
+            augment="none",
+            closed_set=True,
+            compare_pixels=False,
+            epochs=1,
+            steps_per_epoch=1,
+            num_val_pairs=20,
+            num_eval_pairs=20,
+            num_trials=5,
+        )
+    )
+    assert metrics["holdout"]["files_sha256"] == recorded["files_sha256"]
