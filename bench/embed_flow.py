@@ -160,6 +160,7 @@ def main(argv=None):
         f"precision at {K} on the {num_holdout} held-out digits: SimSiam {p['simsiam']:.3f}, "
         f"random init {p['random_init']:.3f}, raw pixels {p['pixels']:.3f}"
     )
+    print(json.dumps(report))
     return report
 
 
