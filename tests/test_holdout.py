@@ -212,3 +212,16 @@ def test_verification_with_init_from_uses_the_runs_hold_out(noise_run, tmp_path)
         )
     )
     assert metrics["holdout"]["files_sha256"] == recorded["files_sha256"]
+
+
+def test_resuming_with_another_hold_out_is_refused_before_anything_is_written(noise_run):
+    from simsiam_tf import config, flagfile
+    from simsiam_tf.runs import common, pretrain
+
+    _, _, run_dir = noise_run
+    flags_path = os.path.join(run_dir, "flags.cfg")
+    before = open(flags_path).read()
+    run_config = flagfile.config_from_flags(config.PretrainConfig, flagfile.read_flags_file(flags_path))
+    with pytest.raises(common.RunError, match="held-out images differ"):
+        pretrain.run(config.replace(run_config, **{"data.holdout_seed": 5, "epochs": 2}), flags_text="--epochs=2\n")
+    assert open(flags_path).read() == before

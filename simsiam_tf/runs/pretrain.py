@@ -21,7 +21,7 @@ from simsiam_tf.builders import (
     make_view_transform,
 )
 from simsiam_tf.data import holdout, service, tiles
-from simsiam_tf.runs import common, rundir
+from simsiam_tf.runs import common, heldout, rundir
 
 
 def eval_datasets(config, train_source, eval_source, batch_size=256):
@@ -142,6 +142,9 @@ def _run(config, strategy, write_dir, start):
         )
     start_step = int(optimizer.iterations.numpy())
     distribute.check_same_on_all_workers(strategy, start_step, "the step to resume from")
+    if restored:
+        # A resumed run whose folder changed would hold out images it trained on.
+        heldout.check_recorded(source, model_dir)
     if source.holdout is not None and start.flags_text is not None:
         start.flags_text += holdout.record_lines(source.holdout)
     start.started()
@@ -187,7 +190,12 @@ def _run(config, strategy, write_dir, start):
         config = config_lib.replace(config, knn_every=0, evaluate=False)
     elif source.holdout is not None:
         print(source.holdout.summary(), flush=True)
-    elif config.evaluate and config.data.dataset == "folder" and not config.data.holdout_fraction:
+    elif (
+        config.evaluate
+        and config.data.dataset == "folder"
+        and not config.data.holdout_fraction
+        and not os.path.isdir(os.path.join(config.data.data_dir, config.data.eval_split))
+    ):
         logging.warning(
             "--holdout_fraction=0: without train/ and test/ sub-folders the evaluation scores training images"
         )
