@@ -22,7 +22,10 @@ def check_recorded(source, init_from):
         recorded = holdout.recorded_sha256(f.read())
     metrics_path = os.path.join(os.path.dirname(path), "metrics.json")
     if recorded is None and os.path.isfile(metrics_path):
-        recorded = common.read_json(metrics_path).get("holdout", {}).get("files_sha256")
+        try:
+            recorded = common.read_json(metrics_path).get("holdout", {}).get("files_sha256")
+        except (OSError, ValueError, AttributeError):  # an unreadable metrics.json records nothing
+            recorded = None
     if recorded is not None and recorded != source.holdout.files_sha256:
         raise common.RunError(
             f"the held-out images differ from those of the pretraining run {os.path.dirname(path)} (its flags.cfg "
