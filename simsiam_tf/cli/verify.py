@@ -24,7 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def _inherit_encoder_flags():
-    """Takes --backbone/--width_multiplier from the --init_from run unless given."""
+    """Takes --backbone/--width_multiplier and the run's hold-out from the --init_from run unless given."""
     common.inherit_run_flags(FLAGS.init_from, config_lib.VerifyConfig.INHERITED_FROM_RUN)
 
 
