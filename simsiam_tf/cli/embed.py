@@ -21,35 +21,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import flags  # noqa: E402
-
 from simsiam_tf import config as config_lib  # noqa: E402
-
-FLAGS = flags.FLAGS
-
-# What names a run's images, taken from the --init_from run when neither --dataset nor --data_dir is given.
-RUN_DATA_FLAGS = (
-    "dataset",
-    "data_dir",
-    "image_size",
-    "train_split",
-    "eval_split",
-    "on_corrupt",
-    "holdout_fraction",
-    "holdout_seed",
-    "seed",
-)
-
-
-def inherit_run_data():
-    """Takes the run's data flags from --init_from's flags.cfg when neither --dataset nor --data_dir is given."""
-    if not FLAGS.init_from or FLAGS["dataset"].present or FLAGS["data_dir"].present:
-        return
-    taken = common.inherit_run_flags(FLAGS.init_from, RUN_DATA_FLAGS)
-    if taken:
-        print(
-            f"# from the flags.cfg of {FLAGS.init_from}: " + " ".join(FLAGS[n].serialize() for n in taken), flush=True
-        )
 
 
 def report(config, metrics):
@@ -62,16 +34,9 @@ def report(config, metrics):
         print(f"  {metrics['num_duplicate_pairs']} pairs with cosine >= {metrics['duplicates_threshold']:g}")
 
 
-def main(argv):
-    return common.run_tool(argv, config_lib.EmbedConfig, "embed", report, prepare=inherit_run_data)
-
-
-common.define_tool_flags(config_lib.EmbedConfig)
-
-
-def run_main():
-    common.run_main(main, __doc__)
-
+# What names the run's images comes from the --init_from run when neither --dataset nor --data_dir is given.
+inherit = common.inheriting((*config_lib.EmbedConfig.RUN_DATA_FIELDS, "seed"), unless_given=("dataset", "data_dir"))
+main, run_main = common.tool(config_lib.EmbedConfig, "embed", report, __doc__, prepare=inherit)
 
 if __name__ == "__main__":
     run_main()

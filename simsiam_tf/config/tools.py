@@ -57,6 +57,18 @@ class EmbedConfig:
     of a folder's images. `runtime.model_dir` is where the files go.
     """
 
+    # The data settings that name a run's images: taken from the --init_from run when no data is given.
+    RUN_DATA_FIELDS: ClassVar[tuple] = (
+        "dataset",
+        "data_dir",
+        "image_size",
+        "train_split",
+        "eval_split",
+        "on_corrupt",
+        "holdout_fraction",
+        "holdout_seed",
+    )
+
     runtime: s.RuntimeConfig = section(s.RuntimeConfig(model_dir="outputs/embed"), "run", flags=EMBED_RUNTIME_FLAGS)
     data: s.DataConfig = section(s.DataConfig(holdout_fraction=0.0), "data")
     split: Optional[str] = setting(

@@ -28,18 +28,6 @@ from simsiam_tf.runs import export as export_job
 from simsiam_tf.runs import heldout, rundir
 from simsiam_tf.training.files import write_json_atomic
 
-# The DataConfig fields that name a run's images: what `run_data_config` takes from its flags.cfg.
-RUN_DATA_FIELDS = (
-    "dataset",
-    "data_dir",
-    "image_size",
-    "train_split",
-    "eval_split",
-    "on_corrupt",
-    "holdout_fraction",
-    "holdout_seed",
-)
-
 
 def run_data_config(run_dir):
     """The `DataConfig` of the images the run at `run_dir` trained and evaluated on (from its flags.cfg)."""
@@ -48,7 +36,7 @@ def run_data_config(run_dir):
         raise RunError(f"{run_dir!r} has no {config_flags.FLAGS_FILE}: give a run directory of simsiam-pretrain")
     values = config_flags.read_flags_file(path)
     run_config = config_flags.config_from_flags(config_flags.CONFIGS[config_flags.detect_kind(values)], values)
-    return config_lib.DataConfig(**{f: getattr(run_config.data, f) for f in RUN_DATA_FIELDS})
+    return config_lib.DataConfig(**{f: getattr(run_config.data, f) for f in config_lib.EmbedConfig.RUN_DATA_FIELDS})
 
 
 class RunEncoder:
