@@ -313,15 +313,12 @@ def run(config, flags_text=None, callbacks=()):
     config.validate()
     # Fails early, before anything is written, when there is none; the load below reports damage.
     checkpoints.resolve_checkpoint(config.init_from, warn_damaged=False)
-    rundir.check_same_model(config, config.runtime.model_dir)
-    with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
-        return _run(config, start, callbacks)
+    return rundir.run_in_directory(_run, config, flags_text, callbacks)
 
 
 def _run(config, start, callbacks=()):
     rt = config.runtime
-    distribute.set_precision(rt.precision)
-    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
+    strategy = distribute.strategy_for(rt)
     train_source, eval_source = _load_sources(config)
     heldout.check_recorded(eval_source, config.init_from)
     train_source, budget = apply_label_budget(config, train_source)

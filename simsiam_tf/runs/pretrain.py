@@ -90,8 +90,7 @@ def run(config, flags_text=None, callbacks=()):
     config.validate()
     rt = config.runtime
     rundir.check_same_model(config, rt.model_dir)
-    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
-    distribute.set_precision(rt.precision)
+    strategy = distribute.strategy_for(rt)
     try:
         distribute.per_replica_batch_size(config.batch_size, strategy)
     except ValueError as err:

@@ -292,15 +292,12 @@ def run(config, flags_text=None, callbacks=()):
     non-finite state, and for a dead verifier.
     """
     config.validate()
-    rundir.check_same_model(config, config.runtime.model_dir)
-    with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
-        return _run(config, start, callbacks)
+    return rundir.run_in_directory(_run, config, flags_text, callbacks)
 
 
 def _run(config, start, callbacks=()):
     rt = config.runtime
-    distribute.set_precision(rt.precision)
-    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
+    strategy = distribute.strategy_for(rt)
 
     train_source, eval_source = load_sources(config)
     if config.init_from:
