@@ -43,6 +43,9 @@ _EXPORTS = {
     "LinearConfig": "simsiam_tf.config",
     "ExportConfig": "simsiam_tf.config",
     "VerifyConfig": "simsiam_tf.config",
+    "EmbedConfig": "simsiam_tf.config",
+    # embeddings
+    "NeighbourIndex": "simsiam_tf.evaluation.neighbours",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

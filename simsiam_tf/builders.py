@@ -10,7 +10,7 @@ import keras
 from simsiam_tf import augment as augment_lib
 from simsiam_tf import data, models, optim
 from simsiam_tf.augment import device as device_augment
-from simsiam_tf.data import tiles
+from simsiam_tf.data import holdout, tiles
 from simsiam_tf.evaluation import probe
 from simsiam_tf.models import backbones, simtriplet
 from simsiam_tf.models import verifier as verifier_lib
@@ -197,7 +197,17 @@ def load_split_source(config, split, num_examples):
     Folder splits share one label space: the class folders of the train and eval splits, by name."""
     if config.data.dataset == tiles.SYNTHETIC_TILES:
         return load_tile_set(config, split, num_examples).source
-    return data.load_source(config.data.dataset, **_split_arguments(config, split, num_examples))
+    return data.load_source(
+        config.data.dataset,
+        holdout=holdout_spec(config.data, split),
+        **_split_arguments(config, split, num_examples),
+    )
+
+
+def holdout_spec(data_config, split):
+    """The hold-out part (`data.holdout.HoldoutSpec`) a job loads as `split` of a folder without split folders."""
+    d = data_config
+    return holdout.spec_for_split(d.holdout_fraction, d.holdout_seed, split, d.train_split, d.eval_split)
 
 
 def load_train_source(config):

@@ -18,11 +18,12 @@ def _float32_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def tiny_pretrain_run(tmp_path_factory, write_flags=False, **data):
+def tiny_pretrain_run(tmp_path_factory, run=None, write_flags=False, **data):
     """A tiny SimSiam pretraining run on the synthetic set, written by the pretraining job; its directory.
 
-    `data`: overrides of the DataConfig fields (image_size, num_train_examples, ...). With
-    `write_flags` the run gets its flags.cfg, as a run of the tool does.
+    `data`: overrides of the DataConfig fields (image_size, num_train_examples, ...);
+    `run`: overrides of other PretrainConfig fields ({"evaluate": True, ...}); `write_flags`:
+    write the run's flags.cfg, as the command-line tool does.
     """
     from simsiam_tf import config
     from simsiam_tf.config import flags
@@ -42,6 +43,7 @@ def tiny_pretrain_run(tmp_path_factory, write_flags=False, **data):
         "knn_every": 0,
     }
     changes.update({f"data.{name}": value for name, value in data.items()})
+    changes.update(run or {})
     run_config = config.replace(config.PretrainConfig(), **changes)
     pretrain.run(run_config, flags_text=flags.flags_text(run_config) if write_flags else None)
     return model_dir

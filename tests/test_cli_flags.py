@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = ("pretrain", "linear", "verify", "export")
+TOOLS = ("pretrain", "linear", "verify", "export", "embed")
 
 
 def run_tool(tool, *args, cwd=ROOT, env=None):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from simsiam_tf.augment.images import BRANCH, GATHER, apply_where, batched, pad_edge
+from simsiam_tf.augment.images import BRANCH, GATHER, apply_where, batch_size, batched, pad_edge
 from simsiam_tf.augment.random import bernoulli, split, uniform
 
 
@@ -209,7 +209,7 @@ def random_gaussian_blur(images, seed, prob=0.5, sigma=(0.1, 2.0), radius=None, 
     returns it the right way round (when the blur runs, its own last transpose does it).
     """
     apply_seed, sigma_seed = split(seed, 2)
-    batch = tf.shape(images)[0]
+    batch = batch_size(images)
     sigmas = uniform([batch], sigma_seed, sigma[0], sigma[1])
     drawn = bernoulli(batch, apply_seed, prob)
     if apply == BRANCH:

@@ -24,6 +24,11 @@ def to_float(images):
     return image_range.to_unit_float(images)
 
 
+def batch_size(images):
+    """The number of images in a batch: a Python int where it is static (no op in the graph), else a scalar tensor."""
+    return images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
+
+
 def batched(fn):
     """Lets a batch op take a single image `[H, W, 3]` too.
 

@@ -16,7 +16,7 @@ the hue rotation keeps pixels in [0, 1] and is not clipped.
 
 import tensorflow as tf
 
-from simsiam_tf.augment.images import BRANCH, GATHER, SELECT, apply_where, batched
+from simsiam_tf.augment.images import BRANCH, GATHER, SELECT, apply_where, batch_size, batched
 from simsiam_tf.augment.random import bernoulli, seed_tensor, split, uniform
 
 # ITU-R 601-2 luma weights, as PIL's "L" conversion.
@@ -224,7 +224,7 @@ def random_color_jitter(images, seed, strength=(0.4, 0.4, 0.4, 0.1), prob=0.8, a
     XLA-compiled `jitter` only when drawn.
     """
     apply_seed, factor_seed = split(seed, 2)
-    batch = tf.shape(images)[0]
+    batch = batch_size(images)
     factors, order = jitter_factors(factor_seed, batch, strength)
     drawn = bernoulli(batch, apply_seed, prob)
     if apply == BRANCH:
@@ -238,5 +238,5 @@ def random_color_jitter(images, seed, strength=(0.4, 0.4, 0.4, 0.1), prob=0.8, a
 @batched
 def random_grayscale(images, seed, prob=0.2, apply=GATHER):
     """Grayscale (kept as 3 equal channels) with probability `prob` per image."""
-    drawn = bernoulli(tf.shape(images)[0], seed_tensor(seed), prob)
+    drawn = bernoulli(batch_size(images), seed_tensor(seed), prob)
     return apply_where(images, drawn, lambda x: grayscale(x, channels=3), apply)

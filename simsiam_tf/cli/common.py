@@ -93,6 +93,43 @@ def inherit_run_flags(init_from, names):
     return taken
 
 
+def inheriting(names, unless_given=()):
+    """A `prepare` for `run_tool`: takes `names` from the flags.cfg of the --init_from run, each unless given.
+
+    Says which as a comment line, so that --dry_run's output stays a flagfile. Nothing is
+    taken without --init_from, nor when any flag of `unless_given` is given.
+    """
+
+    def prepare():
+        if not FLAGS.init_from or any(FLAGS[name].present for name in unless_given):
+            return
+        taken = inherit_run_flags(FLAGS.init_from, names)
+        if taken:
+            print(
+                f"# from the flags.cfg of {FLAGS.init_from}: " + " ".join(FLAGS[n].serialize() for n in taken),
+                flush=True,
+            )
+
+    return prepare
+
+
+def tool(config_cls, job, report, description, **run_tool_options):
+    """A tool's flags, defined from `config_cls`, and its `(main, run_main)`: `run_tool` behind absl's `app.run`.
+
+    `run_main()` is the console script; `run_tool_options` go to `run_tool` (prepare,
+    dry_run, write_flags, ...).
+    """
+    define_tool_flags(config_cls)
+
+    def main(argv):
+        return run_tool(argv, config_cls, job, report, **run_tool_options)
+
+    def entry():
+        run_main(main, description)
+
+    return main, entry
+
+
 def fail(message, exit_code=2):
     """Ends the tool with a one-line message on stderr and a non-zero exit code."""
     print(f"error: {message}", file=sys.stderr, flush=True)

@@ -40,17 +40,8 @@ def report(config, result):
     )
 
 
-def main(argv):
-    # The run directory is only read: its flags.cfg stays the training run's.
-    return common.run_tool(argv, config_lib.ExportConfig, "export", report, dry_run=dry_run, write_flags=False)
-
-
-common.define_tool_flags(config_lib.ExportConfig)
-
-
-def run_main():
-    common.run_main(main, __doc__)
-
+# The run directory is only read: its flags.cfg stays the training run's.
+main, run_main = common.tool(config_lib.ExportConfig, "export", report, __doc__, dry_run=dry_run, write_flags=False)
 
 if __name__ == "__main__":
     run_main()

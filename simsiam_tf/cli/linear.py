@@ -29,11 +29,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import flags  # noqa: E402
-
 from simsiam_tf import config as config_lib  # noqa: E402
-
-FLAGS = flags.FLAGS
 
 
 def report(config, metrics):
@@ -43,25 +39,8 @@ def report(config, metrics):
     print(linear.summary(metrics))
 
 
-def inherit_run_flags():
-    taken = common.inherit_run_flags(FLAGS.init_from, config_lib.LinearConfig.INHERITED_FROM_RUN)
-    if taken:
-        # A comment line, so that --dry_run's output stays a flagfile.
-        print(
-            f"# from the flags.cfg of {FLAGS.init_from}: " + " ".join(FLAGS[n].serialize() for n in taken), flush=True
-        )
-
-
-def main(argv):
-    return common.run_tool(argv, config_lib.LinearConfig, "linear", report, prepare=inherit_run_flags)
-
-
-common.define_tool_flags(config_lib.LinearConfig)
-
-
-def run_main():
-    common.run_main(main, __doc__)
-
+inherit = common.inheriting(config_lib.LinearConfig.INHERITED_FROM_RUN)
+main, run_main = common.tool(config_lib.LinearConfig, "linear", report, __doc__, prepare=inherit)
 
 if __name__ == "__main__":
     run_main()

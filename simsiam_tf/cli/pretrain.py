@@ -26,16 +26,7 @@ def report(config, metrics):
         print(pretrain.summary_table(metrics))
 
 
-def main(argv):
-    return common.run_tool(argv, config_lib.PretrainConfig, "pretrain", report)
-
-
-common.define_tool_flags(config_lib.PretrainConfig)
-
-
-def run_main():
-    common.run_main(main, __doc__)
-
+main, run_main = common.tool(config_lib.PretrainConfig, "pretrain", report, __doc__)
 
 if __name__ == "__main__":
     run_main()

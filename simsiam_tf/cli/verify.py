@@ -16,16 +16,7 @@ from simsiam_tf.cli import common
 
 common.quiet_tensorflow()
 
-from absl import flags  # noqa: E402
-
 from simsiam_tf import config as config_lib  # noqa: E402
-
-FLAGS = flags.FLAGS
-
-
-def _inherit_encoder_flags():
-    """Takes --backbone/--width_multiplier from the --init_from run unless given."""
-    common.inherit_run_flags(FLAGS.init_from, config_lib.VerifyConfig.INHERITED_FROM_RUN)
 
 
 def report(config, metrics):
@@ -35,16 +26,8 @@ def report(config, metrics):
     print(verify.summary_table(metrics))
 
 
-def main(argv):
-    return common.run_tool(argv, config_lib.VerifyConfig, "verify", report, prepare=_inherit_encoder_flags)
-
-
-common.define_tool_flags(config_lib.VerifyConfig)
-
-
-def run_main():
-    common.run_main(main, __doc__)
-
+inherit = common.inheriting(config_lib.VerifyConfig.INHERITED_FROM_RUN)
+main, run_main = common.tool(config_lib.VerifyConfig, "verify", report, __doc__, prepare=inherit)
 
 if __name__ == "__main__":
     run_main()

@@ -6,7 +6,7 @@
   sections.py     RuntimeConfig, DataConfig, ModelConfig, AugmentConfig, and the settings several jobs share
   pretraining.py  PretrainConfig
   evaluation.py   LinearConfig, VerifyConfig
-  tools.py        ExportConfig, DataWorkerConfig, ToolOptions (--dry_run)
+  tools.py        ExportConfig, EmbedConfig, DataWorkerConfig, ToolOptions (--dry_run)
   flags.py        config <-> flags <-> flags.cfg: `tool_flags`, `config_from_flag_values`,
                   `read_flags_file`, `config_from_flags`, `detect_kind`, `model_flags`
 
@@ -33,6 +33,7 @@ choices.py. Only rules between settings are written by hand, in the config's `va
 """
 
 from simsiam_tf.config.choices import (
+    ALL_SPLIT,
     AUGMENT_ON,
     BACKBONE_ARCHS,
     BACKBONE_NAMES,
@@ -72,9 +73,10 @@ from simsiam_tf.config.fields import (
 )
 from simsiam_tf.config.pretraining import PretrainConfig, epochs_for_steps
 from simsiam_tf.config.sections import AugmentConfig, DataConfig, ModelConfig, RuntimeConfig
-from simsiam_tf.config.tools import DataWorkerConfig, ExportConfig, ToolOptions
+from simsiam_tf.config.tools import DataWorkerConfig, EmbedConfig, ExportConfig, ToolOptions
 
 __all__ = [
+    "ALL_SPLIT",
     "AUGMENT_ON",
     "BACKBONE_ARCHS",
     "BACKBONE_NAMES",
@@ -103,6 +105,7 @@ __all__ = [
     "AugmentConfig",
     "DataConfig",
     "DataWorkerConfig",
+    "EmbedConfig",
     "ExportConfig",
     "LinearConfig",
     "ModelConfig",

@@ -22,6 +22,7 @@ AUGMENT_ON = ("auto", "host", "device")
 VERBOSITY = ("auto", "0", "1", "2")
 PROJECTOR_LAYERS = (2, 3)
 DATA_SERVICE_SCHEME = "grpc://"
+ALL_SPLIT = "all"  # simsiam-embed: every image of a folder, no hold-out
 
 # The ResNet architectures (simsiam_tf.models.backbones builds them); each also comes with the CIFAR stem.
 BACKBONE_ARCHS = ("resnet18", "resnet34", "resnet50")

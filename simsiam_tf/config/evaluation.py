@@ -36,6 +36,8 @@ class LinearConfig:
         "num_train_examples",
         "num_eval_examples",
         "on_corrupt",
+        "holdout_fraction",
+        "holdout_seed",
         "seed",
         "backbone",
         "width_multiplier",
@@ -201,7 +203,7 @@ class VerifyConfig:
     """
 
     # Settings the tool takes from the flags.cfg of the --init_from run unless given.
-    INHERITED_FROM_RUN: ClassVar[tuple] = ("backbone", "width_multiplier")
+    INHERITED_FROM_RUN: ClassVar[tuple] = ("backbone", "width_multiplier", "holdout_fraction", "holdout_seed")
 
     runtime: s.RuntimeConfig = section(s.RuntimeConfig(model_dir="outputs/verify"), "run")
     data: s.DataConfig = section(s.DataConfig(), "data")

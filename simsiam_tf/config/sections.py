@@ -75,6 +75,18 @@ class DataConfig:
         "What to do with image files that cannot be decoded: stop with an error naming them, or skip them.",
         choices=c.ON_BAD_FILE,
     )
+    holdout_fraction: float = setting(
+        0.1,
+        "A labelled folder without train/ and test/ sub-folders: the fraction of each class's images held out "
+        "for evaluation (seeded, stratified; pretraining never sees them; 0 = none, evaluation on the training "
+        "images).",
+        low=0,
+        high=1,
+        high_open=True,
+    )
+    holdout_seed: int = setting(
+        0, "Seed of that hold-out (apart from --seed, so that runs with other seeds share one held-out split).", low=0
+    )
 
     def validate(self):
         check_settings(self)

@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import progress
+from simsiam_tf.data import holdout as holdout_lib
 from simsiam_tf.data.synthetic import SYNTHETIC_PATTERNS, SYNTHETIC_SPLITS, make_synthetic
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -55,6 +56,7 @@ class Source:
     read: for sources of image files (folders): `read(*record)` gives
         `(encoded bytes, label)`, so the pretraining pipeline can cut its crops from
         the file itself (JPEG windows drawn from the header, partial decodes).
+    holdout: for a part of a folder cut by `simsiam_tf.data.holdout`: its `Holdout` record.
     """
 
     dataset: tf.data.Dataset
@@ -67,6 +69,7 @@ class Source:
     decode: Optional[Callable] = None
     epoch_records: Optional[Callable] = None
     read: Optional[Callable] = None
+    holdout: Any = None
 
     @property
     def labelled(self):
@@ -77,7 +80,7 @@ class Source:
         return isinstance(self.records, tuple)
 
 
-def table_source(records, decode, num_classes, image_shape, class_names, name, read=None):
+def table_source(records, decode, num_classes, image_shape, class_names, name, read=None, holdout=None):
     records = tuple(tf.convert_to_tensor(r) for r in records)
     dataset = tf.data.Dataset.from_tensor_slices(records)
     if decode is not None:
@@ -92,6 +95,7 @@ def table_source(records, decode, num_classes, image_shape, class_names, name, r
         records=records,
         decode=decode,
         read=read,
+        holdout=holdout,
     )
 
 
@@ -388,7 +392,7 @@ def folder_class_names(data_dir, splits):
     return tuple(sorted(names))
 
 
-def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits=None):
+def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits=None, holdout=None):
     if not data_dir:
         raise ValueError(
             "dataset='folder' needs data_dir: a folder with one sub-folder of images per class, or a flat folder of images"
@@ -421,6 +425,14 @@ def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, 
             f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {root!r}: expected class sub-folders of "
             "images or a flat folder of images"
         )
+    drawn = None
+    if holdout is not None and holdout.fraction > 0 and root == data_dir and class_names:
+        paths, labels, drawn = holdout_lib.cut_folder(data_dir, paths, labels, class_names, holdout)
+        if not paths:
+            raise ValueError(
+                f"the {holdout.part} part of the hold-out of {data_dir!r} is empty: every class has a single "
+                "image, so none can be held out; add images, or give train/ and test/ sub-folders"
+            )
     paths = np.asarray(paths)
     labels = np.asarray(labels, np.int64)
     if num_examples is not None and num_examples < len(paths):
@@ -457,7 +469,9 @@ def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, 
         return image, label
 
     num_classes = len(class_names)
-    return table_source((paths, labels), decode, num_classes, image_shape, class_names, "folder", read=read)
+    return table_source(
+        (paths, labels), decode, num_classes, image_shape, class_names, "folder", read=read, holdout=drawn
+    )
 
 
 # --------------------------------------------------------------------------- load_source
@@ -474,6 +488,7 @@ def load_source(
     download=False,
     identities=False,
     label_splits=None,
+    holdout=None,
 ):
     """A `Source` for "synthetic", "folder" (with `data_dir`) or any TFDS image dataset.
 
@@ -503,6 +518,11 @@ def load_source(
         identities: give TFDS datasets whose class is a name rather than a class label (LFW
             stores each face's identity as text and lists its supervised keys as (label,
             image)) one class per distinct name, numbered in sorted order of the names.
+        holdout: folders only: a `simsiam_tf.data.holdout.HoldoutSpec`. When `data_dir` has no
+            sub-folder named `split` and holds class sub-folders, the images are cut into a
+            seeded, stratified held-out part and the rest, and the part the spec names is
+            loaded (its `Holdout` record is the source's `holdout`). Without it such a folder
+            gives all its images to every split. Flat (unlabelled) folders are never cut.
 
     Returns:
         A `Source`: its `num_examples`, `num_classes`, `image_shape` and the records
@@ -525,7 +545,7 @@ def load_source(
     if name == "synthetic":
         return _synthetic_source(split, image_size, seed, num_examples)
     if name == "folder":
-        return _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits)
+        return _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits, holdout)
     return _tfds_source(name, split, data_dir, num_examples, download, identities)
 
 

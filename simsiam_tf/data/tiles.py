@@ -290,14 +290,7 @@ def load_tile_set(
         tile_set = _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, neighbourhood)
     elif name == "folder":
         source = sources.load_source(
-            "folder",
-            split=split,
-            data_dir=data_dir,
-            image_size=image_size,
-            seed=seed,
-            num_examples=num_examples,
-            on_corrupt=on_corrupt,
-            label_splits=label_splits,
+            "folder", split, data_dir, image_size, seed, num_examples, on_corrupt, label_splits=label_splits
         )
         paths = source.records[0].numpy()
         keys = tuple(parse_tile_names(paths, pattern, on_mismatch, need_grid=neighbourhood != "group"))

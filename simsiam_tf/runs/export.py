@@ -131,14 +131,23 @@ def export_run(model_dir, output_dir=None, kind=None, config=None):
     return _export(inspect_run(model_dir, kind, config), output_dir)[1]
 
 
-def _export(info, output_dir=None):
-    """(the RunInfo with the checkpoint actually read, output_dir) of exporting the run `info` describes."""
+def rebuild(info):
+    """(the checkpoint prefix read, {"encoder": ..., and the run's head}) of the run `info` describes.
+
+    The model is rebuilt in float32 whatever precision it trained in, from the latest
+    usable checkpoint (a damaged newest one is skipped with a warning).
+    """
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        prefix, parts = _REBUILDERS[info.kind](info)
+        return _REBUILDERS[info.kind](info)
     finally:
         keras.mixed_precision.set_global_policy(policy)
+
+
+def _export(info, output_dir=None):
+    """(the RunInfo with the checkpoint actually read, output_dir) of exporting the run `info` describes."""
+    prefix, parts = rebuild(info)
     info = dataclasses.replace(info, checkpoint=prefix)
     path = serving.export_models(
         output_dir or os.path.join(info.model_dir, export.EXPORT_SUBDIR),

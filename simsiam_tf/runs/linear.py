@@ -23,11 +23,11 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import data, models, optim, progress
-from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop
+from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop, holdout_spec
 from simsiam_tf.data import label_budget
 from simsiam_tf.errors import EncoderChangedError, RunError
 from simsiam_tf.evaluation import baselines, batch_fit, monitor, probe
-from simsiam_tf.runs import rundir
+from simsiam_tf.runs import heldout, rundir
 from simsiam_tf.training import checkpoints, distribute
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import write_json_atomic
@@ -81,6 +81,7 @@ def _load_sources(config):
             num_examples=n,
             on_corrupt=d.on_corrupt,
             label_splits=(d.train_split, d.eval_split),
+            holdout=holdout_spec(d, split),
         )
         for split, n in ((d.train_split, d.num_train_examples), (d.eval_split, d.num_eval_examples))
     ]
@@ -312,16 +313,14 @@ def run(config, flags_text=None, callbacks=()):
     config.validate()
     # Fails early, before anything is written, when there is none; the load below reports damage.
     checkpoints.resolve_checkpoint(config.init_from, warn_damaged=False)
-    rundir.check_same_model(config, config.runtime.model_dir)
-    with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
-        return _run(config, start, callbacks)
+    return rundir.run_in_directory(_run, config, flags_text, callbacks)
 
 
 def _run(config, start, callbacks=()):
     rt = config.runtime
-    distribute.set_precision(rt.precision)
-    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
+    strategy = distribute.strategy_for(rt)
     train_source, eval_source = _load_sources(config)
+    heldout.check_recorded(eval_source, config.init_from)
     train_source, budget = apply_label_budget(config, train_source)
     config = finetune_defaults(config)
     config, warnings = fit_to_data(config, train_source.num_examples)
@@ -359,6 +358,7 @@ def _run(config, start, callbacks=()):
     }
     if budget is not None:
         metrics["label_budget"] = budget.describe()
+    metrics.update(heldout.metrics_entry(eval_source))
     metrics.update(result)
     if config.compare_random_init or config.compare_baselines:
         with strategy.scope():

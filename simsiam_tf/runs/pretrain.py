@@ -20,10 +20,10 @@ from simsiam_tf.builders import (
     make_augment,
     make_view_transform,
 )
-from simsiam_tf.data import service, tiles
+from simsiam_tf.data import holdout, service, tiles
 from simsiam_tf.errors import CollapseError, RunError
 from simsiam_tf.evaluation import baselines, monitor, probe
-from simsiam_tf.runs import rundir
+from simsiam_tf.runs import heldout, rundir
 from simsiam_tf.serving import export
 from simsiam_tf.training import checkpoints, distribute, view_summary
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
@@ -90,8 +90,7 @@ def run(config, flags_text=None, callbacks=()):
     config.validate()
     rt = config.runtime
     rundir.check_same_model(config, rt.model_dir)
-    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
-    distribute.set_precision(rt.precision)
+    strategy = distribute.strategy_for(rt)
     try:
         distribute.per_replica_batch_size(config.batch_size, strategy)
     except ValueError as err:
@@ -158,6 +157,11 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
         )
     start_step = int(optimizer.iterations.numpy())
     distribute.check_same_on_all_workers(strategy, start_step, "the step to resume from")
+    if restored:
+        # A resumed run whose folder changed would hold out images it trained on.
+        heldout.check_recorded(source, model_dir)
+    if source.holdout is not None and start.flags_text is not None:
+        start.flags_text += holdout.record_lines(source.holdout)
     start.started()
 
     def make_dataset(step):
@@ -195,6 +199,21 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
     )
     callbacks = [nan_guard, collapse]
     eval_sets = None
+    skipped = evaluation_skipped(config, source)
+    if skipped:
+        print(f"evaluation skipped: {skipped}", flush=True)
+        config = config_lib.replace(config, knn_every=0, evaluate=False)
+    elif source.holdout is not None:
+        print(source.holdout.summary(), flush=True)
+    elif (
+        config.evaluate
+        and config.data.dataset == "folder"
+        and not config.data.holdout_fraction
+        and not os.path.isdir(os.path.join(config.data.data_dir, config.data.eval_split))
+    ):
+        logging.warning(
+            "--holdout_fraction=0: without train/ and test/ sub-folders the evaluation scores training images"
+        )
     if config.knn_every or config.evaluate:
         eval_source = load_eval_source(config)
         eval_sets = eval_datasets(config, source, eval_source)
@@ -246,6 +265,10 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
     )
     if history:
         metrics.update({k: v for k, v in history[-1].items() if k not in ("epoch", "step")})
+    if skipped:
+        metrics["evaluation_skipped"] = skipped
+    if source.holdout is not None:
+        metrics["holdout"] = source.holdout.describe()
     if collapse.collapsed:
         metrics.update(collapsed_at_step=collapse.collapsed_at_step, collapse_message=collapse.message)
     if collapse.collapsed and config.on_collapse == "stop":
@@ -266,6 +289,17 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
         )
     write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
     return metrics
+
+
+def evaluation_skipped(config, source):
+    """Why kNN and probe evaluation cannot run on `source` (no labels), or None when they can or are off."""
+    if not (config.knn_every or config.evaluate) or source.labelled:
+        return None
+    what = "a flat folder of images" if config.data.dataset == "folder" else f"dataset {config.data.dataset!r}"
+    return (
+        f"{what} has no labels, so kNN and the linear probe have nothing to score against (class sub-folders "
+        "give labels); the encoder is trained and saved as usual"
+    )
 
 
 ALIVE_CHECK_IMAGES = 256

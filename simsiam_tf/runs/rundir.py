@@ -53,6 +53,13 @@ def _flag_text(name, value):
     return f"--{name}={value}"
 
 
+def run_in_directory(job, config, flags_text, *args):
+    """`job(config, start, *args)` holding the run directory: the model checked against the run's, then `RunStart`."""
+    check_same_model(config, config.runtime.model_dir)
+    with RunStart(config.runtime.model_dir, flags_text) as start:
+        return job(config, start, *args)
+
+
 def check_same_model(config, model_dir):
     """Raises RunError, naming the flags and the fix, when `model_dir`'s flags.cfg records another model."""
     flags_path = os.path.join(model_dir, config_flags.FLAGS_FILE)

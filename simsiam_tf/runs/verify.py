@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import progress
-from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer
+from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer, holdout_spec
 from simsiam_tf.data import label_budget, pair_images, pairs
 from simsiam_tf.errors import RunError
 from simsiam_tf.evaluation import baselines, pair_metrics
@@ -30,7 +30,7 @@ from simsiam_tf.evaluation.verification import (
     tar_note,
     verification_metrics,
 )
-from simsiam_tf.runs import rundir
+from simsiam_tf.runs import heldout, rundir
 from simsiam_tf.training import checkpoints, distribute
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import write_json_atomic
@@ -46,12 +46,20 @@ def load_sources(config):
     kwargs = dict(data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed, on_corrupt=d.on_corrupt)
     try:
         train = pair_images.load_labelled_source(
-            d.dataset, split=d.train_split, num_examples=d.num_train_examples, **kwargs
+            d.dataset,
+            split=d.train_split,
+            num_examples=d.num_train_examples,
+            holdout=holdout_spec(d, d.train_split),
+            **kwargs,
         )
         if d.eval_split == d.train_split:
             return train, None
         evaluation = pair_images.load_labelled_source(
-            d.dataset, split=d.eval_split, num_examples=d.num_eval_examples, **kwargs
+            d.dataset,
+            split=d.eval_split,
+            num_examples=d.num_eval_examples,
+            holdout=holdout_spec(d, d.eval_split),
+            **kwargs,
         )
     except ValueError as err:
         raise RunError(str(err)) from None
@@ -284,17 +292,16 @@ def run(config, flags_text=None, callbacks=()):
     non-finite state, and for a dead verifier.
     """
     config.validate()
-    rundir.check_same_model(config, config.runtime.model_dir)
-    with rundir.RunStart(config.runtime.model_dir, flags_text) as start:
-        return _run(config, start, callbacks)
+    return rundir.run_in_directory(_run, config, flags_text, callbacks)
 
 
 def _run(config, start, callbacks=()):
     rt = config.runtime
-    distribute.set_precision(rt.precision)
-    strategy = distribute.get_strategy(rt.strategy, rt.tpu)
+    strategy = distribute.strategy_for(rt)
 
     train_source, eval_source = load_sources(config)
+    if config.init_from:
+        heldout.check_recorded(eval_source, config.init_from)
     pools = make_pools(config, train_source, eval_source)
     pools, budget = apply_label_budget(config, pools)
     logging.info("pair pools: %s", pools.summary())
@@ -317,6 +324,7 @@ def _run(config, start, callbacks=()):
     )
     if budget is not None:
         metrics["label_budget"] = budget.describe()
+    metrics.update(heldout.metrics_entry(eval_source))
     if plan.notes:
         metrics["notes"] = plan.notes
     if config.compare_pixels:

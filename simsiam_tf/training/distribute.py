@@ -112,6 +112,13 @@ def resolve_sync_bn(setting, strategy):
     raise ValueError(f"sync_bn must be auto, true or false; got {setting!r}")
 
 
+def strategy_for(runtime):
+    """The strategy of a job's `RuntimeConfig` (`get_strategy`), with its precision policy set (`set_precision`)."""
+    strategy = get_strategy(runtime.strategy, runtime.tpu)
+    set_precision(runtime.precision)
+    return strategy
+
+
 def set_precision(policy):
     """Sets the global Keras dtype policy (float32, mixed_float16 or mixed_bfloat16).
 

@@ -33,6 +33,11 @@ def fit_from_step(model, make_dataset, start_step, steps_per_epoch, epochs, call
     epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
     if epoch >= epochs:
         return
+
+    def fit(first_step, steps, fit_callbacks):
+        dataset = make_dataset(first_step)
+        distribute.fit(model, dataset, epochs, steps, initial_epoch=epoch, callbacks=fit_callbacks, verbose=verbose)
+
     if done_in_epoch:
         logging.info("resuming inside epoch %d at step %d", epoch + 1, start_step)
         for callback in callbacks:
@@ -41,27 +46,9 @@ def fit_from_step(model, make_dataset, start_step, steps_per_epoch, epochs, call
         # epochs=epochs (not epoch + 1) so that the progress bar counts the run's epochs; the
         # last callback ends this fit after the interrupted epoch.
         stop = _StopAfterEpoch()
-        distribute.fit(
-            model,
-            make_dataset(start_step),
-            initial_epoch=epoch,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch - done_in_epoch,
-            callbacks=[*callbacks, stop],
-            verbose=verbose,
-            shuffle=False,
-        )
+        fit(start_step, steps_per_epoch - done_in_epoch, [*callbacks, stop])
         epoch += 1
         if stop.stopped_by_others or not stop.ended or epoch >= epochs:
             return
         model.stop_training = False
-    distribute.fit(
-        model,
-        make_dataset(epoch * steps_per_epoch),
-        initial_epoch=epoch,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,
-    )
+    fit(epoch * steps_per_epoch, steps_per_epoch, callbacks)

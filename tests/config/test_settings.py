@@ -208,7 +208,7 @@ def test_a_value_out_of_a_setting_s_range_is_refused_naming_it_and_the_value(job
             {"projector_layers": 4},
             "projector_layers must be 2 (CIFAR recipe) or 3 (ImageNet recipe), got 4",
         ),
-        (config.RuntimeConfig, {"verbose": 3}, "verbose must be 0, 1 or 2, got 3"),
+        (config.RuntimeConfig, {"verbose": 3}, "verbose must be auto, 0, 1 or 2, got 3"),
         (
             config.ModelConfig,
             {"projector_hidden_dim": -1},

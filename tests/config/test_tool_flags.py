@@ -19,6 +19,7 @@ TOOLS = {
     "verify": config_lib.VerifyConfig,
     "export": config_lib.ExportConfig,
     "data_worker": config_lib.DataWorkerConfig,
+    "embed": config_lib.EmbedConfig,
 }
 # Dumps every absl flag the package defined (absl's own left out) as the tool's process sees them.
 DUMP = """

@@ -198,3 +198,21 @@ def test_progress_is_quiet_when_quick_redrawn_on_a_terminal_and_sparse_in_a_log(
     else:
         assert "\r" not in text
         assert 3 <= text.count("\n") <= 5  # at 2 s, then every 30 s, and the last
+
+
+def test_the_folder_check_and_feature_extraction_show_progress(tmp_path, monkeypatch, capsys):
+    from simsiam_tf import monitor
+    from simsiam_tf.data import load_source, make_eval_dataset
+
+    monkeypatch.setattr(progress, "QUIET_SECONDS", 0.0)  # show even a quick task
+    monkeypatch.delitem(__import__("sys").modules, "ipykernel", raising=False)
+    for i in range(5):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    source = load_source("folder", data_dir=str(tmp_path), image_size=8)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("checking image files: 5/5 (100%)")
+    encoder = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D()])
+    features, _ = monitor.extract_features(
+        encoder, make_eval_dataset(source, 2, 8), normalize=False, progress_label="features (batches)"
+    )
+    assert features.shape == (5, 3)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("features (batches): 3/3 (100%)")
