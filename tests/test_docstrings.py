@@ -31,6 +31,7 @@ PUBLIC_MODULES = (
     "simsiam_tf.runs.export",
     "simsiam_tf.training.distribute",
     "simsiam_tf.evaluation.pair_metrics",
+    "simsiam_tf.evaluation.neighbours",
     "simsiam_tf.errors",
 )
 

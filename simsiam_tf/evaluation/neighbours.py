@@ -12,6 +12,15 @@ import numpy as np
 
 
 def l2_normalize(x, eps=1e-12):
+    """Rows scaled to unit euclidean norm, as float32 NumPy.
+
+    Args:
+        x: array `[..., D]`.
+        eps: the smallest norm divided by (an all-zero row stays zero).
+
+    Returns:
+        float32 array of `x`'s shape.
+    """
     x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
