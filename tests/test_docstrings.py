@@ -129,3 +129,38 @@ def test_documented_args_are_taken(label, value):
         taken |= {name, prefix + name}
     unknown = [name for name in documented if name not in taken]
     assert not unknown, f"{label} documents {unknown}, which it does not take (it takes {list(parameters)})"
+
+
+# The entry points users meet first document every argument (besides **kwargs passed on).
+FULLY_DOCUMENTED = (
+    "simsiam_tf.SimSiam",
+    "simsiam_tf.PairVerifier",
+    "simsiam_tf.LinearProbe",
+    "simsiam_tf.build_backbone",
+    "simsiam_tf.TwoViewAugment",
+    "simsiam_tf.load_source",
+    "simsiam_tf.make_pretrain_dataset",
+    "simsiam_tf.CoupledSGD",
+    "simsiam_tf.WarmupCosine",
+    "simsiam_tf.scaled_lr",
+    "simsiam_tf.simsiam_loss",
+    "simsiam_tf.negative_cosine",
+    "simsiam_tf.ServingModel",
+    "simsiam_tf.export_saved_model",
+    "simsiam_tf.export_run",
+    "simsiam_tf.two_view_dataset",
+)
+
+
+@pytest.mark.parametrize("label", FULLY_DOCUMENTED)
+def test_main_entry_points_document_every_argument(label):
+    value = dict(PUBLIC)[label]
+    doc = value.__dict__.get("__doc__") if inspect.isclass(value) else value.__doc__
+    target = value.__init__ if inspect.isclass(value) and "__init__" in value.__dict__ else value
+    taken = [
+        name
+        for name, parameter in inspect.signature(target).parameters.items()
+        if name != "self" and parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    missing = [name for name in taken if name not in documented_args(doc)]
+    assert not missing, f"{label} does not document {missing}"
