@@ -3,7 +3,8 @@
 The public names are `simsiam_tf.__all__` and those of the modules the API reference
 documents (docs/api/*.md): their `__all__`, or else the functions and classes they define
 without a leading underscore. Constants (numbers, strings, tuples) carry no docstring of
-their own and are left out. The oracle for the arguments is `inspect.signature`.
+their own and are left out. The oracle for the arguments is `inspect.signature`. The main
+entry points (FULLY_DOCUMENTED) must also document every argument they take.
 """
 
 import importlib
