@@ -1,6 +1,8 @@
 """Images for the jobs: sources, the synthetic sets, and the tf.data pipelines on them.
 
-- `sources`: `Source`, `load_source` ("synthetic", TFDS names, "folder").
+- `source`: `Source`, what every loader returns.
+- `sources`: `load_source` ("synthetic", TFDS names, "folder"), label spaces.
+- `tfds_source`: TFDS datasets, in memory or streamed from their files in a seeded order.
 - `synthetic`: the embedded synthetic set (`make_synthetic`).
 - `pipeline`: pretraining views, evaluation and probe batches (`make_*_dataset`),
   deterministic in (seed, step); batch layout over replicas and seed streams; the host

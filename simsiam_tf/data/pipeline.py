@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from simsiam_tf import augment as augment_lib
 from simsiam_tf.augment import jpeg, per_image
-from simsiam_tf.data.sources import AUTOTUNE, map_ordered
+from simsiam_tf.data.source import AUTOTUNE, map_ordered
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from simsiam_tf import augment as augment_lib
 from simsiam_tf.augment import image_range
-from simsiam_tf.data.sources import AUTOTUNE, decode_encoded, map_ordered
+from simsiam_tf.data.source import AUTOTUNE, decode_encoded, map_ordered
 
 fold_in = tf.random.experimental.stateless_fold_in
 

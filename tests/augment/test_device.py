@@ -14,6 +14,7 @@ from test_photometric import numpy_adjust_hue
 from simsiam_tf import augment, builders, config, data
 from simsiam_tf.augment import device as device_augment
 from simsiam_tf.augment import photometric
+from simsiam_tf.data import source as source_lib
 from simsiam_tf.data import sources
 from simsiam_tf.runs import pretrain
 from simsiam_tf.training import checkpoints
@@ -92,9 +93,9 @@ def test_variable_size_images_take_the_per_image_crop_path_too():
         for h, w in [(20, 30), (24, 18), (33, 21), (19, 19)] * 4
     ]
     labels = np.full(len(encoded), -1, np.int64)
-    source = sources.table_source((encoded, labels), sources.decode_encoded, 0, None, (), "varied")
-    host = host_batches(source, RECIPE, 2, batch=8)
-    device = device_batches(source, RECIPE, 2, batch=8)
+    varied = sources.table_source((encoded, labels), source_lib.decode_encoded, 0, None, (), "varied")
+    host = host_batches(varied, RECIPE, 2, batch=8)
+    device = device_batches(varied, RECIPE, 2, batch=8)
     for (h1, h2), (d1, d2) in zip(host, device):
         assert np.abs(h1 - d1).max() < 6 / 255 and np.abs(h2 - d2).max() < 6 / 255
 

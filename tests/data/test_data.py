@@ -8,7 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from simsiam_tf import augment, data
-from simsiam_tf.data import sources
+from simsiam_tf.data import tfds_source
 
 AUG = augment.TwoViewAugment.cifar(16)
 
@@ -220,7 +220,7 @@ def test_tfds_source_and_pretrain_batch():
 def test_tfds_streamed_source_resumes_and_shards(monkeypatch):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setattr(sources, "IN_MEMORY_MAX_BYTES", 0)
+    monkeypatch.setattr(tfds_source, "IN_MEMORY_MAX_BYTES", 0)
     with tfds.testing.mock_data(num_examples=10):
         streamed = data.load_source("cifar10", split="train")
     assert not streamed.random_access and streamed.num_examples == 10
@@ -238,7 +238,7 @@ def test_tfds_images_of_varying_size(monkeypatch):
     import tensorflow_datasets as tfds
 
     # The mock records no split sizes; claim a small one so the encoded images are kept in memory.
-    monkeypatch.setattr(sources, "_split_size", lambda info, split: (10, 10_000))
+    monkeypatch.setattr(tfds_source, "_split_size", lambda info, split: (10, 10_000))
     with tfds.testing.mock_data(num_examples=10):
         varying = data.load_source("imagenet2012", split="validation")
     assert varying.image_shape is None and varying.num_classes == 1000 and varying.random_access

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simsiam_tf.data import pipeline, sources
+from simsiam_tf.data import pipeline, sources, tfds_source
 
 FILES, PER_FILE, BATCH = 6, 4, 4
 
@@ -29,7 +29,7 @@ def parse(serialized):
 
 
 def streamed_source(names):
-    epoch_records = sources.shuffled_file_records(names, [0] * FILES, [PER_FILE] * FILES, parse, cycle_length=1)
+    epoch_records = tfds_source.shuffled_file_records(names, [0] * FILES, [PER_FILE] * FILES, parse, cycle_length=1)
     stored_order = tf.data.TFRecordDataset(names).map(parse)
     return sources.Source(
         dataset=stored_order,
@@ -62,10 +62,10 @@ def probe_stream(source, seed, start_step):
 
 def test_file_order_is_a_permutation_drawn_from_the_seed():
     seed = tf.constant([3, 5], tf.int64)
-    order = sources.file_order(FILES, seed).numpy()
+    order = tfds_source.file_order(FILES, seed).numpy()
     assert sorted(order) == list(range(FILES))
-    np.testing.assert_array_equal(order, sources.file_order(FILES, seed).numpy())
-    others = {tuple(sources.file_order(FILES, tf.constant([3, k], tf.int64)).numpy()) for k in range(8)}
+    np.testing.assert_array_equal(order, tfds_source.file_order(FILES, seed).numpy())
+    others = {tuple(tfds_source.file_order(FILES, tf.constant([3, k], tf.int64)).numpy()) for k in range(8)}
     assert len(others) > 1
 
 
@@ -103,7 +103,7 @@ def test_a_real_tfds_split_in_several_files_gets_a_per_epoch_file_order(tmp_path
     builder = SimsiamShardedMnist(data_dir=str(tmp_path))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=4))
     assert len(builder.info.splits["train"].file_instructions) == 4
-    monkeypatch.setattr(sources, "IN_MEMORY_MAX_BYTES", 0)  # stream it, as a split too large for memory
+    monkeypatch.setattr(tfds_source, "IN_MEMORY_MAX_BYTES", 0)  # stream it, as a split too large for memory
     source = sources.load_source("simsiam_sharded_mnist", split="train", data_dir=str(tmp_path))
     assert not source.random_access and source.epoch_records is not None
     stored = [(img.numpy().tobytes(), int(label)) for img, label in source.dataset]
