@@ -24,7 +24,10 @@ _ARCHS = {
 _EXPANSION = {"basic": 1, "bottleneck": 4}
 _CIFAR_SUFFIX = "_cifar"
 
-BACKBONE_NAMES = tuple(sorted(list(_ARCHS) + [a + _CIFAR_SUFFIX for a in _ARCHS]))
+# The small-image encoders (simsiam_tf.small_backbones), by the same names.
+_SMALL_ARCHS = ("small_resnet", "small_vgg")
+
+BACKBONE_NAMES = tuple(sorted(list(_ARCHS) + [a + _CIFAR_SUFFIX for a in _ARCHS] + list(_SMALL_ARCHS)))
 
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
@@ -278,7 +281,7 @@ class Conv2D(layers.Conv2D):
 
 
 def parse_backbone_name(name):
-    """'resnet50' -> ('resnet50', False); 'resnet18_cifar' -> ('resnet18', True)."""
+    """'resnet50' -> ('resnet50', False); 'resnet18_cifar' -> ('resnet18', True); 'small_vgg' -> ('small_vgg', False)."""
     if name in BACKBONE_NAMES:
         if name.endswith(_CIFAR_SUFFIX):
             return name[: -len(_CIFAR_SUFFIX)], True
@@ -386,7 +389,21 @@ def build_backbone(
         so every block starts as the identity.
       input_shape: per-example shape; None spatial dims accept any image size.
       name: model name; defaults to the arch (with "_cifar" for the CIFAR stem).
+
+    `arch` "small_resnet" or "small_vgg" builds an encoder for 28-64 px images
+    (`simsiam_tf.small_backbones`; `cifar_stem` does not apply to them).
     """
+    if arch in _SMALL_ARCHS:
+        from simsiam_tf import small_backbones
+
+        return small_backbones.build_small_backbone(
+            arch,
+            width_multiplier=width_multiplier,
+            sync_bn=distribute.resolve_sync_bn(sync_bn, tf.distribute.get_strategy()),
+            zero_init_residual=zero_init_residual,
+            input_shape=input_shape,
+            name=name,
+        )
     if arch not in _ARCHS:
         raise ValueError(f"Unknown arch {arch!r}; valid: {', '.join(sorted(_ARCHS))}")
     if width_multiplier <= 0:

@@ -27,6 +27,8 @@ LR_SCHEDULES = ("step", "epoch")
 PROJECTOR_BN = ("all", "hidden", "none")
 PREDICTOR_BN = ("hidden", "all", "none")
 AUGMENT_ON = ("auto", "host", "device")
+# Encoders for 28-64 px images (simsiam_tf.small_backbones).
+SMALL_BACKBONES = ("small_resnet", "small_vgg")
 DATA_SERVICE_SCHEME = "grpc://"
 
 
@@ -102,8 +104,8 @@ class ModelConfig:
     def validate(self):
         from_names = ("resnet18", "resnet34", "resnet50")
         arch = self.backbone[: -len("_cifar")] if self.backbone.endswith("_cifar") else self.backbone
-        if arch not in from_names:
-            valid = ", ".join(n + s for n in from_names for s in ("", "_cifar"))
+        if arch not in from_names and self.backbone not in SMALL_BACKBONES:
+            valid = ", ".join([n + s for n in from_names for s in ("", "_cifar")] + list(SMALL_BACKBONES))
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {valid}")
         check_number("width_multiplier", self.width_multiplier, low=0, low_open=True)
         if self.projector_layers not in (2, 3):
@@ -145,6 +147,11 @@ class AugmentConfig:
     grayscale_prob: float = 0.2
     blur_prob: float = 0.0
     flip_prob: float = 0.5
+    # A random affine transform of each crop (simsiam_tf.affine); all zero: none.
+    affine_translate: float = 0.0
+    affine_rotate_deg: float = 0.0
+    affine_scale: Tuple[float, float] = (1.0, 1.0)
+    affine_shear_deg: float = 0.0
 
     def validate(self):
         _check_crop_scale(self.crop_scale)
@@ -153,6 +160,19 @@ class AugmentConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+        _check_affine(self)
+
+
+def _check_affine(a):
+    if not 0.0 <= a.affine_translate < 0.5:
+        raise ValueError(f"affine_translate must be a fraction of the image in [0, 0.5), got {a.affine_translate}")
+    if not 0.0 <= a.affine_rotate_deg <= 180.0:
+        raise ValueError(f"affine_rotate_deg must be in [0, 180] degrees, got {a.affine_rotate_deg}")
+    if not 0.0 <= a.affine_shear_deg < 90.0:
+        raise ValueError(f"affine_shear_deg must be in [0, 90) degrees, got {a.affine_shear_deg}")
+    scale = tuple(a.affine_scale)
+    if len(scale) != 2 or not 0.0 < scale[0] <= scale[1]:
+        raise ValueError(f"affine_scale must be min,max with 0 < min <= max (e.g. 0.9,1.1), got {scale}")
 
 
 @dataclasses.dataclass(frozen=True)

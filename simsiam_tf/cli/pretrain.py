@@ -41,6 +41,14 @@ def define_flags():
     common.define("float", "blur_prob", a.blur_prob, "Probability of Gaussian blur (0 for the CIFAR recipe).")
     common.define("float", "flip_prob", a.flip_prob, "Probability of a horizontal flip.")
     common.define(
+        "float", "affine_translate", a.affine_translate, "Random shift of each crop, up to this fraction of its size."
+    )
+    common.define("float", "affine_rotate_deg", a.affine_rotate_deg, "Random rotation of each crop, +-degrees.")
+    common.define(
+        "list", "affine_scale", [str(v) for v in a.affine_scale], "Random zoom of each crop: min,max (1,1: none)."
+    )
+    common.define("float", "affine_shear_deg", a.affine_shear_deg, "Random horizontal shear of each crop, +-degrees.")
+    common.define(
         "enum",
         "augment_on",
         _D.augment_on,
