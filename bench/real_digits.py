@@ -20,7 +20,7 @@ Prints a markdown table and writes it with every figure to <out>/real_digits.jso
 The 28 px mode (`--npz PATH` with `images` uint8 and `labels`, or `--folder PATH` of class
 sub-folders) runs the protocol of bench/small_images_eval.py instead: a stratified split
 with `--holdout` of the images held out (`--seed`), pretraining on the rest with
-`--recipe` (default flags/small_images_28.cfg; `--set name=value` overrides a flag),
+`--recipe` (default flags/small_images_28.cfg; `--set name=value` overrides a flag; `--recipe` also picks the default mode's),
 logistic regression on the exported `embed` features at 10 labels per class (5 draws)
 and all labels, kNN, with random init and raw pixels beside. `--tune` evaluates on an
 inner validation part of the training part instead, leaving the held-out part unseen.
@@ -78,7 +78,7 @@ def recipe_config(config_cls, path, **changes):
     return config_lib.replace(flagfile.config_from_flags(config_cls, flagfile.read_flags_file(path)), **changes)
 
 
-def pretrain(data_dir, run_dir, quick):
+def pretrain(data_dir, run_dir, quick, recipe=RECIPE):
     from simsiam_tf import config as config_lib
     from simsiam_tf.runs import pretrain as pretrain_run
 
@@ -102,7 +102,7 @@ def pretrain(data_dir, run_dir, quick):
                 "data.num_eval_examples": 100,
             }
         )
-    config = recipe_config(config_lib.PretrainConfig, RECIPE, **changes)
+    config = recipe_config(config_lib.PretrainConfig, recipe, **changes)
     return config, pretrain_run.run(config)
 
 
@@ -152,7 +152,7 @@ def verify(run_flags, out_dir, closed_set, quick):
 
 
 ENCODERS = (
-    ("SimSiam (flags/small_images.cfg)", ""),
+    ("SimSiam (the recipe)", ""),
     ("random init, same encoder", "random_init_"),
     ("raw pixels (standardised)", "pixels_"),
 )
@@ -195,7 +195,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="A smoke run: 1 epoch, tiny encoder, few steps.")
     parser.add_argument("--npz", help="28 px mode: a .npz with images (uint8 [N, H, W(, 3)]) and labels.")
     parser.add_argument("--folder", help="28 px mode: a folder of class sub-folders of same-size images.")
-    parser.add_argument("--recipe", default=RECIPE_28, help="28 px mode: the pretraining flagfile.")
+    parser.add_argument(
+        "--recipe",
+        help="The pretraining flagfile (default flags/small_images.cfg; flags/small_images_28.cfg in the 28 px mode).",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="28 px mode: a flag override.")
     parser.add_argument("--holdout", type=float, default=0.2, help="28 px mode: the held-out fraction.")
     parser.add_argument("--seed", type=int, default=0, help="28 px mode: the split's seed.")
@@ -203,6 +206,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.npz or args.folder:
         return main_28(args)
+    recipe = os.path.abspath(args.recipe or RECIPE)
     try:
         import sklearn  # noqa: F401
     except ImportError:
@@ -216,7 +220,7 @@ def main(argv=None):
     from simsiam_tf import config as config_lib
     from simsiam_tf import cpu, flagfile
 
-    image_size = flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(RECIPE)).data.image_size
+    image_size = flagfile.config_from_flags(config_lib.PretrainConfig, flagfile.read_flags_file(recipe)).data.image_size
     out = os.path.abspath(args.out)
     data_dir = os.path.join(out, "digits")
     run_dir = os.path.join(out, "pretrain")
@@ -232,7 +236,7 @@ def main(argv=None):
 
     if not os.path.isdir(os.path.join(data_dir, "test")):
         timed("write digits", write_digits, data_dir, image_size)
-    run_flags, stages["pretrain"] = timed("pretrain", pretrain, data_dir, run_dir, args.quick)
+    run_flags, stages["pretrain"] = timed("pretrain", pretrain, data_dir, run_dir, args.quick, recipe)
     stages["probe_10"] = timed(
         "probe 10/class", linear, run_flags, os.path.join(out, "linear_10pc"), LABELS_PER_CLASS, args.quick
     )
@@ -302,10 +306,11 @@ def main_28(args):
             sys.exit(f"--set takes NAME=VALUE (a flag of the recipe), got {item!r}")
         overrides[name.lstrip("-")] = value
     started = time.time()
+    recipe = os.path.abspath(args.recipe or RECIPE_28)
     report = ev.evaluate(
         images,
         labels,
-        args.recipe,
+        recipe,
         os.path.abspath(args.out),
         overrides,
         args.holdout,
@@ -317,7 +322,7 @@ def main_28(args):
     load = os.getloadavg()
     report.update(
         source=source,
-        recipe=os.path.relpath(args.recipe, ROOT) if args.recipe.startswith(ROOT) else args.recipe,
+        recipe=os.path.relpath(recipe, ROOT) if recipe.startswith(ROOT) else recipe,
         overrides=overrides,
         cpu=f"{getattr(cpu.host(), 'model_name', platform.processor())}, {os.cpu_count()} logical cores",
         load_average=[round(v, 2) for v in load],

@@ -30,7 +30,16 @@ import sys
 import time
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-BACKBONES = ("resnet18_cifar", "resnet18", "resnet34_cifar", "resnet34", "resnet50_cifar", "resnet50")
+BACKBONES = (
+    "resnet18_cifar",
+    "resnet18",
+    "resnet34_cifar",
+    "resnet34",
+    "resnet50_cifar",
+    "resnet50",
+    "small_resnet",
+    "small_vgg",
+)
 
 
 # The reference step's network and optimizer (torch_simsiam_step.py defaults), whatever
