@@ -70,6 +70,11 @@ def split(labels, holdout=0.2, seed=0, tune=False):
     return np.sort(train), np.sort(test), name
 
 
+def _per_class(indices, labels, count):
+    """The first `count` of `indices` of each class (a stratified subset for smoke runs)."""
+    return np.sort(np.concatenate([indices[labels[indices] == c][:count] for c in np.unique(labels[indices])]))
+
+
 def rgb(images):
     return np.repeat(images[..., None], 3, axis=-1) if images.ndim == 3 else images
 
@@ -183,7 +188,7 @@ def evaluate(images, labels, recipe_path, out, overrides=None, holdout=0.2, seed
     """The whole protocol; a dict with the split's name, each encoder's figures and the timings."""
     train, test, part = split(labels, holdout, seed, tune)
     if quick:
-        train, test = train[:200], test[:100]
+        train, test = _per_class(train, labels, 20), _per_class(test, labels, 10)
     data_dir = os.path.join(out, "images")
     started = time.time()
     if not os.path.isdir(os.path.join(data_dir, "test")):

@@ -293,7 +293,7 @@ def test_real_digits_28px_mode_quick(tmp_path, capsys):
     report = real_digits.main(["--npz", str(npz), "--quick", "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert report["part"] == "held-out 20% (stratified, seed 0)"
-    assert report["num_test"] == 60 and report["num_train"] == 200  # --quick keeps 200 of the 240
+    assert report["num_test"] == 60 and report["num_train"] == 200  # --quick keeps 20 of the 24 per class
     counts = {
         part: sum(len(files) for _, _, files in os.walk(tmp_path / "out" / "images" / part))
         for part in ("train", "test")
