@@ -25,7 +25,7 @@ logistic regression on the exported `embed` features at 10 labels per class (5 d
 and all labels, kNN, with random init and raw pixels beside. `--tune` evaluates on an
 inner validation part of the training part instead, leaving the held-out part unseen.
 
-    python bench/real_digits.py --npz digits28.npz --holdout 0.2 --seed 0 --out=/tmp/d28
+    python bench/real_digits.py --npz digits28.npz --holdout 0.2 --seed 0 --out=outputs/d28
 """
 
 import argparse
