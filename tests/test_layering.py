@@ -193,7 +193,7 @@ def test_the_parser_sees_the_package_s_imports(graph):
     assert "simsiam_tf.builders" in graph["simsiam_tf.runs.pretrain"]
     assert "simsiam_tf.builders" in graph["simsiam_tf.runs.export"]
     assert "simsiam_tf.config.flags" in graph["simsiam_tf.cli.common"]
-    assert "simsiam_tf.data.sources" in graph["simsiam_tf.data.pipeline"]
+    assert "simsiam_tf.data.source" in graph["simsiam_tf.data.pipeline"]
     assert "simsiam_tf.models" in graph["simsiam_tf.models.verifier"]
     # Imports inside functions count too (the tools import their job lazily).
     assert "simsiam_tf.runs.pretrain" in graph["simsiam_tf.cli.pretrain"]
