@@ -16,6 +16,16 @@ Prints a markdown table and writes it with every figure to <out>/real_digits.jso
 
     python bench/real_digits.py                       # ~10-15 min on 2 CPU cores
     python bench/real_digits.py --quick --out=/tmp/rd
+
+The 28 px mode (`--npz PATH` with `images` uint8 and `labels`, or `--folder PATH` of class
+sub-folders) runs the protocol of bench/small_images_eval.py instead: a stratified split
+with `--holdout` of the images held out (`--seed`), pretraining on the rest with
+`--recipe` (default flags/small_images_28.cfg; `--set name=value` overrides a flag; `--recipe` also picks the default mode's),
+logistic regression on the exported `embed` features at 10 labels per class (5 draws)
+and all labels, kNN, with random init and raw pixels beside. `--tune` evaluates on an
+inner validation part of the training part instead, leaving the held-out part unseen.
+
+    python bench/real_digits.py --npz digits28.npz --holdout 0.2 --seed 0 --out=outputs/d28
 """
 
 import argparse
@@ -29,6 +39,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "flags", "small_images.cfg")
+RECIPE_28 = os.path.join(ROOT, "flags", "small_images_28.cfg")
 VERIFY_RECIPE = os.path.join(ROOT, "flags", "verify_small_images.cfg")
 LABELS_PER_CLASS = 10
 
@@ -67,7 +78,7 @@ def recipe_config(config_cls, path, **changes):
     return config_lib.replace(config_flags.config_from_flags(config_cls, config_flags.read_flags_file(path)), **changes)
 
 
-def pretrain(data_dir, run_dir, quick):
+def pretrain(data_dir, run_dir, quick, recipe=RECIPE):
     from simsiam_tf import config as config_lib
     from simsiam_tf.runs import pretrain as pretrain_run
 
@@ -91,7 +102,7 @@ def pretrain(data_dir, run_dir, quick):
                 "data.num_eval_examples": 100,
             }
         )
-    config = recipe_config(config_lib.PretrainConfig, RECIPE, **changes)
+    config = recipe_config(config_lib.PretrainConfig, recipe, **changes)
     return config, pretrain_run.run(config)
 
 
@@ -141,7 +152,7 @@ def verify(run_flags, out_dir, closed_set, quick):
 
 
 ENCODERS = (
-    ("SimSiam (flags/small_images.cfg)", ""),
+    ("SimSiam (the recipe)", ""),
     ("random init, same encoder", "random_init_"),
     ("raw pixels (standardised)", "pixels_"),
 )
@@ -182,7 +193,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join("outputs", "real_digits"), help="Working and output folder.")
     parser.add_argument("--quick", action="store_true", help="A smoke run: 1 epoch, tiny encoder, few steps.")
+    parser.add_argument("--npz", help="28 px mode: a .npz with images (uint8 [N, H, W(, 3)]) and labels.")
+    parser.add_argument("--folder", help="28 px mode: a folder of class sub-folders of same-size images.")
+    parser.add_argument(
+        "--recipe",
+        help="The pretraining flagfile (default flags/small_images.cfg; flags/small_images_28.cfg in the 28 px mode).",
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="28 px mode: a flag override.")
+    parser.add_argument("--holdout", type=float, default=0.2, help="28 px mode: the held-out fraction.")
+    parser.add_argument("--seed", type=int, default=0, help="28 px mode: the split's seed.")
+    parser.add_argument("--tune", action="store_true", help="28 px mode: evaluate on an inner validation part.")
     args = parser.parse_args(argv)
+    if args.npz or args.folder:
+        return main_28(args)
+    recipe = os.path.abspath(args.recipe or RECIPE)
     try:
         import sklearn  # noqa: F401
     except ImportError:
@@ -198,7 +222,7 @@ def main(argv=None):
     from simsiam_tf.training import cpu
 
     image_size = config_flags.config_from_flags(
-        config_lib.PretrainConfig, config_flags.read_flags_file(RECIPE)
+        config_lib.PretrainConfig, config_flags.read_flags_file(recipe)
     ).data.image_size
     out = os.path.abspath(args.out)
     data_dir = os.path.join(out, "digits")
@@ -215,7 +239,7 @@ def main(argv=None):
 
     if not os.path.isdir(os.path.join(data_dir, "test")):
         timed("write digits", write_digits, data_dir, image_size)
-    run_flags, stages["pretrain"] = timed("pretrain", pretrain, data_dir, run_dir, args.quick)
+    run_flags, stages["pretrain"] = timed("pretrain", pretrain, data_dir, run_dir, args.quick, recipe)
     stages["probe_10"] = timed(
         "probe 10/class", linear, run_flags, os.path.join(out, "linear_10pc"), LABELS_PER_CLASS, args.quick
     )
@@ -261,6 +285,62 @@ def main(argv=None):
     with open(os.path.join(out, "real_digits.json"), "w") as f:
         json.dump(report, f, indent=1, default=str)
     print("wrote", os.path.join(out, "real_digits.json"))
+    return report
+
+
+def main_28(args):
+    """The 28 px mode: the protocol of bench/small_images_eval.py on a .npz or a class folder."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import small_images_eval as ev
+
+    from simsiam_tf.training import cpu
+
+    if args.npz and args.folder:
+        sys.exit("give --npz or --folder, not both")
+    images, labels = ev.load_npz(args.npz) if args.npz else ev.load_folder(args.folder)[:2]
+    overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            sys.exit(f"--set takes NAME=VALUE (a flag of the recipe), got {item!r}")
+        overrides[name.lstrip("-")] = value
+    started = time.time()
+    recipe = os.path.abspath(args.recipe or RECIPE_28)
+    report = ev.evaluate(
+        images,
+        labels,
+        recipe,
+        os.path.abspath(args.out),
+        overrides,
+        args.holdout,
+        args.seed,
+        args.tune,
+        args.quick,
+    )
+    source = args.npz or args.folder
+    load = os.getloadavg()
+    report.update(
+        source=source,
+        recipe=os.path.relpath(recipe, ROOT) if recipe.startswith(ROOT) else recipe,
+        overrides=overrides,
+        cpu=f"{getattr(cpu.host(), 'model_name', platform.processor())}, {os.cpu_count()} logical cores",
+        load_average=[round(v, 2) for v in load],
+        tensorflow=tf.__version__,
+        wall_seconds=round(time.time() - started, 1),
+    )
+    print("\n" + ev.table(report, os.path.basename(source)))
+    print(
+        f"\npretraining {report['pretrain_wall_seconds'] / 60:.1f} min ({report['steps']} steps, "
+        f"{report['num_train']} images); whole script {report['wall_seconds'] / 60:.1f} min; {report['cpu']}, "
+        f"load average {load[0]:.2f}; TF {tf.__version__}" + ("; --quick smoke run" if args.quick else "")
+    )
+    with open(os.path.join(args.out, "real_digits_28.json"), "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    print(json.dumps({k: report[k] for k in ("part", "results", "pretrain_wall_seconds", "wall_seconds")}))
     return report
 
 

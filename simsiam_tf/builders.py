@@ -150,6 +150,10 @@ def make_augment(config):
         grayscale_prob=a.grayscale_prob,
         blur_prob=a.blur_prob,
         flip_prob=a.flip_prob,
+        affine_translate=a.affine_translate,
+        affine_rotate_deg=a.affine_rotate_deg,
+        affine_scale=tuple(a.affine_scale),
+        affine_shear_deg=a.affine_shear_deg,
     )
 
 

@@ -270,3 +270,39 @@ def test_real_digits_quick(tmp_path, capsys):
     assert report["stages"]["pretrain"]["total_steps"] == 5
     written = json.load(open(tmp_path / "real_digits.json"))
     assert written["table"] == report["table"] and written["quick"] is True
+
+
+def test_real_digits_28px_mode_quick(tmp_path, capsys):
+    """The 28 px mode on a .npz the test makes: the split, the three rows, the JSON report."""
+    pytest.importorskip("sklearn")
+    import numpy as np
+
+    sys.path.insert(0, BENCH)
+    try:
+        import real_digits
+    finally:
+        sys.path.remove(BENCH)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 30)
+    images = np.zeros((300, 28, 28), np.uint8)
+    for i, label in enumerate(labels):  # a bar whose position is the class, with noise
+        images[i, 2 + 2 * label : 5 + 2 * label, 4:24] = 255
+    images = np.clip(images + rng.integers(0, 40, images.shape), 0, 255).astype(np.uint8)
+    npz = tmp_path / "set.npz"
+    np.savez(npz, images=images, labels=labels)
+    report = real_digits.main(["--npz", str(npz), "--quick", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert report["part"] == "held-out 20% (stratified, seed 0)"
+    assert report["num_test"] == 60 and report["num_train"] == 200  # --quick keeps 20 of the 24 per class
+    counts = {
+        part: sum(len(files) for _, _, files in os.walk(tmp_path / "out" / "images" / part))
+        for part in ("train", "test")
+    }
+    assert counts == {"train": 200, "test": 60}
+    for name in ("SimSiam", "random init, same encoder", "raw pixels (standardised)"):
+        assert f"| {name} |" in out
+    pixels = report["results"]["pixels"]
+    assert len(pixels["probe_10_draws"]) == 5 and pixels["probe_all"] > 0.9  # the bars are linearly separable
+    written = json.load(open(tmp_path / "out" / "real_digits_28.json"))
+    assert written["results"] == json.loads(json.dumps(report["results"]))
+    assert "wall time" in out or "whole script" in out

@@ -101,10 +101,13 @@ def test_checkpoint_sharding_timings_stay_off_the_console(caplog):
 
     logger = absl_logging.get_absl_logger()
     logger.addFilter(common._drop_checkpoint_chatter)
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)  # whatever an earlier test in this process set
     try:
         with caplog.at_level(logging.INFO):
             absl_logging.info("Sharding callback duration: %s microseconds", 42)
             absl_logging.info("resuming from %s", "ckpt-4")
     finally:
         logger.removeFilter(common._drop_checkpoint_chatter)
+        absl_logging.set_verbosity(verbosity)
     assert [r.getMessage() for r in caplog.records] == ["resuming from ckpt-4"]

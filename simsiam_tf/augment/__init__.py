@@ -3,6 +3,7 @@
 - `random`: stateless seeds and draws; `images`: dtype conversion, single images as
   batches, applying an op to the images that drew it.
 - `crops`: RandomResizedCrop windows, crop-and-resize, antialiased resize, flips.
+- `affine`: a random affine transform of each crop (translation, rotation, zoom, shear).
 - `photometric`: the colour ops (brightness, contrast, saturation, hue, grayscale) and
   the colour jitter's random order, written once for every path.
 - `blur`: PIL's GaussianBlur (the recipe's) and an exact Gaussian.

@@ -13,6 +13,7 @@ from typing import Tuple
 
 import tensorflow as tf
 
+from simsiam_tf.augment import affine as affine_lib
 from simsiam_tf.augment.blur import box_blur_support, random_gaussian_blur
 from simsiam_tf.augment.crops import random_resized_crop
 from simsiam_tf.augment.images import BRANCH, GATHER, to_float
@@ -102,6 +103,10 @@ class TwoViewAugment:
     blur_prob: float = 0.5
     blur_sigma: Tuple[float, float] = (0.1, 2.0)
     flip_prob: float = 0.5
+    affine_translate: float = 0.0
+    affine_rotate_deg: float = 0.0
+    affine_scale: Tuple[float, float] = (1.0, 1.0)
+    affine_shear_deg: float = 0.0
 
     def __post_init__(self):
         if int(self.image_size) != self.image_size or self.image_size < 1:
@@ -119,7 +124,8 @@ class TwoViewAugment:
         for name in ("jitter_prob", "grayscale_prob", "blur_prob", "flip_prob"):
             _check_prob(name, getattr(self, name))
         # Normalise sequences to tuples so equal configs compare and hash equal.
-        for name in ("crop_scale", "crop_ratio", "jitter_strength", "blur_sigma"):
+        affine_lib.check(self.affine_translate, self.affine_rotate_deg, self.affine_scale, self.affine_shear_deg)
+        for name in ("crop_scale", "crop_ratio", "jitter_strength", "blur_sigma", "affine_scale"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         object.__setattr__(self, "image_size", int(self.image_size))
 
@@ -139,9 +145,25 @@ class TwoViewAugment:
         """The geometric stage: random resized crop and horizontal flip, float32 `[B, S, S, 3]`.
 
         The flip is folded into the crop; it commutes with the later ops (all of them
-        are mirror-symmetric), so the views have the reference's distribution.
+        are mirror-symmetric), so the views have the reference's distribution. With an
+        affine setting, each crop is then moved, turned, zoomed and slanted
+        (`simsiam_tf.augment.affine.RandomAffine`).
         """
-        return random_resized_crop(images, seed, self.image_size, self.crop_scale, self.crop_ratio, self.flip_prob)
+        affine = self.affine
+        if not affine.active:
+            return random_resized_crop(images, seed, self.image_size, self.crop_scale, self.crop_ratio, self.flip_prob)
+        crop_seed, affine_seed = split(seed, 2)
+        crops = random_resized_crop(
+            images, crop_seed, self.image_size, self.crop_scale, self.crop_ratio, self.flip_prob
+        )
+        return tf.clip_by_value(affine(crops, affine_seed), 0.0, 1.0)
+
+    @property
+    def affine(self):
+        """The geometric stage's random affine transform (inactive by default)."""
+        return affine_lib.RandomAffine(
+            self.affine_translate, self.affine_rotate_deg, self.affine_scale, self.affine_shear_deg
+        )
 
     @tf.autograph.experimental.do_not_convert
     def appearance(self, images, seed):

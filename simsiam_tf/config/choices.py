@@ -27,4 +27,6 @@ ALL_SPLIT = "all"  # simsiam-embed: every image of a folder, no hold-out
 # The ResNet architectures (simsiam_tf.models.backbones builds them); each also comes with the CIFAR stem.
 BACKBONE_ARCHS = ("resnet18", "resnet34", "resnet50")
 CIFAR_SUFFIX = "_cifar"
-BACKBONE_NAMES = tuple(sorted(BACKBONE_ARCHS + tuple(a + CIFAR_SUFFIX for a in BACKBONE_ARCHS)))
+# Encoders for 28-64 px images (simsiam_tf.models.small_backbones): three stages, two downsamplings.
+SMALL_BACKBONES = ("small_resnet", "small_vgg")
+BACKBONE_NAMES = tuple(sorted(BACKBONE_ARCHS + tuple(a + CIFAR_SUFFIX for a in BACKBONE_ARCHS) + SMALL_BACKBONES))

@@ -97,15 +97,15 @@ class DataConfig:
 
 
 def check_backbone(name):
-    arch = name[: -len(c.CIFAR_SUFFIX)] if name.endswith(c.CIFAR_SUFFIX) else name
-    if arch not in c.BACKBONE_ARCHS:
+    if name not in c.BACKBONE_NAMES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(c.BACKBONE_NAMES)}")
     return name
 
 
 # Settings the jobs share with the same meaning; each job gives its own default.
 BACKBONE = Setting(
-    f"{', '.join(c.BACKBONE_ARCHS[:-1])} or {c.BACKBONE_ARCHS[-1]}; suffix {c.CIFAR_SUFFIX} for the CIFAR stem (3x3 conv, no max-pool).",
+    f"{', '.join(c.BACKBONE_ARCHS)}, suffix {c.CIFAR_SUFFIX} for the CIFAR stem (3x3 conv, no max-pool); or "
+    f"{' or '.join(c.SMALL_BACKBONES)}, encoders for 28-64 px images (two downsamplings).",
     check=check_backbone,
     defines_variables=True,
 )
@@ -202,6 +202,12 @@ def check_jitter_strength(strength):
     return strength
 
 
+def check_affine_scale(scale):
+    if len(scale) != 2 or not all(math.isfinite(v) for v in scale) or not 0.0 < scale[0] <= scale[1]:
+        raise ValueError(f"affine_scale must be min,max with 0 < min <= max (e.g. 0.9,1.1), got {tuple(scale)}")
+    return scale
+
+
 CROP_SCALE = Setting("Random-resized-crop area range: min,max.", group="augmentation", check=check_crop_scale)
 FLIP_PROB = Setting(
     "Probability of mirroring a training crop left-right (the paper: 0.5; 0 where mirror images are another "
@@ -225,6 +231,30 @@ class AugmentConfig:
     grayscale_prob: float = probability(0.2, "Probability of grayscale.")
     blur_prob: float = probability(0.0, "Probability of Gaussian blur (0 for the CIFAR recipe).")
     flip_prob: float = FLIP_PROB.field(0.5)
+    # A random affine transform of each crop (simsiam_tf.augment.affine); all at their defaults: none.
+    affine_translate: float = setting(
+        0.0,
+        "Random shift of each crop, up to this fraction of its size.",
+        low=0,
+        high=0.5,
+        high_open=True,
+        what="be a fraction of the image in",
+    )
+    affine_rotate_deg: float = setting(
+        0.0, "Random rotation of each crop, +-degrees.", low=0, high=180, what="be in", why="degrees"
+    )
+    affine_scale: Tuple[float, float] = setting(
+        (1.0, 1.0), "Random zoom of each crop: min,max (1,1: none).", check=check_affine_scale
+    )
+    affine_shear_deg: float = setting(
+        0.0,
+        "Random horizontal shear of each crop, +-degrees.",
+        low=0,
+        high=90,
+        high_open=True,
+        what="be in",
+        why="degrees",
+    )
 
     def validate(self):
         check_settings(self)

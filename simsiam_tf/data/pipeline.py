@@ -180,6 +180,8 @@ def _from_files(source, augment):
     """Whether the pretraining views are cut from `source`'s files one image at a time."""
     if source.read is None or not isinstance(augment, augment_lib.TwoViewAugment):
         return False
+    if augment.affine.active:
+        return False  # the per-file crops have no affine stage: decode whole images and use augment.crop
     return source.image_shape is None or augment.image_size >= PER_IMAGE_MIN_SIZE
 
 

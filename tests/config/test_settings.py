@@ -222,7 +222,7 @@ def test_a_value_out_of_a_setting_s_range_is_refused_naming_it_and_the_value(job
         (
             config.ModelConfig,
             {"backbone": "vgg16"},
-            "unknown backbone 'vgg16'; choose one of resnet18, resnet18_cifar, resnet34, resnet34_cifar, resnet50, resnet50_cifar",
+            "unknown backbone 'vgg16'; choose one of resnet18, resnet18_cifar, resnet34, resnet34_cifar, resnet50, resnet50_cifar, small_resnet, small_vgg",
         ),
     ],
 )
@@ -257,4 +257,4 @@ def test_backbone_names_are_those_the_backbone_builder_accepts():
 
     assert backbones.BACKBONE_NAMES == config.BACKBONE_NAMES
     for name in config.BACKBONE_NAMES:
-        assert backbones.parse_backbone_name(name)[0] in config.BACKBONE_ARCHS
+        assert backbones.parse_backbone_name(name)[0] in config.BACKBONE_ARCHS + config.SMALL_BACKBONES

@@ -201,8 +201,8 @@ def test_progress_is_quiet_when_quick_redrawn_on_a_terminal_and_sparse_in_a_log(
 
 
 def test_the_folder_check_and_feature_extraction_show_progress(tmp_path, monkeypatch, capsys):
-    from simsiam_tf import monitor
     from simsiam_tf.data import load_source, make_eval_dataset
+    from simsiam_tf.evaluation import monitor
 
     monkeypatch.setattr(progress, "QUIET_SECONDS", 0.0)  # show even a quick task
     monkeypatch.delitem(__import__("sys").modules, "ipykernel", raising=False)
