@@ -80,6 +80,11 @@ class TwoViewAugment:
         blur_prob: probability of the Gaussian blur (PIL's GaussianBlur).
         blur_sigma: range of the blur's sigma, in pixels.
         flip_prob: probability of a horizontal flip.
+        affine_translate: largest shift of a crop, as a fraction of its width and height
+            (0: no affine transform unless another affine setting is given).
+        affine_rotate_deg: rotation angle drawn from U(-v, v), in degrees.
+        affine_scale: (min, max) of the zoom.
+        affine_shear_deg: shear angle drawn from U(-v, v), in degrees.
 
     Raises:
         ValueError: a size, probability or range out of bounds, named in the message.
