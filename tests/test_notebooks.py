@@ -17,18 +17,26 @@ from nbclient import NotebookClient
 import simsiam_tf
 
 COLAB = pathlib.Path(__file__).resolve().parents[1] / "colab"
-NOTEBOOKS = ("pretrain_and_probe.ipynb", "pair_verification.ipynb", "export_and_serve.ipynb")
+# The first three share one pretraining run (their parameters cells hold the same settings).
+SHARED_RUN = ("pretrain_and_probe.ipynb", "pair_verification.ipynb", "export_and_serve.ipynb")
+NOTEBOOKS = SHARED_RUN + ("your_own_images.ipynb",)
 # No repository address is established, so the notebooks say how to open them on Colab by upload
 # and install the package from its uploaded wheel.
 UPLOAD = "*File > Upload notebook*"
 WHEEL = 'WHEEL = "simsiam_tf-{}-py3-none-any.whl"'
 CELL_TIMEOUT = 600
 # Figures each notebook draws, and text its outputs must show.
-MIN_IMAGES = {"pretrain_and_probe.ipynb": 4, "pair_verification.ipynb": 5, "export_and_serve.ipynb": 2}
+MIN_IMAGES = {
+    "pretrain_and_probe.ipynb": 4,
+    "pair_verification.ipynb": 5,
+    "export_and_serve.ipynb": 2,
+    "your_own_images.ipynb": 1,
+}
 EXPECTED_TEXT = {
     "pretrain_and_probe.ipynb": ("kNN top-1", "linear probe top-1"),
     "pair_verification.ipynb": ("roc_auc", "threshold (chosen on validation pairs)"),
     "export_and_serve.ipynb": ("'verify'", "precision@1"),
+    "your_own_images.ipynb": ("kNN top-1", "held-out images embedded; precision at 5", "files_sha256"),
 }
 
 
@@ -101,7 +109,7 @@ def test_notebook_uses_the_api_not_flags(name):
     assert "\nclass " not in "\n" + code
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", SHARED_RUN)
 def test_parameters_cell_holds_both_settings(name, monkeypatch, tmp_path):
     nb = _read(name)
     assert 'DATASET = "synthetic"  # or "cifar10"\n' in _parameters_cell(nb).source
@@ -120,13 +128,13 @@ def test_parameters_cell_holds_both_settings(name, monkeypatch, tmp_path):
 def test_notebooks_pretrain_alike(monkeypatch):
     """Same pretraining settings everywhere, so that the notebooks can share one run."""
     settings = []
-    for name in NOTEBOOKS:
+    for name in SHARED_RUN:
         params = _parameters(_read(name), monkeypatch, fast=True)
         settings.append((params["FAST_PRETRAIN"], params["FULL_PRETRAIN"]))
     assert all(s == settings[0] for s in settings)
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", SHARED_RUN)
 def test_settings_make_valid_configs(name, monkeypatch, tmp_path):
     """Every setting names real config fields and gives a config that validates."""
     from simsiam_tf import config as config_lib
@@ -166,4 +174,5 @@ def test_notebook_runs_in_fast_setting(name, runs_dir, monkeypatch):
     for expected in EXPECTED_TEXT[name]:
         assert expected in text
     assert sorted(os.listdir(COLAB)) == before, "the notebook wrote next to itself"
-    assert (runs_dir / "pretrain_synthetic" / "metrics.json").is_file()
+    run = "own_images_pretrain" if name == "your_own_images.ipynb" else "pretrain_synthetic"
+    assert (runs_dir / run / "metrics.json").is_file()
