@@ -1,4 +1,4 @@
-"""runs.common: a run resumed inside an epoch counts the run's epochs and says so in history.json; a restore
+"""training.loop: a run resumed inside an epoch counts the run's epochs and says so in history.json; a restore
 that does not fit raises one error without a page of TensorFlow warnings after it."""
 
 import gc
