@@ -51,6 +51,7 @@ def test_half_mask_blends_stroke_and_background(modules):
 
 
 def test_split_is_stratified_and_tuning_leaves_the_holdout_unseen(modules):
+    pytest.importorskip("sklearn")  # the benchmark's split is scikit-learn's ([bench] extra)
     _, ev = modules
     labels = np.repeat(np.arange(10), 50)
     train, test, name = ev.split(labels, 0.2, 0)
