@@ -15,8 +15,8 @@ hold-out (precision at 5: the share of each image's 5 nearest neighbours, by cos
 with its digit) for the SimSiam encoder, the same encoder at random init and raw pixels
 (standardised with the flat folder's pixel mean and std).
 
-    python bench/embed_flow.py --out=/tmp/flow           # ~5 min on 2 CPU cores
-    python bench/embed_flow.py --out=/tmp/flow --quick   # a smoke run (30 steps)
+    python bench/embed_flow.py                           # ~5 min on 2 idle CPU cores
+    python bench/embed_flow.py --quick                   # a smoke run (30 steps)
 """
 
 import argparse
