@@ -113,16 +113,23 @@ def inheriting(names, unless_given=()):
     return prepare
 
 
-def tool(config_cls, job, report, description, **run_tool_options):
+def tool(config_cls, job, description, **run_tool_options):
     """A tool's flags, defined from `config_cls`, and its `(main, run_main)`: `run_tool` behind absl's `app.run`.
 
-    `run_main()` is the console script; `run_tool_options` go to `run_tool` (prepare,
-    dry_run, write_flags, ...).
+    `run_main()` is the console script; `run_tool_options` go to `run_tool` (dry_run,
+    write_flags, ...). A config that names `INHERITED_FROM_RUN` takes those settings from
+    the --init_from run's flags.cfg unless given (or unless any of its
+    `INHERITED_UNLESS_GIVEN` flags is given).
     """
     define_tool_flags(config_cls)
+    if hasattr(config_cls, "INHERITED_FROM_RUN"):
+        run_tool_options.setdefault(
+            "prepare",
+            inheriting(config_cls.INHERITED_FROM_RUN, getattr(config_cls, "INHERITED_UNLESS_GIVEN", ())),
+        )
 
     def main(argv):
-        return run_tool(argv, config_cls, job, report, **run_tool_options)
+        return run_tool(argv, config_cls, job, **run_tool_options)
 
     def entry():
         run_main(main, description)
@@ -276,8 +283,8 @@ def run_tool(argv, config_cls, job, report=None, dry_run=None, write_flags=True,
     """The main of every tool: flags -> config -> validate -> dry run, or run (which writes flags.cfg) -> report -> exit code.
 
     `job` names the module of `simsiam_tf.runs` whose `run(config)` does the work (imported
-    only then: checking the flags needs no TensorFlow); `report(config, result)` prints
-    its result. `prepare()` runs first (e.g. to fill flag defaults from another run);
+    only then: checking the flags needs no TensorFlow); `report(config, result)`, by
+    default that module's own `report`, prints its result. `prepare()` runs first (e.g. to fill flag defaults from another run);
     `values(flag_values)` maps a tool's own flag spellings to field values. `--dry_run`
     prints the resolved flags, or calls `dry_run(config)`. With `write_flags` the job gets
     the resolved flags as `run(config, flags_text=...)` and writes them as the run's
@@ -297,7 +304,9 @@ def run_tool(argv, config_cls, job, report=None, dry_run=None, write_flags=True,
             else:
                 dry_run(config)
             return 0
-        run = import_job(job).run
+        job_module = import_job(job)
+        report = report or getattr(job_module, "report", None)
+        run = job_module.run
         result = run(config, flags_text=resolved_flags_text()) if write_flags else run(config)
     except RunError as err:
         _quiet_tensorflow_at_exit()

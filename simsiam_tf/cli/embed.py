@@ -23,20 +23,7 @@ common.quiet_tensorflow()
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
-
-def report(config, metrics):
-    print(f"\n{metrics['num_images']} embeddings of dimension {metrics['dim']} in {config.runtime.model_dir}:")
-    print("  " + ", ".join(metrics["files"]))
-    key = f"neighbour_label_agreement_at_{metrics.get('neighbours')}"
-    if key in metrics:
-        print(f"  neighbours sharing the query's label (precision at {metrics['neighbours']}): {metrics[key]:.3f}")
-    if "num_duplicate_pairs" in metrics:
-        print(f"  {metrics['num_duplicate_pairs']} pairs with cosine >= {metrics['duplicates_threshold']:g}")
-
-
-# What names the run's images comes from the --init_from run when neither --dataset nor --data_dir is given.
-inherit = common.inheriting((*config_lib.EmbedConfig.RUN_DATA_FIELDS, "seed"), unless_given=("dataset", "data_dir"))
-main, run_main = common.tool(config_lib.EmbedConfig, "embed", report, __doc__, prepare=inherit)
+main, run_main = common.tool(config_lib.EmbedConfig, "embed", __doc__)
 
 if __name__ == "__main__":
     run_main()

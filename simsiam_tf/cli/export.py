@@ -30,18 +30,7 @@ def dry_run(config):
     )
 
 
-def report(config, result):
-    from simsiam_tf import serving
-
-    info, path = result
-    print(
-        f"exported the {info.kind} run {config.model_dir} ({info.checkpoint}) to {path}: "
-        f"{serving.SAVED_MODEL_NAME}/ and {serving.KERAS_NAME}"
-    )
-
-
-# The run directory is only read: its flags.cfg stays the training run's.
-main, run_main = common.tool(config_lib.ExportConfig, "export", report, __doc__, dry_run=dry_run, write_flags=False)
+main, run_main = common.tool(config_lib.ExportConfig, "export", __doc__, dry_run=dry_run, write_flags=False)
 
 if __name__ == "__main__":
     run_main()

@@ -31,16 +31,7 @@ common.quiet_tensorflow()
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
-
-def report(config, metrics):
-    from simsiam_tf.runs import linear
-
-    print(f"\nrun directory: {config.runtime.model_dir}")
-    print(linear.summary(metrics))
-
-
-inherit = common.inheriting(config_lib.LinearConfig.INHERITED_FROM_RUN)
-main, run_main = common.tool(config_lib.LinearConfig, "linear", report, __doc__, prepare=inherit)
+main, run_main = common.tool(config_lib.LinearConfig, "linear", __doc__)
 
 if __name__ == "__main__":
     run_main()

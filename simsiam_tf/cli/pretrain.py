@@ -17,16 +17,7 @@ common.quiet_tensorflow()
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
-
-def report(config, metrics):
-    from simsiam_tf.runs import pretrain
-
-    print(f"\nrun directory: {config.runtime.model_dir} (step {metrics['step']} of {metrics['total_steps']})")
-    if "random_init_knn_top1" in metrics:  # evaluate=true; knn_every alone puts knn_top1 there too
-        print(pretrain.summary_table(metrics))
-
-
-main, run_main = common.tool(config_lib.PretrainConfig, "pretrain", report, __doc__)
+main, run_main = common.tool(config_lib.PretrainConfig, "pretrain", __doc__)
 
 if __name__ == "__main__":
     run_main()

@@ -18,16 +18,7 @@ common.quiet_tensorflow()
 
 from simsiam_tf import config as config_lib  # noqa: E402
 
-
-def report(config, metrics):
-    from simsiam_tf.runs import verify
-
-    print(f"\nrun directory: {config.runtime.model_dir} ({metrics['head']} head, step {metrics['step']})")
-    print(verify.summary_table(metrics))
-
-
-inherit = common.inheriting(config_lib.VerifyConfig.INHERITED_FROM_RUN)
-main, run_main = common.tool(config_lib.VerifyConfig, "verify", report, __doc__, prepare=inherit)
+main, run_main = common.tool(config_lib.VerifyConfig, "verify", __doc__)
 
 if __name__ == "__main__":
     run_main()

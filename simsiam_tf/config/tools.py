@@ -68,6 +68,9 @@ class EmbedConfig:
         "holdout_fraction",
         "holdout_seed",
     )
+    # The tool takes them (and the seed) from the --init_from run unless --dataset or --data_dir is given.
+    INHERITED_FROM_RUN: ClassVar[tuple] = (*RUN_DATA_FIELDS, "seed")
+    INHERITED_UNLESS_GIVEN: ClassVar[tuple] = ("dataset", "data_dir")
 
     runtime: s.RuntimeConfig = section(s.RuntimeConfig(model_dir="outputs/embed"), "run", flags=EMBED_RUNTIME_FLAGS)
     data: s.DataConfig = section(s.DataConfig(holdout_fraction=0.0), "data")

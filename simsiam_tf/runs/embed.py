@@ -278,3 +278,14 @@ def _projector(config, source, embeddings, paths, labels):
     )
     print(f"projector: tensorboard --logdir {directory}", flush=True)
     return {"projector_images": n, "projector_thumbnail": side}
+
+
+def report(config, metrics):
+    """What simsiam-embed prints at the end: the files written and the neighbour and duplicate counts."""
+    print(f"\n{metrics['num_images']} embeddings of dimension {metrics['dim']} in {config.runtime.model_dir}:")
+    print("  " + ", ".join(metrics["files"]))
+    key = f"neighbour_label_agreement_at_{metrics.get('neighbours')}"
+    if key in metrics:
+        print(f"  neighbours sharing the query's label (precision at {metrics['neighbours']}): {metrics[key]:.3f}")
+    if "num_duplicate_pairs" in metrics:
+        print(f"  {metrics['num_duplicate_pairs']} pairs with cosine >= {metrics['duplicates_threshold']:g}")

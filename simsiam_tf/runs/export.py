@@ -170,3 +170,12 @@ def run(config):
     """
     config.validate()
     return _export(inspect_run(config.model_dir, config.kind), output_dir_of(config))
+
+
+def report(config, result):
+    """What simsiam-export prints at the end: which run, from which checkpoint, to where."""
+    info, path = result
+    print(
+        f"exported the {info.kind} run {config.model_dir} ({info.checkpoint}) to {path}: "
+        f"{serving.SAVED_MODEL_NAME}/ and {serving.KERAS_NAME}"
+    )

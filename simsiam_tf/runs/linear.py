@@ -462,3 +462,9 @@ def summary(metrics):
     lines += [f"note: {note}" for note in metrics.get("notes", [])]
     lines += [f"warning: {warning}" for warning in metrics.get("warnings", [])]
     return "\n".join(lines)
+
+
+def report(config, metrics):
+    """What simsiam-linear prints at the end: the run directory and `summary`."""
+    print(f"\nrun directory: {config.runtime.model_dir}")
+    print(summary(metrics))

@@ -364,3 +364,10 @@ def summary_table(metrics):
     lines += [f"note: {note}" for note in metrics.get("notes", [])]
     lines += [f"warning: {warning}" for warning in metrics.get("warnings", [])]
     return "\n".join(lines)
+
+
+def report(config, metrics):
+    """What simsiam-pretrain prints at the end: the run directory, the step, and `summary_table` after an evaluation."""
+    print(f"\nrun directory: {config.runtime.model_dir} (step {metrics['step']} of {metrics['total_steps']})")
+    if "random_init_knn_top1" in metrics:  # evaluate=true; knn_every alone puts knn_top1 there too
+        print(summary_table(metrics))

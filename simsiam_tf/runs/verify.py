@@ -380,3 +380,9 @@ def summary_table(metrics):
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines += [f"warning: {warning}" for warning in metrics.get("warnings", [])]
     return "\n".join(lines)
+
+
+def report(config, metrics):
+    """What simsiam-verify prints at the end: the run directory, head and step, and `summary_table`."""
+    print(f"\nrun directory: {config.runtime.model_dir} ({metrics['head']} head, step {metrics['step']})")
+    print(summary_table(metrics))
