@@ -5,6 +5,9 @@ directory's flags.cfg rebuilds exactly the model that trained. Nothing here read
 or writes a run directory.
 """
 
+import dataclasses
+import inspect
+
 import keras
 
 from simsiam_tf import augment as augment_lib
@@ -50,23 +53,32 @@ def build_encoder(model_config, strategy, seed):
     )
 
 
+def same_named(config, constructor, **overrides):
+    """The fields of `config` named as keyword arguments of `constructor`, as a dict; `overrides` win.
+
+    Config fields carry their constructor argument's name, so a setting reaches its layer
+    without being listed twice.
+    """
+    parameters = inspect.signature(constructor).parameters
+    fields = {f.name for f in dataclasses.fields(config)}
+    keywords = [name for name, p in parameters.items() if p.default is not p.empty and name in fields]
+    return {name: getattr(config, name) for name in keywords} | overrides
+
+
 def build_model(config, strategy):
     """The SimSiam (or SimTriplet) model of a `PretrainConfig` (call inside `strategy.scope()`)."""
     m = config.model
     model_class = simtriplet.SimTriplet if config.method == "simtriplet" else models.SimSiam
-    return model_class(
-        build_encoder(m, strategy, config.runtime.seed),
-        dim=m.dim,
-        pred_dim=m.pred_dim,
-        projector_layers=m.projector_layers,
-        stop_gradient=m.stop_gradient,
-        use_predictor=m.use_predictor,
-        heads_bn=m.heads_bn,
+    projector_bn, predictor_bn = m.head_bn()
+    arguments = same_named(
+        m,
+        models.SimSiam,
         sync_bn=sync_bn_of(m, strategy),
         projector_hidden_dim=m.projector_hidden_dim or None,
-        projector_bn=m.head_bn()[0],
-        predictor_bn=m.head_bn()[1],
+        projector_bn=projector_bn,
+        predictor_bn=predictor_bn,
     )
+    return model_class(build_encoder(m, strategy, config.runtime.seed), **arguments)
 
 
 def build_pretrain_optimizer(config, model, total_steps, steps_per_epoch):
@@ -119,18 +131,8 @@ def build_linear_optimizer(config, total_steps, steps_per_epoch=None):
 
 def build_verifier(config, encoder, strategy):
     """The `PairVerifier` of a `VerifyConfig` around `encoder`."""
-    return verifier_lib.PairVerifier(
-        encoder,
-        head=config.head,
-        embedding_dim=config.embedding_dim,
-        hidden_dim=config.hidden_dim,
-        normalize_embeddings=config.normalize_embeddings,
-        margin=config.margin,
-        mining=config.mining,
-        distance=config.distance,
-        freeze_encoder=config.freeze_encoder,
-        sync_bn=sync_bn_of(config.model, strategy),
-    )
+    arguments = same_named(config, verifier_lib.PairVerifier, sync_bn=sync_bn_of(config.model, strategy))
+    return verifier_lib.PairVerifier(encoder, **arguments)
 
 
 def build_verify_optimizer(config, total_steps):

@@ -66,19 +66,7 @@ _STREAM_GRAPH_SEED = 87654321
 _NO_END = 2**62
 
 
-def _stream(
-    source,
-    global_batch_size,
-    batch,
-    replicas_here,
-    first_replica,
-    seed,
-    start_step,
-    input_context,
-    element_fn,
-    buffer,
-    decode=None,
-):
+def _stream(source, global_batch_size, seed, start_step, input_context, element_fn, buffer, decode=None):
     """The batches this input pipeline feeds, as `(chunk, images, labels)`, deterministic in the seed.
 
     Chunk j of this pipeline is the batch of replica `first_replica + j % replicas_here`
@@ -93,6 +81,7 @@ def _stream(
     varying size). `decode` replaces the source's own (e.g. its `read`, to hand
     `element_fn` the encoded files).
     """
+    batch, replicas_here, first_replica = layout(global_batch_size, input_context)
     decode = decode or source.decode
     start_chunk = start_step * replicas_here
     if source.random_access:
@@ -273,19 +262,7 @@ def _pretrain_batches(source, global_batch_size, augment, seed, start_step, inpu
             return crops, tf.stack([look1, look2])
 
     buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
-    stream = _stream(
-        source,
-        global_batch_size,
-        batch,
-        replicas_here,
-        first_replica,
-        seed,
-        start_step,
-        input_context,
-        element_fn,
-        buffer,
-        decode,
-    )
+    stream = _stream(source, global_batch_size, seed, start_step, input_context, element_fn, buffer, decode)
     return map_ordered(stream, batches)
 
 
@@ -434,5 +411,5 @@ def make_probe_train_dataset(
         def batch_fn(chunk, images, labels):
             return transform(images, seed_of(chunk)), labels
 
-    stream = _stream(source, batch_size, batch_size, 1, 0, seed, 0, None, element_fn, DEFAULT_SHUFFLE_BUFFER)
+    stream = _stream(source, batch_size, seed, 0, None, element_fn, DEFAULT_SHUFFLE_BUFFER)
     return map_ordered(stream, batch_fn).prefetch(AUTOTUNE)
