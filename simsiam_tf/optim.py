@@ -179,12 +179,7 @@ class CoupledSGD(keras.optimizers.Optimizer):
         **kwargs,
     ):
         super().__init__(learning_rate=_as_lr(learning_rate), name=name, **kwargs)
-        momentum = float(momentum)
-        weight_decay = float(weight_decay)
-        if momentum < 0:
-            raise ValueError(f"`momentum` must be >= 0. Received: momentum={momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
+        momentum, weight_decay = _checked_momentum_and_decay(momentum, weight_decay)
         if nesterov and momentum == 0:
             raise ValueError("`nesterov=True` requires `momentum > 0`.")
         if fixed_lr is not None:
@@ -316,14 +311,9 @@ class LARS(keras.optimizers.Optimizer):
         **kwargs,
     ):
         super().__init__(learning_rate=_as_lr(learning_rate), name=name, **kwargs)
-        momentum = float(momentum)
-        weight_decay = float(weight_decay)
+        momentum, weight_decay = _checked_momentum_and_decay(momentum, weight_decay)
         trust_coefficient = float(trust_coefficient)
         epsilon = float(epsilon)
-        if momentum < 0:
-            raise ValueError(f"`momentum` must be >= 0. Received: momentum={momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
         if not trust_coefficient > 0:
             raise ValueError(f"`trust_coefficient` must be > 0. Received: trust_coefficient={trust_coefficient}")
         if not epsilon >= 0:
@@ -411,6 +401,16 @@ def _as_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value:
         raise ValueError(f"`{name}` must be an integer. Received: {name}={value!r}")
     return int(value)
+
+
+def _checked_momentum_and_decay(momentum, weight_decay):
+    """(momentum, weight_decay) as floats, each refused when negative (with Keras' wording)."""
+    momentum, weight_decay = float(momentum), float(weight_decay)
+    if momentum < 0:
+        raise ValueError(f"`momentum` must be >= 0. Received: momentum={momentum}")
+    if weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be >= 0. Received: weight_decay={weight_decay}")
+    return momentum, weight_decay
 
 
 def _as_lr(learning_rate):

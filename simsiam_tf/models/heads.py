@@ -116,20 +116,7 @@ def build_projector(
     if hidden_dim is not None and (int(hidden_dim) != hidden_dim or hidden_dim < 1):
         raise ValueError(f"hidden_dim must be a positive integer or None (the input width), got {hidden_dim}")
     bn = resolve_bn(bn, use_bn, "all", "projector")
-    hidden_bn, output_bn = bn in ("all", "hidden"), bn == "all"
-    hidden_dim = int(hidden_dim or in_dim)
-    stack = [keras.Input(shape=(in_dim,), name=f"{name}_input")]
-    fan_in = in_dim
-    for i in range(1, num_layers):
-        stack.append(_dense(hidden_dim, fan_in, not hidden_bn, f"{name}_fc{i}"))
-        if hidden_bn:
-            stack.append(_bn(f"{name}_bn{i}", sync_bn))
-        stack.append(layers.ReLU(name=f"{name}_relu{i}"))
-        fan_in = hidden_dim
-    stack.append(_dense(dim, fan_in, not output_bn, f"{name}_fc{num_layers}"))
-    if output_bn:
-        stack.append(_bn(f"{name}_bn{num_layers}", sync_bn, center=False, scale=False))
-    return keras.Sequential(stack, name=name)
+    return _mlp(in_dim, int(hidden_dim or in_dim), dim, num_layers, bn, sync_bn, name)
 
 
 def build_predictor(dim=2048, pred_dim=512, use_bn=True, sync_bn=False, name="predictor", bn=None):
@@ -154,15 +141,24 @@ def build_predictor(dim=2048, pred_dim=512, use_bn=True, sync_bn=False, name="pr
         A `keras.Model`.
     """
     bn = resolve_bn(bn, use_bn, "hidden", "predictor")
+    return _mlp(dim, pred_dim, dim, 2, bn, sync_bn, name)
+
+
+def _mlp(in_dim, hidden_dim, out_dim, num_layers, bn, sync_bn, name):
+    """`num_layers` Dense layers, ReLU between them; BN after the hidden ones ("all", "hidden") and the output ("all").
+
+    A Dense followed by BN has no bias; the output BN has no centre or scale.
+    """
     hidden_bn, output_bn = bn in ("all", "hidden"), bn == "all"
-    stack = [
-        keras.Input(shape=(dim,), name=f"{name}_input"),
-        _dense(pred_dim, dim, not hidden_bn, f"{name}_fc1"),
-    ]
-    if hidden_bn:
-        stack.append(_bn(f"{name}_bn1", sync_bn))
-    stack.append(layers.ReLU(name=f"{name}_relu1"))
-    stack.append(_dense(dim, pred_dim, not output_bn, f"{name}_fc2"))
+    stack = [keras.Input(shape=(in_dim,), name=f"{name}_input")]
+    fan_in = in_dim
+    for i in range(1, num_layers):
+        stack.append(_dense(hidden_dim, fan_in, not hidden_bn, f"{name}_fc{i}"))
+        if hidden_bn:
+            stack.append(_bn(f"{name}_bn{i}", sync_bn))
+        stack.append(layers.ReLU(name=f"{name}_relu{i}"))
+        fan_in = hidden_dim
+    stack.append(_dense(out_dim, fan_in, not output_bn, f"{name}_fc{num_layers}"))
     if output_bn:
-        stack.append(_bn(f"{name}_bn2", sync_bn, center=False, scale=False))
+        stack.append(_bn(f"{name}_bn{num_layers}", sync_bn, center=False, scale=False))
     return keras.Sequential(stack, name=name)

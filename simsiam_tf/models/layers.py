@@ -7,6 +7,8 @@ CPU), and the conv, BatchNorm and residual-block helpers the ResNets
 (`simsiam_tf.models.small_backbones`) are made of.
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 from keras import layers, ops
@@ -100,18 +102,18 @@ class FusedBatchNormalization(layers.BatchNormalization):
         if tf.config.list_logical_devices("GPU"):
             # cuDNN rejects epsilon < 1e-5, and float32(1e-5) is just below it.
             epsilon = max(epsilon, 1.001e-5)
+        fused = functools.partial(
+            tf.raw_ops.FusedBatchNormV3,
+            x=x,
+            scale=scale,
+            offset=offset,
+            epsilon=epsilon,
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+        )
         if training and self.trainable:
-            y, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=scale,
-                offset=offset,
-                mean=tf.zeros([0], tf.float32),
-                variance=tf.zeros([0], tf.float32),
-                epsilon=epsilon,
-                exponential_avg_factor=1.0,
-                data_format="NHWC",
-                is_training=True,
-            )
+            empty = tf.zeros([0], tf.float32)
+            y, mean, unbiased_variance, _, _, _ = fused(mean=empty, variance=empty, is_training=True)
             # The kernel returns the unbiased (n / (n - 1)) variance; the Keras layer
             # keeps the biased one in its moving average.
             count = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
@@ -121,17 +123,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
             self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
-            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=scale,
-                offset=offset,
-                mean=moving_mean,
-                variance=moving_variance,
-                epsilon=epsilon,
-                exponential_avg_factor=1.0,
-                data_format="NHWC",
-                is_training=False,
-            )
+            y = fused(mean=moving_mean, variance=moving_variance, is_training=False)[0]
         if len(inputs.shape) == 2:
             y = tf.reshape(y, shape)
         return tf.cast(y, self.compute_dtype)
@@ -306,35 +298,33 @@ def _bn(x, name, sync_bn, zero_gamma=False):
     )(x)
 
 
-def _basic_block(x, planes, stride, name, sync_bn, zero_init_residual):
-    in_channels = x.shape[-1]
-    out = _conv(x, planes, 3, stride, f"{name}_conv1")
-    out = _bn(out, f"{name}_bn1", sync_bn)
-    out = layers.ReLU(name=f"{name}_relu1")(out)
-    out = _conv(out, planes, 3, 1, f"{name}_conv2")
-    out = _bn(out, f"{name}_bn2", sync_bn, zero_gamma=zero_init_residual)
+def _residual_sum(x, out, out_channels, stride, name, sync_bn):
+    """ReLU(out + shortcut): x itself, or a strided 1x1 conv + BN where the shape changes."""
     shortcut = x
-    if stride != 1 or in_channels != planes:
-        shortcut = _conv(x, planes, 1, stride, f"{name}_downsample_conv")
+    if stride != 1 or x.shape[-1] != out_channels:
+        shortcut = _conv(x, out_channels, 1, stride, f"{name}_downsample_conv")
         shortcut = _bn(shortcut, f"{name}_downsample_bn", sync_bn)
     out = layers.Add(name=f"{name}_add")([out, shortcut])
     return layers.ReLU(name=f"{name}_out")(out)
 
 
+def _basic_block(x, planes, stride, name, sync_bn, zero_init_residual):
+    out = _conv(x, planes, 3, stride, f"{name}_conv1")
+    out = _bn(out, f"{name}_bn1", sync_bn)
+    out = layers.ReLU(name=f"{name}_relu1")(out)
+    out = _conv(out, planes, 3, 1, f"{name}_conv2")
+    out = _bn(out, f"{name}_bn2", sync_bn, zero_gamma=zero_init_residual)
+    return _residual_sum(x, out, planes, stride, name, sync_bn)
+
+
 def _bottleneck_block(x, planes, stride, name, sync_bn, zero_init_residual):
-    in_channels = x.shape[-1]
-    out_channels = planes * EXPANSION["bottleneck"]
     out = _conv(x, planes, 1, 1, f"{name}_conv1")
     out = _bn(out, f"{name}_bn1", sync_bn)
     out = layers.ReLU(name=f"{name}_relu1")(out)
     out = _conv(out, planes, 3, stride, f"{name}_conv2")
     out = _bn(out, f"{name}_bn2", sync_bn)
     out = layers.ReLU(name=f"{name}_relu2")(out)
+    out_channels = planes * EXPANSION["bottleneck"]
     out = _conv(out, out_channels, 1, 1, f"{name}_conv3")
     out = _bn(out, f"{name}_bn3", sync_bn, zero_gamma=zero_init_residual)
-    shortcut = x
-    if stride != 1 or in_channels != out_channels:
-        shortcut = _conv(x, out_channels, 1, stride, f"{name}_downsample_conv")
-        shortcut = _bn(shortcut, f"{name}_downsample_bn", sync_bn)
-    out = layers.Add(name=f"{name}_add")([out, shortcut])
-    return layers.ReLU(name=f"{name}_out")(out)
+    return _residual_sum(x, out, out_channels, stride, name, sync_bn)
