@@ -176,16 +176,17 @@ class SimSiam(ArgumentConfig, TrainStepModel):
         """Symmetric SimSiam loss (float32), with stop-gradient on the targets as configured."""
         return losses.simsiam_loss(p1, p2, z1, z2, stop_gradient=self.stop_gradient)
 
-    @staticmethod
-    def unpack_batch(data):
+    # The views a batch holds, and how the error for another structure describes them.
+    NUM_VIEWS = 2
+    EXPECTED_BATCHES = "SimSiam expects batches (x1, x2) or ((x1, x2), anything) of two views"
+
+    @classmethod
+    def unpack_batch(cls, data):
         views = data
         while isinstance(views, (tuple, list)) and views and isinstance(views[0], (tuple, list)):
             views = views[0]
-        if not (isinstance(views, (tuple, list)) and len(views) == 2):
-            raise ValueError(
-                "SimSiam expects batches (x1, x2) or ((x1, x2), anything) of two views; "
-                f"got {type(data).__name__} {data!r:.200}"
-            )
+        if not (isinstance(views, (tuple, list)) and len(views) == cls.NUM_VIEWS):
+            raise ValueError(f"{cls.EXPECTED_BATCHES}; got {type(data).__name__} {data!r:.200}")
         return views
 
     def batch_loss(self, batch, training):

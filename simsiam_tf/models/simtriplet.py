@@ -30,17 +30,11 @@ class SimTriplet(models.SimSiam):
         """The SimTriplet loss (float32), stop-gradient on the targets as configured."""
         return losses.simtriplet_loss(p1, p2, p3, z1, z2, z3, stop_gradient=self.stop_gradient)
 
-    @staticmethod
-    def unpack_batch(data):
-        views = data
-        if isinstance(views, (tuple, list)) and views and isinstance(views[0], (tuple, list)):
-            views = views[0]
-        if not (isinstance(views, (tuple, list)) and len(views) == 3):
-            raise ValueError(
-                "SimTriplet expects batches (x1, x2, x3) or ((x1, x2, x3), anything): two views of each "
-                f"sample and a view of its neighbour; got {type(data).__name__} {data!r:.200}"
-            )
-        return views
+    NUM_VIEWS = 3
+    EXPECTED_BATCHES = (
+        "SimTriplet expects batches (x1, x2, x3) or ((x1, x2, x3), anything): two views of each sample and a "
+        "view of its neighbour"
+    )
 
     def batch_loss(self, batch, training):
         p1, p2, p3, z1, z2, z3 = self.forward_triplet(*batch, training=training)
