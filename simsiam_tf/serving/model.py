@@ -272,15 +272,20 @@ def _save_info_held_back():
     if absl_logging.get_verbosity() >= absl_logging.DEBUG:
         yield
         return
+    # A filter, not a level: the save itself sets absl's verbosity flag and back, which
+    # resets the absl logger's level.
     loggers = [absl_logging.get_absl_logger(), py_logging.getLogger("tensorflow")]
-    levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(max(logger.level, py_logging.WARNING))
+        logger.addFilter(_warnings_and_errors)
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(_warnings_and_errors)
+
+
+def _warnings_and_errors(record):
+    return record.levelno >= py_logging.WARNING
 
 
 def load_keras_model(path):

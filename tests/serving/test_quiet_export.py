@@ -2,7 +2,8 @@
 and absl's `--verbosity=1` brings them back.
 
 Oracle: the exact lines TensorFlow 2.21 logs while saving (signature_serialization's
-"Function `embed` contains input name(s) ..." and builder_impl's "Assets written to: ...").
+"Function `embed` contains input name(s) ...", builder_impl's "Assets written to: ..." and
+fingerprinting_utils' "Writing fingerprint to ...").
 """
 
 import os
@@ -12,7 +13,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-SAVE_INFO = ("contains input name(s)", "Assets written to:")
+SAVE_INFO = ("contains input name(s)", "Assets written to:", "Writing fingerprint to")
 
 TINY = [
     "--width_multiplier=0.125",
