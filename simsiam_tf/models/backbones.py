@@ -85,18 +85,20 @@ def build_backbone(
         so every block starts as the identity.
       input_shape: per-example shape; None spatial dims accept any image size.
       name: model name; defaults to the arch (with "_cifar" for the CIFAR stem).
+      weights: None (random), "imagenet" (Keras Applications only: Keras' cache, else its
+        download) or the path of a `.weights.h5` file of the same backbone.
+      bn_convention: "model" keeps a backbone's own BatchNorm momentum/epsilon (the
+        package's encoders already use the PyTorch reference's); "reference" sets the
+        reference's (Keras momentum 0.9, epsilon 1e-5).
 
     `arch` "small_resnet" or "small_vgg" builds an encoder for 28-64 px images
     (`simsiam_tf.models.small_backbones`; `cifar_stem` does not apply to them).
+    Every `--backbone` name is accepted, "resnet18_cifar" included.
 
-    `arch` "keras:NAME" builds a Keras Applications model (`keras_backbones`) and a name
+    `arch` "keras:NAME" builds a Keras Applications model (`keras_backbones`), and a name
     registered with `register_backbone` the user's model, each at `input_shape`
     (spatial size given), taking the same [0, 1] images; `width_multiplier`,
     `cifar_stem` and `zero_init_residual` apply to the package's encoders only.
-    `weights`: None (random), "imagenet" (Keras Applications only) or a `.weights.h5`
-    file of the same backbone. `bn_convention`: "model" keeps a backbone's own BatchNorm
-    momentum/epsilon (the package's encoders use the PyTorch reference's), "reference"
-    sets the reference's.
 
     Example:
         ```python

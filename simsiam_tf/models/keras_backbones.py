@@ -164,7 +164,8 @@ def build_keras_backbone(
       input_shape: (image_size, image_size, 3).
       weights: None (random), "imagenet" (Keras' cache, else its download; a RunError
         naming the file when neither works) or the path of a `.weights.h5` file of this encoder.
-      sync_bn, bn_convention: as `configure_batchnorm`.
+      sync_bn: synchronise the BatchNorm layers across replicas (`configure_batchnorm`).
+      bn_convention: "model" (the application's own momentum/epsilon) or "reference".
       model_name: the encoder's name; default "keras_<name>".
       **application_kwargs: passed to the application (e.g. alpha for the MobileNets).
     """
