@@ -84,7 +84,9 @@ def baselines(out, run_dir):
     holdout = data.load_source("folder", split="all", data_dir=os.path.join(out, "holdout"))
     flat = data.load_source("folder", split="all", data_dir=os.path.join(out, "flat"))
     encoder = RunEncoder(run_dir)
-    encoder.encoder = builders.build_encoder(run_config.model, tf.distribute.get_strategy(), run_config.runtime.seed)
+    encoder.encoder = builders.build_encoder(
+        run_config.model, tf.distribute.get_strategy(), run_config.runtime.seed, run_config.data.image_size
+    )
     random_x, labels = map(np.concatenate, zip(*encoder.batches(holdout, 256)))
 
     def pixels(source):

@@ -110,7 +110,9 @@ def embed_random_init(config, images, batch=512):
 
     from simsiam_tf import builders
 
-    encoder = builders.build_encoder(config.model, tf.distribute.get_strategy(), config.runtime.seed)
+    encoder = builders.build_encoder(
+        config.model, tf.distribute.get_strategy(), config.runtime.seed, config.data.image_size
+    )
     x = rgb(images)
     return np.concatenate(
         [encoder(x[i : i + batch].astype(np.float32) / 255.0, training=False).numpy() for i in range(0, len(x), batch)]

@@ -17,6 +17,7 @@ _EXPORTS = {
     # backbones
     "build_backbone": "simsiam_tf.models.backbones",
     "resnet": "simsiam_tf.models.backbones",
+    "register_backbone": "simsiam_tf.models.backbones",
     # heads
     "build_projector": "simsiam_tf.models.heads",
     "build_predictor": "simsiam_tf.models.heads",

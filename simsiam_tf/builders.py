@@ -15,7 +15,7 @@ from simsiam_tf import data, models, optim
 from simsiam_tf.augment import device as device_augment
 from simsiam_tf.data import holdout, tiles
 from simsiam_tf.evaluation import probe
-from simsiam_tf.models import backbones, simtriplet
+from simsiam_tf.models import backbones, keras_backbones, simtriplet
 from simsiam_tf.models import verifier as verifier_lib
 from simsiam_tf.training import distribute
 
@@ -41,15 +41,27 @@ def sync_bn_of(model_config, strategy):
     return distribute.resolve_sync_bn(model_config.sync_bn, strategy)
 
 
-def build_encoder(model_config, strategy, seed):
-    """A fresh backbone; with the same seed it has the same initial weights."""
+def build_encoder(model_config, strategy, seed, image_size=None):
+    """A fresh backbone at random init; with the same seed it has the same initial weights.
+
+    Keras Applications and registered backbones are built at `image_size` (required for
+    them); the package's encoders take any size. The run's `backbone_weights` are not
+    loaded here (`load_initial_weights`): a rebuilt run takes its checkpoint's.
+    """
     keras.utils.set_random_seed(seed)
     arch, cifar_stem = backbones.parse_backbone_name(model_config.backbone)
+    input_shape = (None, None, 3)
+    if backbones.is_external(model_config.backbone):
+        if image_size is None:
+            raise ValueError(f"backbone {model_config.backbone!r} is built at one image size: pass image_size")
+        input_shape = (int(image_size), int(image_size), 3)
     return backbones.build_backbone(
         arch,
         cifar_stem=cifar_stem,
         width_multiplier=model_config.width_multiplier,
         sync_bn=sync_bn_of(model_config, strategy),
+        input_shape=input_shape,
+        bn_convention=model_config.bn_convention,
     )
 
 
@@ -65,6 +77,26 @@ def same_named(config, constructor, **overrides):
     return {name: getattr(config, name) for name in keywords} | overrides
 
 
+def load_initial_weights(model_config, encoder):
+    """Loads a new run's `backbone_weights` into `encoder` (built by `build_encoder`); returns their origin.
+
+    "none" loads nothing; "imagenet" builds the Keras application with Keras' ImageNet
+    weights (its cache, else a download; a RunError naming the file when neither works)
+    and copies them; a `.weights.h5` path is loaded with the shapes checked.
+    """
+    origin = model_config.backbone_weights
+    if origin == "none":
+        return origin
+    if origin == "imagenet":
+        source = backbones.build_backbone(
+            model_config.backbone, input_shape=tuple(encoder.input_shape[1:]), weights="imagenet", sync_bn=False
+        )
+        encoder.set_weights(source.get_weights())
+    else:
+        keras_backbones.load_backbone_weights(encoder, origin)
+    return origin
+
+
 def build_model(config, strategy):
     """The SimSiam (or SimTriplet) model of a `PretrainConfig` (call inside `strategy.scope()`)."""
     m = config.model
@@ -78,7 +110,7 @@ def build_model(config, strategy):
         projector_bn=projector_bn,
         predictor_bn=predictor_bn,
     )
-    return model_class(build_encoder(m, strategy, config.runtime.seed), **arguments)
+    return model_class(build_encoder(m, strategy, config.runtime.seed, config.data.image_size), **arguments)
 
 
 def build_pretrain_optimizer(config, model, total_steps, steps_per_epoch):

@@ -9,6 +9,7 @@ import simsiam_tf
 CONTRACT = [
     ("simsiam_tf", "SimSiam"),
     ("simsiam_tf", "build_backbone"),
+    ("simsiam_tf", "register_backbone"),
     ("simsiam_tf", "CoupledSGD"),
     ("simsiam_tf", "WarmupCosine"),
     ("simsiam_tf.losses", "simsiam_loss"),

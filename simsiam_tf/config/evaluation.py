@@ -9,7 +9,7 @@ from simsiam_tf.config import sections as s
 from simsiam_tf.config.fields import check_settings, section, setting
 
 # The encoder settings of a job that starts from a pretraining run: rebuilt as it was trained.
-ENCODER_FLAGS = ("backbone", "width_multiplier", "sync_bn")
+ENCODER_FLAGS = ("backbone", "width_multiplier", "sync_bn", "backbone_weights", "bn_convention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,8 @@ class LinearConfig:
         "seed",
         "backbone",
         "width_multiplier",
+        "backbone_weights",
+        "bn_convention",
         "flip_prob",
     )
 
@@ -203,7 +205,14 @@ class VerifyConfig:
     """
 
     # Settings the tool takes from the flags.cfg of the --init_from run unless given.
-    INHERITED_FROM_RUN: ClassVar[tuple] = ("backbone", "width_multiplier", "holdout_fraction", "holdout_seed")
+    INHERITED_FROM_RUN: ClassVar[tuple] = (
+        "backbone",
+        "width_multiplier",
+        "backbone_weights",
+        "bn_convention",
+        "holdout_fraction",
+        "holdout_seed",
+    )
 
     runtime: s.RuntimeConfig = section(s.RuntimeConfig(model_dir="outputs/verify"), "run")
     data: s.DataConfig = section(s.DataConfig(), "data")

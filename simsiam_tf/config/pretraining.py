@@ -96,7 +96,8 @@ class PretrainConfig:
     )
     init_from: Optional[str] = setting(
         None,
-        "Initialise weights (only) from this run directory or checkpoint when the run has no checkpoint.",
+        "Initialise weights (only) from this run directory or checkpoint when the run has no checkpoint; or from a "
+        ".weights.h5 file of the backbone alone (encoder.save_weights), the heads starting fresh.",
         group="model",
     )
     evaluate: bool = setting(

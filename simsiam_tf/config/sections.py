@@ -4,6 +4,7 @@ import dataclasses
 import math
 from typing import Optional, Tuple, Union
 
+from simsiam_tf.config import backbone_names
 from simsiam_tf.config import choices as c
 from simsiam_tf.config.fields import PROBABILITY, Setting, check_settings, probability, setting
 
@@ -96,16 +97,15 @@ class DataConfig:
             )
 
 
-def check_backbone(name):
-    if name not in c.BACKBONE_NAMES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(c.BACKBONE_NAMES)}")
-    return name
+check_backbone = backbone_names.check_backbone
 
 
 # Settings the jobs share with the same meaning; each job gives its own default.
 BACKBONE = Setting(
     f"{', '.join(c.BACKBONE_ARCHS)}, suffix {c.CIFAR_SUFFIX} for the CIFAR stem (3x3 conv, no max-pool); or "
-    f"{' or '.join(c.SMALL_BACKBONES)}, encoders for 28-64 px images (two downsamplings).",
+    f"{' or '.join(c.SMALL_BACKBONES)}, encoders for 28-64 px images (two downsamplings); or "
+    f"{c.KERAS_PREFIX}NAME, a Keras Applications model without its top (e.g. {c.KERAS_PREFIX}EfficientNetV2B0); "
+    "or a name registered with simsiam_tf.register_backbone.",
     check=check_backbone,
     defines_variables=True,
 )
@@ -161,9 +161,27 @@ class ModelConfig:
         "numbers of a frozen encoder).",
         choices=c.SYNC_BN,
     )
+    backbone_weights: str = setting(
+        "none",
+        "Initial backbone weights of a new pretraining run (a resumed or --init_from run takes its checkpoint's): "
+        "none (random), imagenet (Keras' download and cache, keras: backbones only), or the path of a "
+        f"{c.WEIGHTS_SUFFIX} file of the same backbone.",
+        check=backbone_names.check_backbone_weights,
+    )
+    bn_convention: str = setting(
+        "model",
+        "BatchNorm momentum/epsilon of the backbone: model (its own; the package's encoders already use the "
+        "reference's) or reference (PyTorch's 0.1/1e-5, i.e. Keras momentum 0.9, epsilon 1e-5).",
+        choices=c.BN_CONVENTIONS,
+    )
 
     def validate(self):
         check_settings(self)
+        if self.backbone_weights == "imagenet" and backbone_names.backbone_kind(self.backbone) != backbone_names.KERAS:
+            raise ValueError(
+                f"backbone_weights=imagenet needs a Keras Applications backbone ({c.KERAS_PREFIX}NAME), got "
+                f"backbone={self.backbone}: use backbone_weights=none or a {c.WEIGHTS_SUFFIX} file"
+            )
         # heads_bn=false is the older spelling of none for both; a variant other than the default says otherwise.
         if not self.heads_bn and (
             self.projector_bn not in ("all", "none") or self.predictor_bn not in ("hidden", "none")

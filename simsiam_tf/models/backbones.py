@@ -10,8 +10,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from simsiam_tf.config.choices import BACKBONE_NAMES, CIFAR_SUFFIX, SMALL_BACKBONES
-from simsiam_tf.models import small_backbones
+from simsiam_tf.config import backbone_names
+from simsiam_tf.config.backbone_names import register_backbone, unregister_backbone  # noqa: F401 (public API)
+from simsiam_tf.config.choices import BACKBONE_NAMES, BN_CONVENTIONS, CIFAR_SUFFIX, KERAS_PREFIX, SMALL_BACKBONES
+from simsiam_tf.models import keras_backbones, small_backbones
 from simsiam_tf.models.layers import (  # noqa: F401 (the layers a backbone is made of, as backbones.X)
     EXPANSION,
     IMAGENET_MEAN,
@@ -36,12 +38,22 @@ _ARCHS = {
 
 
 def parse_backbone_name(name):
-    """'resnet50' -> ('resnet50', False); 'resnet18_cifar' -> ('resnet18', True); 'small_vgg' -> ('small_vgg', False)."""
+    """'resnet50' -> ('resnet50', False); 'resnet18_cifar' -> ('resnet18', True); 'small_vgg' -> ('small_vgg', False).
+
+    A Keras Applications name ('keras:EfficientNetV2B0') or a registered one comes back
+    as it is, with False.
+    """
     if name in BACKBONE_NAMES:
         if name.endswith(CIFAR_SUFFIX):
             return name[: -len(CIFAR_SUFFIX)], True
         return name, False
-    raise ValueError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONE_NAMES)}")
+    backbone_names.backbone_kind(name)  # ValueError naming the valid spellings
+    return name, False
+
+
+def is_external(name):
+    """Whether `name` is a Keras Applications or registered backbone (built at a fixed image size)."""
+    return name not in BACKBONE_NAMES and backbone_names.backbone_kind(name) != backbone_names.PACKAGE
 
 
 def stage_widths(width_multiplier=1.0):
@@ -57,6 +69,8 @@ def build_backbone(
     zero_init_residual=True,
     input_shape=(None, None, 3),
     name=None,
+    weights=None,
+    bn_convention="model",
 ):
     """Functional ResNet mapping [0, 1] images [N, H, W, C] to features [N, feat_dim].
 
@@ -71,10 +85,63 @@ def build_backbone(
         so every block starts as the identity.
       input_shape: per-example shape; None spatial dims accept any image size.
       name: model name; defaults to the arch (with "_cifar" for the CIFAR stem).
+      weights: None (random), "imagenet" (Keras Applications only: Keras' cache, else its
+        download) or the path of a `.weights.h5` file of the same backbone.
+      bn_convention: "model" keeps a backbone's own BatchNorm momentum/epsilon (the
+        package's encoders already use the PyTorch reference's); "reference" sets the
+        reference's (Keras momentum 0.9, epsilon 1e-5).
 
     `arch` "small_resnet" or "small_vgg" builds an encoder for 28-64 px images
     (`simsiam_tf.models.small_backbones`; `cifar_stem` does not apply to them).
+    Every `--backbone` name is accepted, "resnet18_cifar" included.
+
+    `arch` "keras:NAME" builds a Keras Applications model (`keras_backbones`), and a name
+    registered with `register_backbone` the user's model, each at `input_shape`
+    (spatial size given), taking the same [0, 1] images; `width_multiplier`,
+    `cifar_stem` and `zero_init_residual` apply to the package's encoders only.
+
+    Example:
+        ```python
+        import simsiam_tf as st
+
+        encoder = st.build_backbone("keras:EfficientNetV2B0", input_shape=(64, 64, 3))
+        ```
     """
+    if bn_convention not in BN_CONVENTIONS:
+        raise ValueError(f"bn_convention must be one of {', '.join(BN_CONVENTIONS)}; got {bn_convention!r}")
+    if arch not in BACKBONE_NAMES and arch not in _ARCHS:
+        return _external_backbone(arch, input_shape, weights, sync_bn, bn_convention, name)
+    if arch in BACKBONE_NAMES and arch.endswith(CIFAR_SUFFIX):  # the --backbone spelling, e.g. "resnet18_cifar"
+        name = name or arch
+        arch, cifar_stem = parse_backbone_name(arch)
+    encoder = _package_backbone(arch, cifar_stem, width_multiplier, sync_bn, zero_init_residual, input_shape, name)
+    if weights not in (None, "none"):
+        if weights == "imagenet":
+            raise ValueError(f"ImageNet weights exist for Keras Applications backbones ({KERAS_PREFIX}NAME) only")
+        keras_backbones.load_backbone_weights(encoder, weights)
+    return encoder
+
+
+def _external_backbone(name, input_shape, weights, sync_bn, bn_convention, model_name):
+    kind = backbone_names.backbone_kind(name)
+    if None in tuple(input_shape)[:2]:
+        raise ValueError(f"backbone {name!r} is built at one image size: give input_shape=(size, size, 3)")
+    sync_bn = distribute.resolve_sync_bn(sync_bn, tf.distribute.get_strategy())
+    if kind == backbone_names.KERAS:
+        return keras_backbones.build_keras_backbone(
+            name[len(KERAS_PREFIX) :], input_shape, weights, sync_bn, bn_convention, model_name
+        )
+    if weights == "imagenet":
+        raise ValueError(f"ImageNet weights exist for Keras Applications backbones ({KERAS_PREFIX}NAME) only")
+    model = backbone_names.registered_builder(name)(input_shape=tuple(input_shape))
+    encoder = keras_backbones.wrap_registered(model, name, sync_bn, bn_convention)
+    feature_dim(encoder)  # ValueError unless it maps images to [N, D]
+    if weights not in (None, "none"):
+        keras_backbones.load_backbone_weights(encoder, weights)
+    return encoder
+
+
+def _package_backbone(arch, cifar_stem, width_multiplier, sync_bn, zero_init_residual, input_shape, name):
     if arch in SMALL_BACKBONES:
         return small_backbones.build_small_backbone(
             arch,

@@ -68,7 +68,9 @@ def inspect_run(model_dir, kind=None, config=None):
 
 
 def _encoder(info):
-    return builders.build_encoder(info.config.model, tf.distribute.get_strategy(), info.config.runtime.seed)
+    return builders.build_encoder(
+        info.config.model, tf.distribute.get_strategy(), info.config.runtime.seed, info.image_size
+    )
 
 
 # Each rebuilder returns (the checkpoint prefix read, the parts to export). The weights

@@ -109,7 +109,7 @@ def load_encoder(config, strategy, checkpoint=None):
     next older one, with a warning; the prefix returned is the one read.
     """
     with strategy.scope():
-        encoder = build_encoder(config.model, strategy, config.runtime.seed)
+        encoder = build_encoder(config.model, strategy, config.runtime.seed, config.data.image_size)
     prefix = checkpoints.load_weights(
         checkpoint or config.init_from,
         what=_encoder_description(config.model),
@@ -362,7 +362,7 @@ def _run(config, start, callbacks=()):
     metrics.update(result)
     if config.compare_random_init or config.compare_baselines:
         with strategy.scope():
-            random_encoder = build_encoder(config.model, strategy, rt.seed)
+            random_encoder = build_encoder(config.model, strategy, rt.seed, config.data.image_size)
         initial = snapshot(random_encoder)
         baseline = probe_encoder(
             config, strategy, random_encoder, train_source, eval_source, os.path.join(rt.model_dir, RANDOM_INIT_SUBDIR)

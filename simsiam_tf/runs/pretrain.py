@@ -15,14 +15,17 @@ from simsiam_tf.builders import (
     build_pretrain_optimizer,
     eval_center_crop,
     load_eval_source,
+    load_initial_weights,
     load_tile_set,
     load_train_source,
     make_augment,
     make_view_transform,
 )
+from simsiam_tf.config.choices import WEIGHTS_SUFFIX
 from simsiam_tf.data import holdout, service, tiles
 from simsiam_tf.errors import CollapseError, RunError
 from simsiam_tf.evaluation import baselines, monitor, probe
+from simsiam_tf.models import keras_backbones
 from simsiam_tf.runs import heldout, rundir
 from simsiam_tf.serving import export
 from simsiam_tf.training import checkpoints, distribute, view_summary
@@ -150,11 +153,16 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
     restored = checkpoint.restore_latest()
     if restored:
         logging.info("resuming from %s", restored)
+    elif config.init_from and config.init_from.endswith(WEIGHTS_SUFFIX):
+        keras_backbones.load_backbone_weights(model.backbone, config.init_from)
+        logging.info("initialising the backbone from %s (the heads start fresh)", config.init_from)
     elif config.init_from:
         logging.info(
             "initialising weights from %s",
             checkpoints.load_weights(config.init_from, what="SimSiam model", model=model),
         )
+    elif config.model.backbone_weights != "none":
+        logging.info("backbone weights: %s", load_initial_weights(config.model, model.backbone))
     start_step = int(optimizer.iterations.numpy())
     distribute.check_same_on_all_workers(strategy, start_step, "the step to resume from")
     if restored:
@@ -332,7 +340,7 @@ def _compare_with_random_init(config, model, strategy, source, eval_sets):
     )
     trained = evaluate_encoder(model.backbone, *eval_sets, **kwargs)
     with strategy.scope():
-        random_encoder = build_encoder(config.model, strategy, config.runtime.seed)
+        random_encoder = build_encoder(config.model, strategy, config.runtime.seed, config.data.image_size)
     baseline = evaluate_encoder(random_encoder, *eval_sets, **kwargs)
     out = dict(trained)
     out.update({"random_init_" + k: v for k, v in baseline.items()})

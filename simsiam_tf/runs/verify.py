@@ -206,7 +206,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
     rt = config.runtime
     total_steps = config.steps_per_epoch * config.epochs
     with strategy.scope():
-        encoder = build_encoder(config.model, strategy, rt.seed)
+        encoder = build_encoder(config.model, strategy, rt.seed, config.data.image_size)
         verifier = build_verifier(config, encoder, strategy)
         optimizer = build_verify_optimizer(config, total_steps)
         verifier.compile(optimizer=optimizer, jit_compile=rt.jit_compile)

@@ -49,6 +49,8 @@ from simsiam_tf.models import verifier as verifier_lib  # noqa: F401
 
 SAVED_MODEL_NAME = "saved_model"
 KERAS_NAME = "model.keras"
+# The encoder's weights alone (`encoder.save_weights`): what --init_from and --backbone_weights take.
+ENCODER_WEIGHTS_NAME = "encoder.weights.h5"
 IMAGES_MESSAGE = "images must be [batch, height, width, 3] (RGB) or [batch, height, width, 1] (grayscale)"
 FLOAT_RANGE_MESSAGE = (
     "images of a _float signature must lie in [0, 1]: divide 0-255 images by 255, or send them as uint8 to "
@@ -360,7 +362,9 @@ def export_saved_model(
 
 
 def export_models(output_dir, encoder, image_size, center_crop, projector=None, classifier=None, verifier=None):
-    """Writes `<output_dir>/saved_model` and `<output_dir>/model.keras`; returns `output_dir`."""
+    """Writes `<output_dir>/saved_model`, `<output_dir>/model.keras` and the encoder's weights alone,
+    `<output_dir>/encoder.weights.h5` (a start for another run: --init_from, --backbone_weights); returns
+    `output_dir`."""
     output_dir = os.path.abspath(output_dir)
     export_saved_model(
         os.path.join(output_dir, SAVED_MODEL_NAME),
@@ -372,4 +376,7 @@ def export_models(output_dir, encoder, image_size, center_crop, projector=None, 
         verifier=verifier,
         keras_path=os.path.join(output_dir, KERAS_NAME),
     )
+    partial = os.path.join(output_dir, "partial." + ENCODER_WEIGHTS_NAME)
+    encoder.save_weights(partial)
+    os.replace(partial, os.path.join(output_dir, ENCODER_WEIGHTS_NAME))
     return output_dir

@@ -222,7 +222,10 @@ def test_a_value_out_of_a_setting_s_range_is_refused_naming_it_and_the_value(job
         (
             config.ModelConfig,
             {"backbone": "vgg16"},
-            "unknown backbone 'vgg16'; choose one of resnet18, resnet18_cifar, resnet34, resnet34_cifar, resnet50, resnet50_cifar, small_resnet, small_vgg",
+            "unknown backbone 'vgg16'; choose one of resnet18, resnet18_cifar, resnet34, resnet34_cifar, resnet50, "
+            "resnet50_cifar, small_resnet, small_vgg, keras:NAME for a Keras Applications model (e.g. "
+            "keras:EfficientNetV2B0), or a name registered with simsiam_tf.register_backbone (or an entry point of "
+            "the group simsiam_tf.backbones)",
         ),
     ],
 )

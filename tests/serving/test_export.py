@@ -378,7 +378,11 @@ def test_keras_file_loads_and_gives_the_same_outputs(env):
 def test_cli_export_and_dry_run(env):
     code, out, _ = env["cli"]["export"]
     assert code == 0 and "exported the pretrain run" in out
-    assert sorted(os.listdir(env["outputs"]["pre"])) == [serving.KERAS_NAME, serving.SAVED_MODEL_NAME]
+    assert sorted(os.listdir(env["outputs"]["pre"])) == [
+        serving.model.ENCODER_WEIGHTS_NAME,
+        serving.KERAS_NAME,
+        serving.SAVED_MODEL_NAME,
+    ]
     code, out, _ = env["cli"]["dry"]
     assert code == 0 and "would export the linear run" in out and "centre crop on" in out
     assert not os.path.exists(env["dry_dir"])
