@@ -51,11 +51,7 @@ def _image_files(folder, recursive):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.lower().endswith(IMAGE_EXTENSIONS))
             found += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     else:
-        found = [
-            os.path.join(folder, f)
-            for f in os.listdir(folder)
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not os.path.isdir(os.path.join(folder, f))
-        ]
+        found = [os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(found)
 
 
@@ -126,7 +122,19 @@ def _split_root(data_dir, split):
 
 
 def _class_dirs(root):
-    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    """The class sub-folders of `root`: not hidden, not named like an image (`_image_files` lists those as bad
+    entries), and not a link back to `root` or above it (a loop, which would list the folder again)."""
+    names = []
+    for d in sorted(os.listdir(root)):
+        path = os.path.join(root, d)
+        if d.startswith(".") or d.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isdir(path):
+            continue
+        target, here = os.path.realpath(path), os.path.realpath(root)
+        if os.path.islink(path) and (here + os.sep).startswith(target.rstrip(os.sep) + os.sep):
+            logging.warning("%s links back to %s: not read as a class folder (it would loop)", path, target)
+            continue
+        names.append(d)
+    return names
 
 
 def folder_class_names(data_dir, splits):

@@ -46,6 +46,15 @@ def test_skip_leaves_out_every_bad_kind_with_its_reason(hostile, skipped_source)
     assert not any(p.startswith(link + os.sep) or p == link for p in reasons.keys() | kept)
 
 
+def test_a_flat_folder_of_hostile_files_loads_unlabelled(tmp_path):
+    """Files at the top: the directory named like an image and the link back to the folder are no classes."""
+    folder = make_hostile_folder(str(tmp_path / "flat"), classes=("",), good_per_class=3)
+    source = data.load_source("folder", data_dir=folder.root, on_corrupt="skip")
+    assert source.num_classes == 0 and source.skipped.counts() == folder.skipped_counts()
+    kept = set(p.decode("utf-8") for p in source.records[0].numpy())
+    assert kept == set(folder.paths("good", *DECODED))
+
+
 def test_the_summary_counts_by_reason_and_is_logged(hostile, tmp_path_factory, caplog):
     folder = make_hostile_folder(str(tmp_path_factory.mktemp("logged") / "images"), good_per_class=2, seed=3)
     with caplog.at_level("WARNING"):
