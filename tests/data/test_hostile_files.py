@@ -170,3 +170,18 @@ def test_bombs_are_refused_from_the_header_with_the_memory_measured(tmp_path):
     growth = float(result.stdout.split("growth_mb")[1])
     decoded_mb = side * side * 3 / 2**20
     assert growth < 100 < decoded_mb, (growth, decoded_mb)
+
+
+def test_the_bench_script_runs_and_agrees_with_the_generator(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import hostile_folder
+    finally:
+        sys.path.remove(os.path.join(ROOT, "bench"))
+    result = hostile_folder.main(["--bad_copies", "2", "--good_per_class", "2", "--size", "16", "--out", str(tmp_path)])
+    assert (
+        result["skipped_by_reason"] == result["expected_by_reason"] and result["skipped"] == result["bad_files"] == 24
+    )
+    assert result["images_kept"] == result["images_in_eval_pass"] == 4 + 2 * len(DECODED)
+    assert result["error_mode_reason"] in set(SKIPPED.values())
+    assert '"environment"' in capsys.readouterr().out
