@@ -257,8 +257,8 @@ def load_source(
 
     Args:
         name: "synthetic" (built in, splits "train" and "test"); "folder": `data_dir` holds
-            one sub-folder of images per class (.jpg, .jpeg, .png, .gif, .bmp, .webp) (label = index of the sorted
-            sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
+            one sub-folder of images (.jpg, .jpeg, .png, .gif, .bmp, .webp) per class (label =
+            index of the sorted sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
             `split` (e.g. data_dir/train) is used when there is one. Anything else is a
             TFDS name (`split` and `data_dir` as `tfds.load`'s); grayscale becomes RGB.
         split: "train", "test", or a TFDS split name.
