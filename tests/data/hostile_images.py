@@ -47,6 +47,8 @@ DECODED = (
     "animated_gif",
     "exif_rotated",
     "bmp",
+    "webp_lossless",
+    "webp_lossy",
 )
 IGNORED = ("directory_link_loop",)
 KINDS = tuple(SKIPPED) + DECODED + IGNORED
@@ -220,6 +222,12 @@ def _make_decoded(folder, kind, index, rng, size):
         path = name + ".jpg"
         _write(path, data)
         return path, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), 4.0
+    if kind in ("webp_lossless", "webp_lossy"):
+        lossless = kind == "webp_lossless"
+        data = encode(Image.fromarray(pixels), "WEBP", lossless=lossless, quality=90)
+        path = name + ".webp"
+        _write(path, data)
+        return path, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), 0.0 if lossless else 4.0
     if kind == "bmp":
         path = name + ".bmp"
         _write(path, encode(Image.fromarray(pixels), "BMP"))
