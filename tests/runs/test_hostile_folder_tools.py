@@ -92,11 +92,12 @@ def expected_summary(hostile):
     return f"skipped {sum(hostile.skipped_counts().values())} of {len(hostile.listed)} files: "
 
 
-def test_pretrain_finishes_and_logs_the_count_by_reason(hostile, pretrained):
+def test_pretrain_finishes_and_reports_the_count_by_reason(hostile, pretrained):
     run_dir, messages = pretrained
     assert os.path.isdir(os.path.join(run_dir, "checkpoints"))
     summaries = [m for m in messages if expected_summary(hostile) in m]
     assert summaries and all(f"{n} {reason}" in summaries[0] for reason, n in hostile.skipped_counts().items())
+    check_metrics(run_dir, hostile, "train")
 
 
 def check_metrics(model_dir, hostile, *names):
