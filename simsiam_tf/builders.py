@@ -225,6 +225,7 @@ def _split_arguments(config, split, num_examples):
         seed=config.runtime.seed,
         num_examples=num_examples,
         on_corrupt=d.on_corrupt,
+        max_image_pixels=d.max_image_pixels,
         label_splits=(d.train_split, d.eval_split),
     )
 

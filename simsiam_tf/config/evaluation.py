@@ -36,6 +36,7 @@ class LinearConfig:
         "num_train_examples",
         "num_eval_examples",
         "on_corrupt",
+        "max_image_pixels",
         "holdout_fraction",
         "holdout_seed",
         "seed",

@@ -54,6 +54,11 @@ class RuntimeConfig:
             )
 
 
+# Above the largest photographs in common use (200 MP phone sensors, 102 MP medium format) and
+# far below a 30,000 x 30,000 bomb (9e8); one image at the limit decodes to 750 MB of uint8 RGB.
+DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which images: the embedded synthetic set, a TFDS name, or a folder."""
@@ -73,8 +78,17 @@ class DataConfig:
     num_eval_examples: Optional[int] = setting(None, "Use only this many evaluation images.", low=1)
     on_corrupt: str = setting(
         "error",
-        "What to do with image files that cannot be decoded: stop with an error naming them, or skip them.",
+        "What to do with image files that cannot be used (truncated or damaged, empty, not an image, over "
+        "--max_image_pixels, not a regular file): stop at the first with an error naming it, or skip them all "
+        "with a count by reason.",
         choices=c.ON_BAD_FILE,
+    )
+    max_image_pixels: int = setting(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "Image files whose header declares more pixels (width x height) are refused before decoding (a "
+        "decompression bomb; --on_corrupt says whether to stop or skip). The default is above the largest "
+        "camera photographs (200 MP) and decodes to at most 750 MB.",
+        low=1,
     )
     holdout_fraction: float = setting(
         0.1,

@@ -65,6 +65,7 @@ class EmbedConfig:
         "train_split",
         "eval_split",
         "on_corrupt",
+        "max_image_pixels",
         "holdout_fraction",
         "holdout_seed",
     )

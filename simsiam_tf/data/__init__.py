@@ -2,6 +2,8 @@
 
 - `source`: `Source`, what every loader returns.
 - `sources`: `load_source` ("synthetic", TFDS names, "folder"), label spaces.
+- `image_files`: the header checks of a folder's files (bombs, links, FIFOs, empty and damaged
+  files) and the `SkipReport` of what a folder source left out.
 - `tfds_source`: TFDS datasets, in memory or streamed from their files in a seeded order.
 - `synthetic`: the embedded synthetic set (`make_synthetic`).
 - `pipeline`: pretraining views, evaluation and probe batches (`make_*_dataset`),

@@ -10,7 +10,8 @@ from typing import Any, Callable, Optional, Tuple
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# The formats `tf.io.decode_image` reads (Keras' image_dataset_from_directory takes the same, and WebP).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # TFDS splits whose encoded images fit in this many bytes are read into memory once,
 # which gives them exact per-epoch shuffling; larger ones stream from their files.
 IN_MEMORY_MAX_BYTES = 1 << 30
@@ -49,6 +50,7 @@ class Source:
         `(encoded bytes, label)`, so the pretraining pipeline can cut its crops from
         the file itself (JPEG windows drawn from the header, partial decodes).
     holdout: for a part of a folder cut by `simsiam_tf.data.holdout`: its `Holdout` record.
+    skipped: for folders: the `image_files.SkipReport` of the files left out (or none were).
     """
 
     dataset: tf.data.Dataset
@@ -62,6 +64,7 @@ class Source:
     epoch_records: Optional[Callable] = None
     read: Optional[Callable] = None
     holdout: Any = None
+    skipped: Any = None
 
     @property
     def labelled(self):
@@ -72,7 +75,7 @@ class Source:
         return isinstance(self.records, tuple)
 
 
-def table_source(records, decode, num_classes, image_shape, class_names, name, read=None, holdout=None):
+def table_source(records, decode, num_classes, image_shape, class_names, name, read=None, holdout=None, skipped=None):
     records = tuple(tf.convert_to_tensor(r) for r in records)
     dataset = tf.data.Dataset.from_tensor_slices(records)
     if decode is not None:
@@ -88,6 +91,7 @@ def table_source(records, decode, num_classes, image_shape, class_names, name, r
         decode=decode,
         read=read,
         holdout=holdout,
+        skipped=skipped,
     )
 
 

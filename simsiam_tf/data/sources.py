@@ -12,6 +12,7 @@ from absl import logging
 
 from simsiam_tf import progress
 from simsiam_tf.data import holdout as holdout_lib
+from simsiam_tf.data import image_files
 from simsiam_tf.data.source import (  # noqa: F401 (the names sources.X documents)
     AUTOTUNE,
     IMAGE_EXTENSIONS,
@@ -40,17 +41,17 @@ def _synthetic_source(split, image_size, seed, num_examples):
 
 
 def _image_files(folder, recursive):
+    """Every entry whose name ends in an image extension, sorted: regular files and also what is not one
+    (a directory named like an image is not descended into; a FIFO, a broken link, a link loop), so that
+    `image_files.check_files` reports them instead of a read failing or blocking."""
     found = []
     if recursive:
         for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(root, d) for d in dirs if d.lower().endswith(IMAGE_EXTENSIONS)]
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.lower().endswith(IMAGE_EXTENSIONS))
             found += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     else:
-        found = [
-            os.path.join(folder, f)
-            for f in os.listdir(folder)
-            if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))
-        ]
+        found = [os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)]
     return sorted(found)
 
 
@@ -60,19 +61,59 @@ def _read_image(path):
     return image
 
 
-def _find_corrupt(paths):
-    """Decodes every file once, in parallel; returns (indices that fail, shapes of the others)."""
+def _decode_all(paths, stop_at_first):
+    """Decodes every file once, in parallel: (`BadFile`s of those that fail, shapes of the others).
+    `stop_at_first`: stop at the first failure (in order), with the decoder's message."""
     scan = tf.data.Dataset.from_tensor_slices((paths, tf.range(len(paths))))
     scan = map_ordered(scan, lambda p, i: (i, tf.shape(_read_image(p))))
-    scan = scan.ignore_errors()
+    if not stop_at_first:
+        scan = scan.ignore_errors()
     good, shapes = [], []
     with progress.Progress(len(paths), "checking image files") as shown:
-        for index, shape in scan.as_numpy_iterator():
-            good.append(index)
-            shapes.append(tuple(shape))
-            shown.update()
-    bad = sorted(set(range(len(paths))) - set(good))
-    return bad, shapes
+        try:
+            for index, shape in scan.as_numpy_iterator():
+                good.append(index)
+                shapes.append(tuple(shape))
+                shown.update()
+        except tf.errors.OpError as err:
+            # In order: the element after the last one received is the one that failed.
+            detail = f"the decoder says: {err.message.splitlines()[0][:200]}"
+            return [image_files.BadFile(str(paths[len(good)]), image_files.DAMAGED, detail)], shapes
+    failed = sorted(set(range(len(paths))) - set(good))
+    detail = "the decoder fails on it"
+    return [image_files.BadFile(str(paths[i]), image_files.DAMAGED, detail) for i in failed], shapes
+
+
+def _check_files(paths, root, on_corrupt, max_pixels):
+    """(mask of the usable `paths`, their shapes, the `SkipReport`). Headers are checked before anything
+    decodes (bombs, FIFOs, ...), then every file left is decoded once. on_corrupt="error" raises at the
+    first bad file, naming it, the reason and the fix."""
+    stop = on_corrupt == "error"
+    bad = image_files.check_files(paths, max_pixels, stop_at_first=stop)
+    if not (bad and stop):
+        named = {b.path for b in bad}
+        keep = np.asarray([str(p) not in named for p in paths], bool)
+        failed, shapes = _decode_all(paths[keep], stop)
+        bad = bad + failed
+    if bad and stop:
+        raise ValueError(
+            f"image file {bad[0].message()}. Or pass --on_corrupt=skip (Python: on_corrupt='skip') to leave out "
+            f"every file that cannot be used, with a count by reason (data_dir {root!r})"
+        )
+    report = image_files.SkipReport(len(paths), tuple(sorted(bad, key=lambda b: b.path)), max_pixels)
+    if bad:
+        for b in report.bad[:_LOGGED_FILES]:
+            logging.warning("skipping image file %s", b.message())
+        more = len(bad) - _LOGGED_FILES
+        logging.warning(
+            "%s: %s%s", root, report.summary(), f" ({more} more than the files named above)" if more > 0 else ""
+        )
+    named = {b.path for b in bad}
+    return np.asarray([str(p) not in named for p in paths], bool), shapes, report
+
+
+# With on_corrupt="skip", this many skipped files are named one per line, the rest only counted.
+_LOGGED_FILES = 20
 
 
 def _split_root(data_dir, split):
@@ -81,7 +122,19 @@ def _split_root(data_dir, split):
 
 
 def _class_dirs(root):
-    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    """The class sub-folders of `root`: not hidden, not named like an image (`_image_files` lists those as bad
+    entries), and not a link back to `root` or above it (a loop, which would list the folder again)."""
+    names = []
+    for d in sorted(os.listdir(root)):
+        path = os.path.join(root, d)
+        if d.startswith(".") or d.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isdir(path):
+            continue
+        target, here = os.path.realpath(path), os.path.realpath(root)
+        if os.path.islink(path) and (here + os.sep).startswith(target.rstrip(os.sep) + os.sep):
+            logging.warning("%s links back to %s: not read as a class folder (it would loop)", path, target)
+            continue
+        names.append(d)
+    return names
 
 
 def folder_class_names(data_dir, splits):
@@ -94,7 +147,17 @@ def folder_class_names(data_dir, splits):
     return tuple(sorted(names))
 
 
-def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits=None, holdout=None):
+def _folder_source(
+    data_dir,
+    split,
+    image_size,
+    seed,
+    num_examples,
+    on_corrupt,
+    label_splits=None,
+    holdout=None,
+    max_pixels=image_files.DEFAULT_MAX_IMAGE_PIXELS,
+):
     if not data_dir:
         raise ValueError(
             "dataset='folder' needs data_dir: a folder with one sub-folder of images per class, or a flat folder of images"
@@ -141,21 +204,10 @@ def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, 
         keep = np.sort(np.random.default_rng(seed).permutation(len(paths))[:num_examples])
         paths, labels = paths[keep], labels[keep]
 
-    bad, shapes = _find_corrupt(paths)
-    if bad:
-        names = [str(paths[i]) for i in bad]
-        if on_corrupt == "error":
-            shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-            raise ValueError(
-                f"{len(names)} image file(s) in {root!r} cannot be decoded: {shown}. Remove or fix them, "
-                "or pass --on_corrupt=skip (Python: on_corrupt='skip') to leave them out with a warning"
-            )
-        for name in names:
-            logging.warning("skipping corrupt image file %s", name)
-        keep = np.setdiff1d(np.arange(len(paths)), bad)
-        paths, labels = paths[keep], labels[keep]
-        if not len(paths):
-            raise ValueError(f"every image file in {root!r} is corrupt")
+    keep, shapes, report = _check_files(paths, root, on_corrupt, max_pixels)
+    paths, labels = paths[keep], labels[keep]
+    if not len(paths):
+        raise ValueError(f"no image file in {root!r} can be used ({report.summary()})")
 
     # Images of differing sizes keep their own: the pipelines crop (or, for evaluation,
     # resize the short side and centre-crop) each one from the original.
@@ -172,7 +224,15 @@ def _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, 
 
     num_classes = len(class_names)
     return table_source(
-        (paths, labels), decode, num_classes, image_shape, class_names, "folder", read=read, holdout=drawn
+        (paths, labels),
+        decode,
+        num_classes,
+        image_shape,
+        class_names,
+        "folder",
+        read=read,
+        holdout=drawn,
+        skipped=report,
     )
 
 
@@ -191,13 +251,14 @@ def load_source(
     identities=False,
     label_splits=None,
     holdout=None,
+    max_image_pixels=image_files.DEFAULT_MAX_IMAGE_PIXELS,
 ):
     """A `Source` for "synthetic", "folder" (with `data_dir`) or any TFDS image dataset.
 
     Args:
         name: "synthetic" (built in, splits "train" and "test"); "folder": `data_dir` holds
-            one sub-folder of .jpg/.jpeg/.png images per class (label = index of the sorted
-            sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
+            one sub-folder of images (.jpg, .jpeg, .png, .gif, .bmp, .webp) per class (label =
+            index of the sorted sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
             `split` (e.g. data_dir/train) is used when there is one. Anything else is a
             TFDS name (`split` and `data_dir` as `tfds.load`'s); grayscale becomes RGB.
         split: "train", "test", or a TFDS split name.
@@ -208,8 +269,18 @@ def load_source(
             picks the subset when `num_examples` limits a folder.
         num_examples: use only this many examples (default all; synthetic: 5000 train,
             1000 test).
-        on_corrupt: folders only: "error" raises naming the files that do not decode,
-            "skip" leaves them out with a logged warning.
+        on_corrupt: folders only: what to do with an entry named like an image that cannot
+            be used (`simsiam_tf.data.image_files`: not a regular file, empty, not an image,
+            over `max_image_pixels`, truncated or damaged). "error" raises at the first,
+            naming it, the reason and the fix; "skip" leaves them all out and logs a warning
+            per file (the first 20) and a count by reason (the source's `skipped` report).
+            Valid but unusual images are decoded to RGB, not skipped: CMYK and grayscale
+            JPEGs, 16-bit PNGs (to 8 bits), palette, grayscale-with-alpha and RGBA images
+            (alpha dropped), animated GIFs (the first frame), EXIF-rotated JPEGs (the pixels
+            as stored: the rotation is not applied, as TensorFlow's decoders and Keras'
+            `image_dataset_from_directory` do).
+        max_image_pixels: folders only: an image whose header declares more pixels (width x
+            height) is refused before anything decodes it (a decompression bomb).
         download: let TFDS download and prepare a dataset that is not there yet (needs
             network); by default a missing dataset is an error saying how to get it.
         label_splits: folders only: the other splits that share the label space (e.g. the
@@ -231,8 +302,8 @@ def load_source(
         the pipelines of `simsiam_tf.data` read.
 
     Raises:
-        ValueError: an unknown split, a missing or empty folder or TFDS dataset, files
-            that do not decode (with `on_corrupt="error"`), each message naming the
+        ValueError: an unknown split, a missing or empty folder or TFDS dataset, a file
+            that cannot be used (with `on_corrupt="error"`), each message naming the
             problem and the fix.
 
     Example:
@@ -247,7 +318,9 @@ def load_source(
     if name == "synthetic":
         return _synthetic_source(split, image_size, seed, num_examples)
     if name == "folder":
-        return _folder_source(data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits, holdout)
+        return _folder_source(
+            data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits, holdout, max_image_pixels
+        )
     return tfds_source(name, split, data_dir, num_examples, download, identities)
 
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import config as config_lib
-from simsiam_tf.data import sources, synthetic
+from simsiam_tf.data import image_files, sources, synthetic
 from simsiam_tf.data.pipeline import fold_in, layout
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -277,6 +277,7 @@ def load_tile_set(
     tiles_per_side=4,
     on_corrupt="error",
     label_splits=None,
+    max_image_pixels=image_files.DEFAULT_MAX_IMAGE_PIXELS,
 ):
     """A `TileSet`: "synthetic_tiles", or "folder" with tile file names under `data_dir`.
 
@@ -290,7 +291,15 @@ def load_tile_set(
         tile_set = _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, neighbourhood)
     elif name == "folder":
         source = sources.load_source(
-            "folder", split, data_dir, image_size, seed, num_examples, on_corrupt, label_splits=label_splits
+            "folder",
+            split,
+            data_dir,
+            image_size,
+            seed,
+            num_examples,
+            on_corrupt,
+            label_splits=label_splits,
+            max_image_pixels=max_image_pixels,
         )
         paths = source.records[0].numpy()
         keys = tuple(parse_tile_names(paths, pattern, on_mismatch, need_grid=neighbourhood != "group"))

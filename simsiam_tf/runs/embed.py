@@ -20,7 +20,7 @@ from simsiam_tf import config as config_lib
 from simsiam_tf import data
 from simsiam_tf.builders import holdout_spec
 from simsiam_tf.config import flags as config_flags
-from simsiam_tf.data import label_budget
+from simsiam_tf.data import image_files, label_budget
 from simsiam_tf.errors import RunError
 from simsiam_tf.evaluation import embedding_files as embed_files
 from simsiam_tf.evaluation.neighbours import NeighbourIndex
@@ -127,6 +127,7 @@ def load_images(config):
             seed=config.runtime.seed,
             num_examples=d.num_eval_examples,
             on_corrupt=d.on_corrupt,
+            max_image_pixels=d.max_image_pixels,
             label_splits=(d.train_split, d.eval_split),
             holdout=None if split == config_lib.ALL_SPLIT else holdout_spec(d, split),
         )
@@ -229,6 +230,7 @@ def _run(config, start):
         "images_per_second": round(embeddings.shape[0] / max(seconds, 1e-9), 1),
     }
     metrics.update(heldout.metrics_entry(source))
+    metrics.update(image_files.skipped_entry(images=source))
     index = NeighbourIndex(embeddings) if (config.neighbours or config.duplicates is not None) else None
     if config.neighbours:
         metrics.update(_neighbours(config, index, source, paths, labels, files))

@@ -24,7 +24,7 @@ from absl import logging
 
 from simsiam_tf import data, models, optim, progress
 from simsiam_tf.builders import build_encoder, build_linear_optimizer, eval_center_crop, holdout_spec
-from simsiam_tf.data import label_budget
+from simsiam_tf.data import image_files, label_budget
 from simsiam_tf.errors import EncoderChangedError, RunError
 from simsiam_tf.evaluation import baselines, batch_fit, monitor, probe
 from simsiam_tf.runs import heldout, rundir
@@ -80,6 +80,7 @@ def _load_sources(config):
             seed=seed,
             num_examples=n,
             on_corrupt=d.on_corrupt,
+            max_image_pixels=d.max_image_pixels,
             label_splits=(d.train_split, d.eval_split),
             holdout=holdout_spec(d, split),
         )
@@ -359,6 +360,7 @@ def _run(config, start, callbacks=()):
     if budget is not None:
         metrics["label_budget"] = budget.describe()
     metrics.update(heldout.metrics_entry(eval_source))
+    metrics.update(image_files.skipped_entry(train=train_source, eval=eval_source))
     metrics.update(result)
     if config.compare_random_init or config.compare_baselines:
         with strategy.scope():

@@ -22,7 +22,7 @@ from simsiam_tf.builders import (
     make_view_transform,
 )
 from simsiam_tf.config.choices import WEIGHTS_SUFFIX
-from simsiam_tf.data import holdout, service, tiles
+from simsiam_tf.data import holdout, image_files, service, tiles
 from simsiam_tf.errors import CollapseError, RunError
 from simsiam_tf.evaluation import baselines, monitor, probe
 from simsiam_tf.models import keras_backbones
@@ -277,6 +277,7 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
         metrics["evaluation_skipped"] = skipped
     if source.holdout is not None:
         metrics["holdout"] = source.holdout.describe()
+    metrics.update(image_files.skipped_entry(train=source))
     if collapse.collapsed:
         metrics.update(collapsed_at_step=collapse.collapsed_at_step, collapse_message=collapse.message)
     if collapse.collapsed and config.on_collapse == "stop":

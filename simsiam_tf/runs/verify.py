@@ -18,7 +18,7 @@ from absl import logging
 
 from simsiam_tf import progress
 from simsiam_tf.builders import build_encoder, build_verifier, build_verify_optimizer, holdout_spec
-from simsiam_tf.data import label_budget, pair_images, pairs
+from simsiam_tf.data import image_files, label_budget, pair_images, pairs
 from simsiam_tf.errors import RunError
 from simsiam_tf.evaluation import baselines, pair_metrics
 from simsiam_tf.evaluation.verification import (
@@ -43,7 +43,13 @@ RANDOM_INIT_SUBDIR = "random_init"
 def load_sources(config):
     """(train source, eval source or None when both splits are the same)."""
     d = config.data
-    kwargs = dict(data_dir=d.data_dir, image_size=d.image_size, seed=config.runtime.seed, on_corrupt=d.on_corrupt)
+    kwargs = dict(
+        data_dir=d.data_dir,
+        image_size=d.image_size,
+        seed=config.runtime.seed,
+        on_corrupt=d.on_corrupt,
+        max_image_pixels=d.max_image_pixels,
+    )
     try:
         train = pair_images.load_labelled_source(
             d.dataset,
@@ -325,6 +331,7 @@ def _run(config, start, callbacks=()):
     if budget is not None:
         metrics["label_budget"] = budget.describe()
     metrics.update(heldout.metrics_entry(eval_source))
+    metrics.update(image_files.skipped_entry(train=train_source, eval=eval_source))
     if plan.notes:
         metrics["notes"] = plan.notes
     if config.compare_pixels:

@@ -22,7 +22,10 @@ Images are [batch, height, width, 3] with any batch size, height and width; gray
 evaluation preprocessing `augment.eval_preprocess`; the backbone then normalises with
 the ImageNet mean and std. Another rank or channel count fails with an
 InvalidArgumentError whose message starts "images must be [batch, height, width, 3]";
-float images outside [0, 1] (0-255 values sent to a `_float` signature) fail with one
+an empty batch (or an image of 0 pixels) and images of more than 50 million pixels each
+(`export_saved_model(max_image_pixels=...)`) fail with one that names the rule; another
+dtype than the signature's (uint8, or float32 for `_float`) is refused by TensorFlow
+before the graph runs; float images outside [0, 1] (0-255 values sent to a `_float` signature) fail with one
 that says to divide by 255 or to use the uint8 signature.
 
 `model.keras` holds the same model (`ServingModel`) for Keras users: `model(images)`
@@ -57,29 +60,47 @@ FLOAT_RANGE_MESSAGE = (
     "the signature without _float (use embed for uint8 images, not embed_float)"
 )
 FLOAT_RANGE_TOLERANCE = 1e-4  # rounding of a division by 255
+EMPTY_MESSAGE = "images must hold at least one image of at least 1 x 1 pixels; got an empty batch of shape"
+LARGE_MESSAGE = (
+    "{name} must have at most {max_pixels} pixels each (height x width): resize them before sending, or export "
+    "with a larger max_image_pixels; got shape"
+)
+# The largest image (height x width) the signatures take: its float32 copy in the graph is 600 MB.
+SERVING_MAX_IMAGE_PIXELS = 50_000_000
 
 
 # --------------------------------------------------------------------------- graph pieces
 
 
-def check_images(images, name="images"):
+def check_images(images, name="images", max_pixels=None):
     """Raw serving images -> [N, H, W, 3] with the same dtype; grayscale repeated to RGB.
 
-    A tensor of another rank or channel count fails at run time with an
-    InvalidArgumentError naming the expected layout and the shape received.
+    A tensor of another rank or channel count, an empty batch (N, H or W of 0), or,
+    with `max_pixels`, images of more than `max_pixels` pixels each (H x W) fail at
+    run time with an InvalidArgumentError that names the rule and the shape received.
     """
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
     # When a caller's input shape is known, Grappler specialises the graph to it and
     # reports the first op whose shape rule fails, before any assert has run. So no op
     # here may index a dimension that a bad input lacks: a bad input is reshaped to
-    # [size, 1, 1, 1] instead, and the assert below is the only error it meets.
+    # [size, 1, 1, 1] instead, and the asserts below are the only errors it meets.
     dims = tf.concat([shape, tf.zeros([4], shape.dtype)], 0)[:4]
     channels = dims[3]
     ok = tf.logical_and(tf.equal(tf.size(shape), 4), tf.logical_or(tf.equal(channels, 3), tf.equal(channels, 1)))
     message = IMAGES_MESSAGE.replace("images", name, 1)
-    valid = tf.debugging.Assert(ok, [message, "got shape", shape], summarize=8)
-    with tf.control_dependencies([valid]):
+    checks = [tf.debugging.Assert(ok, [message, "got shape", shape], summarize=8)]
+    # Each rule is checked after the one before, so that the error names the first broken rule.
+    with tf.control_dependencies(checks):
+        empty = tf.logical_and(ok, tf.reduce_any(tf.equal(dims[:3], 0)))
+        checks.append(tf.debugging.Assert(~empty, [EMPTY_MESSAGE.replace("images", name, 1), shape], summarize=8))
+    if max_pixels is not None:
+        with tf.control_dependencies(checks[-1:]):
+            pixels = tf.cast(dims[1], tf.int64) * tf.cast(dims[2], tf.int64)
+            large = tf.logical_and(ok, pixels > int(max_pixels))
+            text = LARGE_MESSAGE.format(name=name, max_pixels=int(max_pixels))
+            checks.append(tf.debugging.Assert(~large, [text, shape], summarize=8))
+    with tf.control_dependencies(checks):
         flat = tf.reshape(images, [-1])
     fallback = tf.stack([tf.size(images, out_type=shape.dtype), 1, 1, 1])
     images = tf.reshape(flat, tf.where(ok, dims, fallback))
@@ -104,9 +125,10 @@ def check_float_range(images, name="images"):
         return tf.identity(images)
 
 
-def prepare_images(images, image_size, center_crop, name="images"):
+def prepare_images(images, image_size, center_crop, name="images", max_pixels=None):
     """Raw images (uint8 or float [0, 1]) -> the model's input: float32 [N, image_size, image_size, 3]."""
-    return augment.eval_preprocess(check_float_range(check_images(images, name), name), image_size, center_crop)
+    images = check_float_range(check_images(images, name, max_pixels), name)
+    return augment.eval_preprocess(images, image_size, center_crop)
 
 
 def _float32(x):
@@ -132,9 +154,20 @@ class ServingModel(keras.Model):
       classifier: Keras layer or model, features -> logits (e.g. `LinearProbe.classifier`).
       verifier: a `PairVerifier` (or a Keras model with `score(x1, x2)` on preprocessed
         images, higher = more alike, and a calibrated `threshold` variable).
+      max_image_pixels: larger images (height x width, each) are refused with an error.
     """
 
-    def __init__(self, encoder, image_size, center_crop, projector=None, classifier=None, verifier=None, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        image_size,
+        center_crop,
+        projector=None,
+        classifier=None,
+        verifier=None,
+        max_image_pixels=SERVING_MAX_IMAGE_PIXELS,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if encoder is None:
             raise ValueError("export needs the encoder (the backbone mapping images to features)")
@@ -155,10 +188,11 @@ class ServingModel(keras.Model):
         self.projector = projector
         self.classifier = classifier
         self.verifier = verifier
+        self.max_image_pixels = int(max_image_pixels)
         self.built = True
 
     def prepare(self, images, name="images"):
-        return prepare_images(images, self.image_size, self.center_crop, name)
+        return prepare_images(images, self.image_size, self.center_crop, name, self.max_image_pixels)
 
     def _features(self, images):
         return self.encoder(self.prepare(images), training=False)
@@ -227,7 +261,12 @@ class ServingModel(keras.Model):
             parts["encoder"] = self.encoder
         config.update({k: keras.saving.serialize_keras_object(v) if v is not None else None for k, v in parts.items()})
         # The verifier's own backbone is the encoder: stored once, shared again on load.
-        config.update(image_size=self.image_size, center_crop=self.center_crop, encoder_is_verifier_backbone=shared)
+        config.update(
+            image_size=self.image_size,
+            center_crop=self.center_crop,
+            encoder_is_verifier_backbone=shared,
+            max_image_pixels=self.max_image_pixels,
+        )
         return config
 
     @classmethod
@@ -307,7 +346,15 @@ def _swap_in(new, final):
 
 
 def export_saved_model(
-    path, encoder, image_size, center_crop, projector=None, classifier=None, verifier=None, keras_path=None
+    path,
+    encoder,
+    image_size,
+    center_crop,
+    projector=None,
+    classifier=None,
+    verifier=None,
+    keras_path=None,
+    max_image_pixels=SERVING_MAX_IMAGE_PIXELS,
 ):
     """Writes a SavedModel serving `encoder` (and the head given) with raw-image signatures.
 
@@ -325,6 +372,7 @@ def export_saved_model(
         classifier: Keras layer or model, features -> logits (adds `classify`).
         verifier: a `PairVerifier` (adds `verify`).
         keras_path: also save the same `ServingModel` there as a `.keras` file.
+        max_image_pixels: the signatures refuse images of more pixels each (height x width).
 
     Returns:
         The signature names written, besides serving_default.
@@ -342,7 +390,7 @@ def export_saved_model(
         features = loaded.signatures["embed"](images=images)["embedding"]
         ```
     """
-    model = ServingModel(encoder, image_size, center_crop, projector, classifier, verifier)
+    model = ServingModel(encoder, image_size, center_crop, projector, classifier, verifier, max_image_pixels)
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
