@@ -155,7 +155,6 @@ def make_augment(config):
         affine_rotate_deg=a.affine_rotate_deg,
         affine_scale=tuple(a.affine_scale),
         affine_shear_deg=a.affine_shear_deg,
-        amplitude_mix=a.amplitude_mix,
     )
 
 

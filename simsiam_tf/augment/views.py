@@ -14,7 +14,6 @@ from typing import Tuple
 import tensorflow as tf
 
 from simsiam_tf.augment import affine as affine_lib
-from simsiam_tf.augment import amplitude_mix as amplitude_mix_lib
 from simsiam_tf.augment.blur import box_blur_support, random_gaussian_blur
 from simsiam_tf.augment.crops import random_resized_crop
 from simsiam_tf.augment.images import BRANCH, GATHER, to_float
@@ -27,10 +26,9 @@ from simsiam_tf.augment.random import split
 def appearance(images, seed, aug, apply=GATHER, transposed=False):
     """The photometric stage of `aug` (a `TwoViewAugment`) on crops `[B, S, S, 3]` (uint8 or float): float32 in [0, 1].
 
-    With `aug.amplitude_mix`, first each crop's Fourier amplitude mixed with another
-    crop's of the batch (`simsiam_tf.augment.amplitude_mix`); then colour jitter,
-    grayscale, inversion (`aug.invert_prob`) and blur, each drawn per image from `seed`. `apply` says
-    how an op reaches the images that drew it (`images.apply_where`): GATHER (the host
+    Colour jitter, grayscale, inversion (`aug.invert_prob`) and blur, each drawn per image
+    from `seed`. `apply` says how an op reaches the images that drew it
+    (`images.apply_where`): GATHER (the host
     path on batches), SELECT (static shapes, the device path) or BRANCH (a batch of one
     image, the per-image path; `transposed=True` then takes the crop with its axes
     swapped and returns it the right way round: every op commutes with the transpose).
@@ -39,13 +37,6 @@ def appearance(images, seed, aug, apply=GATHER, transposed=False):
     if transposed and apply != BRANCH:
         raise ValueError("transposed=True takes one image at a time (apply=BRANCH)")
     images = to_float(images)
-    if aug.amplitude_mix > 0:
-        if apply == BRANCH:
-            raise ValueError(
-                "amplitude_mix mixes the images of a batch; the per-image stage has one image (use batches)"
-            )
-        mix_seed, seed = split(seed, 2)
-        images = amplitude_mix_lib.random_amplitude_mix(images, mix_seed, aug.amplitude_mix)
     jitter_seed, gray_seed, blur_seed = split(seed, 3)
     if aug.jitter_prob > 0 and any(aug.jitter_strength):
         images = random_color_jitter(images, jitter_seed, aug.jitter_strength, aug.jitter_prob, apply)
@@ -100,8 +91,6 @@ class TwoViewAugment:
         affine_rotate_deg: rotation angle drawn from U(-v, v), in degrees.
         affine_scale: (min, max) of the zoom.
         affine_shear_deg: shear angle drawn from U(-v, v), in degrees.
-        amplitude_mix: largest weight of another image's Fourier amplitude in each crop's
-            (`simsiam_tf.augment.amplitude_mix`; 0: off). Needs batches of images.
 
     Raises:
         ValueError: a size, probability or range out of bounds, named in the message.
@@ -130,7 +119,6 @@ class TwoViewAugment:
     affine_rotate_deg: float = 0.0
     affine_scale: Tuple[float, float] = (1.0, 1.0)
     affine_shear_deg: float = 0.0
-    amplitude_mix: float = 0.0
 
     def __post_init__(self):
         if int(self.image_size) != self.image_size or self.image_size < 1:
@@ -149,7 +137,6 @@ class TwoViewAugment:
             _check_prob(name, getattr(self, name))
         # Normalise sequences to tuples so equal configs compare and hash equal.
         affine_lib.check(self.affine_translate, self.affine_rotate_deg, self.affine_scale, self.affine_shear_deg)
-        amplitude_mix_lib.check(self.amplitude_mix)
         for name in ("crop_scale", "crop_ratio", "jitter_strength", "blur_sigma", "affine_scale"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         object.__setattr__(self, "image_size", int(self.image_size))
@@ -192,7 +179,7 @@ class TwoViewAugment:
 
     @tf.autograph.experimental.do_not_convert
     def appearance(self, images, seed):
-        """The photometric stage on float [0, 1] crops: amplitude mix, colour jitter, grayscale, inversion, blur."""
+        """The photometric stage on float [0, 1] crops: colour jitter, grayscale, inversion, blur."""
         return appearance(images, seed, self)
 
     @tf.autograph.experimental.do_not_convert

@@ -259,15 +259,6 @@ class AugmentConfig:
         what="be in",
         why="degrees",
     )
-    # simsiam_tf.augment.amplitude_mix: another image's texture and colours in each view, its shapes kept.
-    amplitude_mix: float = setting(
-        0.0,
-        "Fourier amplitude mix: each view's amplitude spectrum mixed with another image's of the batch by a "
-        "weight drawn from U(0, this), its phase kept (0: off; for objects on cluttered backgrounds).",
-        low=0,
-        high=1,
-        what="be the largest mixing weight in",
-    )
 
     def validate(self):
         check_settings(self)

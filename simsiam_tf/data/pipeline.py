@@ -182,8 +182,6 @@ def _from_files(source, augment):
         return False
     if augment.affine.active:
         return False  # the per-file crops have no affine stage: decode whole images and use augment.crop
-    if augment.amplitude_mix > 0:
-        return False  # the amplitude mix needs batches of crops, not one crop at a time
     return source.image_shape is None or augment.image_size >= PER_IMAGE_MIN_SIZE
 
 
