@@ -148,7 +148,6 @@ def make_augment(config):
         jitter_strength=tuple(a.jitter_strength),
         jitter_prob=a.jitter_prob,
         grayscale_prob=a.grayscale_prob,
-        invert_prob=a.invert_prob,
         blur_prob=a.blur_prob,
         flip_prob=a.flip_prob,
         affine_translate=a.affine_translate,

@@ -6,7 +6,6 @@
 - `affine`: a random affine transform of each crop (translation, rotation, zoom, shear).
 - `photometric`: the colour ops (brightness, contrast, saturation, hue, grayscale) and
   the colour jitter's random order, written once for every path.
-- `invert`: random colour inversion (a view's negative).
 - `blur`: PIL's GaussianBlur (the recipe's) and an exact Gaussian.
 - `views`: `TwoViewAugment` and the photometric stage (`appearance`).
 - `eval`: evaluation preprocessing and the linear probe's augmentation.

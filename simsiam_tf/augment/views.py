@@ -17,7 +17,6 @@ from simsiam_tf.augment import affine as affine_lib
 from simsiam_tf.augment.blur import box_blur_support, random_gaussian_blur
 from simsiam_tf.augment.crops import random_resized_crop
 from simsiam_tf.augment.images import BRANCH, GATHER, to_float
-from simsiam_tf.augment.invert import random_invert
 from simsiam_tf.augment.photometric import random_color_jitter, random_grayscale
 from simsiam_tf.augment.random import split
 
@@ -26,9 +25,8 @@ from simsiam_tf.augment.random import split
 def appearance(images, seed, aug, apply=GATHER, transposed=False):
     """The photometric stage of `aug` (a `TwoViewAugment`) on crops `[B, S, S, 3]` (uint8 or float): float32 in [0, 1].
 
-    Colour jitter, grayscale, inversion (`aug.invert_prob`) and blur, each drawn per image
-    from `seed`. `apply` says how an op reaches the images that drew it
-    (`images.apply_where`): GATHER (the host
+    Colour jitter, grayscale and blur, each drawn per image from `seed`. `apply` says
+    how an op reaches the images that drew it (`images.apply_where`): GATHER (the host
     path on batches), SELECT (static shapes, the device path) or BRANCH (a batch of one
     image, the per-image path; `transposed=True` then takes the crop with its axes
     swapped and returns it the right way round: every op commutes with the transpose).
@@ -42,9 +40,6 @@ def appearance(images, seed, aug, apply=GATHER, transposed=False):
         images = random_color_jitter(images, jitter_seed, aug.jitter_strength, aug.jitter_prob, apply)
     if aug.grayscale_prob > 0:
         images = random_grayscale(images, gray_seed, aug.grayscale_prob, apply)
-    if aug.invert_prob > 0:
-        invert_seed, blur_seed = split(blur_seed, 2)
-        images = random_invert(images, invert_seed, aug.invert_prob, apply)
     if aug.blur_prob > 0:
         return random_gaussian_blur(
             images, blur_seed, aug.blur_prob, aug.blur_sigma, aug.blur_radius, apply, transposed
@@ -82,7 +77,6 @@ class TwoViewAugment:
         jitter_strength: colour jitter's brightness, contrast, saturation and hue.
         jitter_prob: probability of the colour jitter.
         grayscale_prob: probability of the grayscale conversion.
-        invert_prob: probability of inverting a view's colours (`simsiam_tf.augment.invert`).
         blur_prob: probability of the Gaussian blur (PIL's GaussianBlur).
         blur_sigma: range of the blur's sigma, in pixels.
         flip_prob: probability of a horizontal flip.
@@ -111,7 +105,6 @@ class TwoViewAugment:
     jitter_strength: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
     jitter_prob: float = 0.8
     grayscale_prob: float = 0.2
-    invert_prob: float = 0.0
     blur_prob: float = 0.5
     blur_sigma: Tuple[float, float] = (0.1, 2.0)
     flip_prob: float = 0.5
@@ -133,7 +126,7 @@ class TwoViewAugment:
             )
         if self.jitter_strength[3] > 0.5:
             raise ValueError(f"jitter_strength hue must be at most 0.5, got {self.jitter_strength[3]}")
-        for name in ("jitter_prob", "grayscale_prob", "invert_prob", "blur_prob", "flip_prob"):
+        for name in ("jitter_prob", "grayscale_prob", "blur_prob", "flip_prob"):
             _check_prob(name, getattr(self, name))
         # Normalise sequences to tuples so equal configs compare and hash equal.
         affine_lib.check(self.affine_translate, self.affine_rotate_deg, self.affine_scale, self.affine_shear_deg)
@@ -179,7 +172,7 @@ class TwoViewAugment:
 
     @tf.autograph.experimental.do_not_convert
     def appearance(self, images, seed):
-        """The photometric stage on float [0, 1] crops: colour jitter, grayscale, inversion, blur."""
+        """The photometric stage on float [0, 1] crops: colour jitter, grayscale, blur."""
         return appearance(images, seed, self)
 
     @tf.autograph.experimental.do_not_convert

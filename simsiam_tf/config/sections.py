@@ -229,10 +229,6 @@ class AugmentConfig:
     )
     jitter_prob: float = probability(0.8, "Probability of colour jitter.")
     grayscale_prob: float = probability(0.2, "Probability of grayscale.")
-    invert_prob: float = probability(
-        0.0,
-        "Probability of inverting a view's colours (1 - x): objects lighter and darker than their background match.",
-    )
     blur_prob: float = probability(0.0, "Probability of Gaussian blur (0 for the CIFAR recipe).")
     flip_prob: float = FLIP_PROB.field(0.5)
     # A random affine transform of each crop (simsiam_tf.augment.affine); all at their defaults: none.
