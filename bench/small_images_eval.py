@@ -166,6 +166,11 @@ def pretrain(recipe_path, data_dir, run_dir, overrides=None, quick=False):
     from simsiam_tf.runs import pretrain as pretrain_run
 
     values = config_flags.read_flags_file(recipe_path)
+    known = config_flags.flag_fields(config_lib.PretrainConfig)
+    unknown = sorted(n for n in overrides or {} if n not in known and n.removeprefix("no") not in known)
+    if unknown:
+        # The flagfile reader skips names it does not know; an override must not vanish so.
+        raise ValueError(f"--set names no simsiam-pretrain flag: {', '.join(unknown)}")
     values.update(overrides or {})
     config = config_flags.config_from_flags(config_lib.PretrainConfig, values)
     changes = {

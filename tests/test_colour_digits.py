@@ -60,3 +60,10 @@ def test_split_is_stratified_and_tuning_leaves_the_holdout_unseen(modules):
     assert not set(inner_train) & set(test) and not set(inner_val) & set(test)
     assert sorted(np.concatenate([inner_train, inner_val])) == sorted(train)
     assert "inner validation" in inner_name
+
+
+def test_an_override_that_is_no_flag_is_refused_before_training(modules, tmp_path):
+    _, ev = modules
+    recipe = os.path.join(os.path.dirname(BENCH), "flags", "small_images_28.cfg")
+    with pytest.raises(ValueError, match="--set names no simsiam-pretrain flag: amplitude_mixx"):
+        ev.pretrain(recipe, str(tmp_path), str(tmp_path / "run"), {"amplitude_mixx": "1.0", "noevaluate": ""})
