@@ -1,6 +1,7 @@
 """The spectrum monitor: label-free readings of a fixed image set during training, and the dimensional-collapse alarm."""
 
 import os
+import time
 
 import keras
 import tensorflow as tf
@@ -89,6 +90,7 @@ class SpectrumMonitor(keras.callbacks.Callback):
         self._cache = (None, None)
         self._forward = None
         self._writer = None
+        self.seconds = 0.0  # spent reading the model and writing the logs
 
     @property
     def suspect(self):
@@ -102,7 +104,8 @@ class SpectrumMonitor(keras.callbacks.Callback):
         if self._forward is None:
             backbone, projector = self.model.backbone, self.model.projector
 
-            @tf.function(reduce_retracing=True)
+            # One trace with a free batch dimension serves every chunk, the last smaller one included.
+            @tf.function(input_signature=[tf.TensorSpec([None, *self.images.shape[1:]], tf.float32)])
             def forward(images):
                 features = tf.cast(backbone(images, training=False), tf.float32)
                 features = tf.reshape(features, [tf.shape(features)[0], -1])
@@ -119,9 +122,11 @@ class SpectrumMonitor(keras.callbacks.Callback):
         step = self._step() if step is None else int(step)
         if self._cache[0] == step:
             return self._cache[1]
+        started = time.perf_counter()
         outputs = self._outputs()
         result = {name: spectrum.readings(outputs[name]) for name in LAYERS}
         self._cache = (step, result)
+        self.seconds += time.perf_counter() - started
         return result
 
     def on_train_begin(self, logs=None):
@@ -154,6 +159,7 @@ class SpectrumMonitor(keras.callbacks.Callback):
     def _log(self, step, result):
         if not self.log_dir:
             return
+        started = time.perf_counter()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, SUBDIR))
         with self._writer.as_default():
@@ -164,6 +170,7 @@ class SpectrumMonitor(keras.callbacks.Callback):
                     f"{SUBDIR}/{name}/singular_values", spectrum.spectrum_image(result[name]["spectrum"]), step
                 )
         self._writer.flush()
+        self.seconds += time.perf_counter() - started
 
     def _alarm(self, step, reading):
         if self.rank_fraction is None:
@@ -201,7 +208,7 @@ def summary(monitor):
     final = monitor.final or monitor.latest
     if final is None:
         return {}
-    out = {"step": final["step"]}
+    out = {"step": final["step"], "checks": len(monitor.history), "seconds": round(monitor.seconds, 2)}
     for name in LAYERS:
         reading = dict(final[name])
         reading["spectrum"] = [float(f"{v:.4g}") for v in reading["spectrum"]]
