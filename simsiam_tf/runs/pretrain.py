@@ -233,7 +233,7 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
         )
     spectrum = run_spectrum.monitor_for(config, source, eval_sets, log_dir)
     alarms = [collapse] + ([spectrum] if spectrum is not None else [])
-    best = run_spectrum.best_checkpoint_for(config, spectrum, checkpoint, write_dir)
+    best = run_spectrum.best_checkpoint_for(config, spectrum, model, checkpoint, write_dir)
     callbacks += [
         *alarms[1:],
         StepCheckpointer(

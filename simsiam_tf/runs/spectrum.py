@@ -1,6 +1,7 @@
 """The pretraining job's spectrum monitor, dimensional-collapse alarm and label-free choice of checkpoint."""
 
 import numpy as np
+import tensorflow as tf
 
 from simsiam_tf import data
 from simsiam_tf.builders import eval_center_crop
@@ -49,7 +50,7 @@ def monitor_for(config, train_source, eval_sets, log_dir):
     )
 
 
-def best_checkpoint_for(config, monitor, run_checkpoint, write_dir):
+def best_checkpoint_for(config, monitor, model, run_checkpoint, write_dir):
     """The checkpoint scorer of --keep_best=rank (the projector output's effective rank), or None."""
     if config.keep_best != "rank":
         return None
@@ -57,14 +58,23 @@ def best_checkpoint_for(config, monitor, run_checkpoint, write_dir):
         run_checkpoint,
         score=lambda step: monitor.measure(step)["projector"][RANK_SCORE],
         write_dir=write_dir,
+        model=networks(model),
         name=RANK_SCORE,
     )
+
+
+def networks(model):
+    """The weights worth keeping of a SimSiam model (no optimizer state), saved under the run checkpoint's names."""
+    nets = {"backbone": model.backbone, "projector": model.projector}
+    if getattr(model, "predictor", None) is not None:
+        nets["predictor"] = model.predictor
+    return tf.train.Checkpoint(**nets)
 
 
 def keep_best(best, model, final_step):
     """Scores the final checkpoint too, loads the best one's weights into `model`; returns what metrics.json says."""
     best.record(final_step)
-    record = best.restore_best(model)
+    record = best.restore_best(networks(model))
     return {"kept_checkpoint": dict(record, rule="highest effective rank of the projector output"), **_scores(best)}
 
 
