@@ -35,7 +35,10 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ABLATIONS = ("baseline", "no_predictor", "fixed_random_predictor", "no_stop_gradient")
+# Candidates for dimensional collapse beyond the paper's ablations: name -> (recipe, changes).
+CANDIDATES = {"weight_decay_0.05": ("baseline", {"weight_decay": 0.05})}
 LABELS = {
+    "weight_decay_0.05": "SimSiam, weight decay 0.05",
     "baseline": "SimSiam",
     "no_predictor": "w/o predictor",
     "fixed_random_predictor": "fixed random predictor",
@@ -86,8 +89,9 @@ def machine():
 def run_ablation(name, args):
     from simsiam_tf.runs import pretrain
 
+    recipe, extra = CANDIDATES.get(name, (name, {}))
     config = flagfile_config(
-        os.path.join(ROOT, "flags", f"ablation_{name}.cfg"),
+        os.path.join(ROOT, "flags", f"ablation_{recipe}.cfg"),
         **{
             "runtime.model_dir": fresh(os.path.join(args.runs_dir, "ablations", name)),
             "runtime.seed": args.seed,
@@ -101,6 +105,7 @@ def run_ablation(name, args):
             "on_collapse": "warn",
             "evaluate": False,
             "export": False,
+            **extra,
         },
     )
     started = time.time()
@@ -162,7 +167,7 @@ def plot_ablations(records, path):
 
 
 def ablations(args):
-    records = [run_ablation(name, args) for name in ABLATIONS]
+    records = [run_ablation(name, args) for name in ABLATIONS + tuple(CANDIDATES)]
     try:
         plot_ablations(records, os.path.join(args.out, "collapse_ablations.png"))
     except ImportError:
