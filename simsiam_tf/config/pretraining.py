@@ -122,7 +122,8 @@ class PretrainConfig:
     keep_best: str = setting(
         "latest",
         "Which weights are exported: latest (the end of training), or rank (the checkpoint whose projector "
-        "output had the highest effective rank on the spectrum set: a label-free choice).",
+        "output had the highest effective rank on the spectrum set: a label-free choice; the end-of-run "
+        "evaluation then scores it too).",
         group="evaluation",
         choices=c.KEEP_BEST,
     )
