@@ -213,5 +213,7 @@ def summary(monitor):
         reading = dict(final[name])
         reading["spectrum"] = [float(f"{v:.4g}") for v in reading["spectrum"]]
         out[name] = reading
+    if monitor.collapsed:
+        out["alarm"] = {"step": monitor.collapsed_at_step, "message": monitor.message}
     out["history"] = monitor.history
     return {"spectrum": out}

@@ -277,7 +277,7 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
         metrics["holdout"] = source.holdout.describe()
     if spectrum is not None:
         metrics.update(spectrum_monitor.summary(spectrum))
-    fired = next((alarm for alarm in alarms if alarm.collapsed), None)
+    fired = min((a for a in alarms if a.collapsed), key=lambda a: a.collapsed_at_step, default=None)
     if fired is not None:
         metrics.update(collapsed_at_step=fired.collapsed_at_step, collapse_message=fired.message)
     if fired is not None and config.on_collapse == "stop":
