@@ -77,7 +77,16 @@ def fresh(model_dir):
 def machine():
     import tensorflow as tf
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "tensorflow": tf.__version__}
+    from simsiam_tf.training import cpu
+
+    info = cpu.host()
+    return {
+        "cpu": info.model_name,
+        "cpu_family_model": f"{info.family}/{info.model}",
+        "threads": info.threads,
+        "machine": platform.machine(),
+        "tensorflow": tf.__version__,
+    }
 
 
 # --- ablations --------------------------------------------------------------------------------------------
