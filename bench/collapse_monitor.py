@@ -55,6 +55,13 @@ def parse_args(argv=None):
     parser.add_argument("--lrs", default="0.02,0.06,0.2,0.6,1.5", help="spearman: base learning rates")
     parser.add_argument("--datasets", default="digits,synthetic", help="spearman: digits and/or synthetic")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="ablations: read the runs already in --runs_dir (their metrics.json and history.json) instead of "
+        "training; the rank alarm's step is then the first check closing --collapse_patience checks under the "
+        "threshold in the recorded history, the z-std alarm's the one the run recorded",
+    )
     parser.add_argument("--runs_dir", default="runs/collapse_monitor")
     parser.add_argument("--out", default="runs/collapse_monitor")
     return parser.parse_args(argv)
@@ -99,7 +106,7 @@ def run_ablation(name, args):
     config = flagfile_config(
         os.path.join(ROOT, "flags", f"ablation_{name}.cfg"),
         **{
-            "runtime.model_dir": fresh(os.path.join(args.runs_dir, "ablations", name)),
+            "runtime.model_dir": os.path.join(args.runs_dir, "ablations", name),
             "runtime.seed": args.seed,
             "runtime.verbose": 0,
             "data.image_size": args.image_size,
@@ -113,6 +120,8 @@ def run_ablation(name, args):
             "export": False,
         },
     )
+    if args.reuse:
+        return reused_ablation(name, config)
     started = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] ablation {name}: {args.steps} steps", flush=True)
     # The z-std alarm as the job sets it up, to see when it would fire beside the spectrum's.
@@ -123,6 +132,7 @@ def run_ablation(name, args):
         check_every=min(config.log_every_steps, args.num_train_examples // config.batch_size),
         running_mean=True,
     )
+    fresh(config.runtime.model_dir)
     metrics = pretrain.run(config, callbacks=[z_std_alarm])
     with open(os.path.join(config.runtime.model_dir, "history.json")) as f:
         history = json.load(f)
@@ -145,6 +155,42 @@ def run_ablation(name, args):
         "rank_alarm_message": spectrum.get("alarm", {}).get("message", ""),
         "z_std_alarm_step": z_std_alarm.collapsed_at_step,
         "z_std_alarm_message": z_std_alarm.message,
+        "history": spectrum["history"],
+        "final_spectrum": spectrum["projector"]["spectrum"],
+    }
+
+
+def reused_ablation(name, config):
+    def read(file):
+        with open(os.path.join(config.runtime.model_dir, file)) as f:
+            return json.load(f)
+
+    metrics, history = read("metrics.json"), read("history.json")
+    spectrum = metrics["spectrum"]
+    limit = spectrum["projector"]["rank_limit"]
+    threshold = config.rank_collapse_fraction * limit
+    below, rank_alarm_step = 0, None
+    for check in spectrum["history"][:-1]:  # the end-of-training check does not count
+        below = below + 1 if check["projector"]["effective_rank"] < threshold else 0
+        if below >= config.collapse_patience and rank_alarm_step is None:
+            rank_alarm_step = check["step"]
+    message = metrics.get("collapse_message", "")
+    z_std_alarm = message.startswith("representation collapsed")
+    return {
+        "name": name,
+        "label": LABELS[name],
+        "reused": True,
+        "train_seconds": metrics["train_seconds"],
+        "spectrum_seconds": spectrum["seconds"],
+        "spectrum_checks": spectrum["checks"],
+        "final_z_std": history[-1]["z_std"],
+        "final_loss": history[-1]["loss"],
+        "rank_limit": limit,
+        "rank_threshold": threshold,
+        "rank_fraction": config.rank_collapse_fraction,
+        "rank_alarm_step": rank_alarm_step,
+        "z_std_alarm_step": metrics.get("collapsed_at_step") if z_std_alarm else None,
+        "z_std_alarm_message": message if z_std_alarm else "",
         "history": spectrum["history"],
         "final_spectrum": spectrum["projector"]["spectrum"],
     }
