@@ -3,6 +3,7 @@
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 COLLAPSE_ACTIONS = ("stop", "warn", "ignore")
+KEEP_BEST = ("latest", "rank")
 METHODS = ("simsiam", "simtriplet")
 NEIGHBOURHOODS = ("4", "8", "group")
 TILE_PATTERN = r"(?P<group>.+)_x(?P<col>\d+)_y(?P<row>\d+)\.(png|jpe?g)"

@@ -94,6 +94,39 @@ class PretrainConfig:
     collapse_patience: int = setting(
         3, "Consecutive collapsed checks before the alarm.", group="evaluation", low=1, why="consecutive checks"
     )
+    spectrum_every_steps: int = setting(
+        50,
+        "Every N steps: centre share, residual correlation, effective rank and singular values of the backbone "
+        "features and the projector output on a fixed set of images (0: off).",
+        group="evaluation",
+        low=0,
+        why="0 turns the spectrum monitor off",
+    )
+    spectrum_images: int = setting(
+        512,
+        "Images of the spectrum monitor's fixed set: the test split's when there is one, else the training "
+        "set's, with the evaluation preprocessing.",
+        group="evaluation",
+        low=2,
+        why="a spectrum needs two embeddings",
+    )
+    rank_collapse_fraction: float = setting(
+        0.05,
+        "Dimensional-collapse alarm: the projector output's effective rank under this fraction of "
+        "min(--spectrum_images, --dim) for --collapse_patience consecutive spectrum checks acts as "
+        "--on_collapse says (0: off).",
+        group="evaluation",
+        low=0,
+        high=1,
+    )
+    keep_best: str = setting(
+        "latest",
+        "Which weights are exported: latest (the end of training), or rank (the checkpoint whose projector "
+        "output had the highest effective rank on the spectrum set: a label-free choice; the end-of-run "
+        "evaluation then scores it too).",
+        group="evaluation",
+        choices=c.KEEP_BEST,
+    )
     init_from: Optional[str] = setting(
         None,
         "Initialise weights (only) from this run directory or checkpoint when the run has no checkpoint; or from a "
@@ -165,6 +198,8 @@ class PretrainConfig:
                 f"batch_size {self.batch_size} is larger than the training set (num_train_examples={n}): lower "
                 "batch_size or use more examples"
             )
+        if self.keep_best == "rank" and not self.spectrum_every_steps:
+            raise ValueError("keep_best=rank reads the spectrum monitor: set spectrum_every_steps > 0")
         if self.fixed_random_predictor and not self.model.use_predictor:
             raise ValueError("fixed_random_predictor needs a predictor: drop use_predictor=False")
         if self.fix_pred_lr and not self.model.use_predictor:

@@ -24,9 +24,10 @@ from simsiam_tf.builders import (
 from simsiam_tf.config.choices import WEIGHTS_SUFFIX
 from simsiam_tf.data import holdout, image_files, service, tiles
 from simsiam_tf.errors import CollapseError, RunError
-from simsiam_tf.evaluation import baselines, monitor, probe
+from simsiam_tf.evaluation import baselines, monitor, probe, spectrum_monitor
 from simsiam_tf.models import keras_backbones
 from simsiam_tf.runs import heldout, rundir
+from simsiam_tf.runs import spectrum as run_spectrum
 from simsiam_tf.serving import export
 from simsiam_tf.training import checkpoints, distribute, view_summary
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
@@ -238,12 +239,17 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
                 log_dir=log_dir,
             )
         )
+    spectrum = run_spectrum.monitor_for(config, source, eval_sets, log_dir)
+    alarms = [collapse] + ([spectrum] if spectrum is not None else [])
+    best = run_spectrum.best_checkpoint_for(config, spectrum, model, checkpoint, write_dir)
     callbacks += [
+        *alarms[1:],
         StepCheckpointer(
             checkpoint,
             config.checkpoint_every_steps,
-            hold=(lambda: collapse.suspect) if config.on_collapse == "stop" else None,
+            hold=(lambda: any(a.suspect for a in alarms)) if config.on_collapse == "stop" else None,
         ),
+        *([best] if best is not None else []),
         ScalarLogger(log_dir, config.log_every_steps),
         EpochHistory(os.path.join(write_dir, "history.json")),
         *user_callbacks,
@@ -278,15 +284,20 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
     if source.holdout is not None:
         metrics["holdout"] = source.holdout.describe()
     metrics.update(image_files.skipped_entry(train=source))
-    if collapse.collapsed:
-        metrics.update(collapsed_at_step=collapse.collapsed_at_step, collapse_message=collapse.message)
-    if collapse.collapsed and config.on_collapse == "stop":
+    if spectrum is not None:
+        metrics.update(spectrum_monitor.summary(spectrum))
+    fired = min((a for a in alarms if a.collapsed), key=lambda a: a.collapsed_at_step, default=None)
+    if fired is not None:
+        metrics.update(collapsed_at_step=fired.collapsed_at_step, collapse_message=fired.message)
+    if fired is not None and config.on_collapse == "stop":
         metrics.update(collapsed=True)
         write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
-        raise CollapseError(collapse.message)
-    metrics["collapsed"] = bool(collapse.collapsed)
+        raise CollapseError(fired.message)
+    metrics["collapsed"] = fired is not None
     if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
         checkpoint.save(final_step)
+    if best is not None:
+        metrics.update(run_spectrum.keep_best(best, model, final_step))
     metrics["embedding_spread"] = round(check_encoder_alive(config, model.backbone, source, eval_sets), 4)
 
     if config.evaluate:

@@ -5,6 +5,7 @@
 - `finite`: non-finite state and dead-encoder checks.
 - `files`: atomic writes of text and JSON.
 - `checkpoints`: the run's checkpoint, restore with fallback over damaged files.
+- `best_checkpoint`: a score at every checkpoint, the best one's weights kept (`--keep_best`).
 - `callbacks`: step checkpoints, scalar logs, the NaN guard, per-epoch history.
 - `loop`: `fit_from_step`, resuming inside an epoch.
 
