@@ -7,7 +7,7 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf.errors import NonFiniteStateError, RunError
-from simsiam_tf.training import finite
+from simsiam_tf.training import finite, preemption
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -235,9 +235,13 @@ class RunCheckpoint:
         )
 
     def save(self, step):
-        """Saves the state as checkpoint number `step`, after checking it is finite (else NonFiniteStateError)."""
+        """Saves the state as checkpoint number `step`, after checking it is finite (else NonFiniteStateError).
+
+        SIGTERM and SIGINT arriving meanwhile take effect once the checkpoint is complete.
+        """
         self.check_finite(step)
-        return self.manager.save(checkpoint_number=int(step))
+        with preemption.signals_deferred():
+            return self.manager.save(checkpoint_number=int(step))
 
 
 def resolve_checkpoint(path, warn_damaged=True):
