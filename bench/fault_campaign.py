@@ -59,7 +59,7 @@ PRETRAIN = [
     "--epochs=3",
     "--evaluate=false",
     "--knn_every=0",
-    "--export=true",
+    "--export=false",
 ]
 LINEAR = [
     "--dataset=synthetic",
@@ -378,7 +378,7 @@ class Run:
                 raise Failure(f"{self.run_dir}: the restart ended with {code}: {error_line(process)}")
         if not self.finished:
             raise Failure(f"{self.run_dir}: did not finish")
-        export_dir = os.path.join(self.run_dir, "export") if self.job in ("pretrain", "export") else None
+        export_dir = os.path.join(self.run_dir, "export") if self.job == "export" else None
         check_files(self.run_dir, export_dir, load_export=export_dir is not None)
         if self.job == "export":
             if not os.path.isdir(os.path.join(export_dir, "saved_model")):
@@ -420,7 +420,7 @@ def references(workers, work, jobs=JOBS):
         run_dir = pretrained if job == "pretrain" else os.path.join(work, f"reference-{job}")
         if job == "export":
             shutil.copytree(pretrained, run_dir)
-            shutil.rmtree(os.path.join(run_dir, "export"))
+            shutil.rmtree(os.path.join(run_dir, "export"), ignore_errors=True)
         started = time.time()
         process = launch(workers, job, argv_for(job, run_dir, pretrained), os.path.join(work, f"reference-{job}.txt"))
         if finish(process) != 0:
@@ -450,7 +450,7 @@ def campaign(faults, seed, work, jobs=JOBS, log=print):
             run_dir = os.path.join(work, f"run-{number}-{job}")
             if job == "export":
                 shutil.copytree(pretrained, run_dir)
-                shutil.rmtree(os.path.join(run_dir, "export"))
+                shutil.rmtree(os.path.join(run_dir, "export"), ignore_errors=True)
             run = Run(job, run_dir, argv_for(job, run_dir, pretrained), refs[job][0], refs[job][1], workers, stats)
             injected = []
             try:
