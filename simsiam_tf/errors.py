@@ -27,6 +27,10 @@ class EncoderChangedError(RunError):
     exit_code = 4
 
 
+class CheckpointWriteError(RunError):
+    """A checkpoint could not be written (disk full, file size limit, permissions): the previous one is kept."""
+
+
 class PreemptedError(RunError):
     """A SIGTERM stopped the job after a step, whose checkpoint it saved: run the same command again to resume."""
 
