@@ -104,7 +104,7 @@ class Failure(Exception):
 
 
 class Workers:
-    """Processes that loaded TensorFlow and wait for their job; one is kept warm ahead of need."""
+    """Processes that loaded TensorFlow and wait for their job; two are kept warm ahead of need."""
 
     def __init__(self, log_dir):
         self.log_dir = log_dir
@@ -129,7 +129,7 @@ class Workers:
 
     def take(self):
         process = self.spare.pop(0) if self.spare else self._start()
-        if not self.spare:
+        while len(self.spare) < 2:  # two warm ones, for two processes started at once
             self.spare.append(self._start())
         if process.stdout.readline().strip() != "ready":
             process.wait()
