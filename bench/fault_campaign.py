@@ -92,7 +92,7 @@ JOBS = TRAINING_JOBS + ("export",)
 PROCESS_FAULTS = ("sigkill", "sigterm", "disk_full", "two_processes", "nan_batch")
 DISK_FAULTS = ("truncate", "bit_flip", "delete_index")
 KINDS = PROCESS_FAULTS + DISK_FAULTS
-FAULTS_PER_RUN = 4
+FAULTS_PER_RUN = 6
 ATTEMPT_TIMEOUT = 300
 
 
