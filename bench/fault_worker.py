@@ -46,6 +46,8 @@ def _poison(batch):
 
 def instrument(job, write, nan_at_step):
     """Wraps the job module's `fit_from_step`: reports steps, and poisons the batch of step `nan_at_step`."""
+    if not hasattr(job, "fit_from_step"):  # the export job trains nothing
+        return
     fit = job.fit_from_step
 
     def fit_from_step(model, make_dataset, start_step, steps_per_epoch, epochs, callbacks, verbose):
@@ -62,8 +64,7 @@ def instrument(job, write, nan_at_step):
 
         return fit(model, make_dataset, start_step, steps_per_epoch, epochs, [*callbacks, StepReporter(write)], verbose)
 
-    if hasattr(job, "fit_from_step"):
-        job.fit_from_step = fit_from_step
+    job.fit_from_step = fit_from_step
 
 
 def main():
