@@ -139,6 +139,7 @@ def _recording_fit(seen):
     return recording
 
 
+@pytest.mark.slow
 def test_sigterm_mid_step_saves_that_step_exits_5_and_the_restart_sees_the_same_batches(tmp_path, monkeypatch):
     # 48 images in batches of 16 over 3 epochs: 9 steps; periodic checkpoints only at step 100
     changes = {"epochs": 3, "checkpoint_every_steps": 100}
