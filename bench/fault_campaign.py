@@ -347,7 +347,9 @@ class Run:
         (process,), report = self.attempt(**extra)
         injected = kind in ("nan_batch", "disk_full")
         if kind in ("sigkill", "sigterm"):
-            time.sleep(rng.uniform(0.0, self.duration))
+            # uniform over the job's life: start-up and what is left of its steps
+            left = 1.0 if self.job not in TRAINING_JOBS else max(0.3, 1 - self.progress / TOTAL_STEPS[self.job])
+            time.sleep(rng.uniform(0.0, self.duration * left))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL if kind == "sigkill" else signal.SIGTERM)
                 injected = True
@@ -442,9 +444,9 @@ def campaign(faults, seed, work, jobs=JOBS, log=print):
             + ", ".join(f"{job} {seconds:.1f} s" for job, (_, seconds) in refs.items() if job in jobs)
             + f" (checkpoint every {INTERVAL} steps)"
         )
-        attempted = 0
+        done = 0  # faults injected so far
         number = 0
-        while attempted < faults:
+        while done < faults:
             job = jobs[number % len(jobs)]
             number += 1
             run_dir = os.path.join(work, f"run-{number}-{job}")
@@ -454,16 +456,18 @@ def campaign(faults, seed, work, jobs=JOBS, log=print):
             run = Run(job, run_dir, argv_for(job, run_dir, pretrained), refs[job][0], refs[job][1], workers, stats)
             injected = []
             try:
-                for _ in range(min(FAULTS_PER_RUN, faults - attempted)):
+                # A fault that finds nothing to hit (the job ended before its signal, one checkpoint
+                # only) is drawn again; the run ends with FAULTS_PER_RUN faults or when it finishes.
+                for _ in range(3 * FAULTS_PER_RUN):
+                    if run.finished or len(injected) == FAULTS_PER_RUN or done == faults:
+                        break
                     kinds = [k for k in KINDS if not (k == "nan_batch" and job == "export")]
                     kind = rng.choice(kinds)
-                    attempted += 1
-                    if run.finished:
-                        break
                     started = time.time()
                     if run.fault(kind, rng):
                         stats[kind]["injected"] += 1
                         injected.append(kind)
+                        done += 1
                     stats[kind]["seconds"] += time.time() - started
                 run.complete()
             except Failure as err:
