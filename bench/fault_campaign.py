@@ -11,7 +11,7 @@ once on one run directory, a NaN in one batch. The runs are `--deterministic`.
 
 After every attempt it checks: no readable checkpoint holds NaN/inf; flags.cfg and
 metrics.json parse, and a SavedModel or `.keras` export is whole, or they are absent.
-When a run resumes it checks the steps lost (the steps done before the fault minus the
+When a run resumes it checks the steps lost (the step the faulted job had reached minus the
 step resumed from): at most the checkpoint interval, plus one interval for each damaged
 checkpoint in between; 0 after a SIGTERM that ended with exit code 5. At the end of each
 run: it finished, and its final checkpoint equals the uninterrupted run's bit for bit.
@@ -291,6 +291,7 @@ class Run:
         self.reference, self.duration, self.workers, self.stats = reference, duration, workers, stats
         self.attempts = 0
         self.progress = 0  # the highest step a job reported done
+        self.position = 0  # where the job stands: its last step reported, or where it last resumed
         self.pending = []  # [kind, steps done before the fault, allowed loss] until the next resume
         self.finished = False
         self.absorbed_nan = False  # a NaN batch trained on without a NaN loss: other weights, not compared
@@ -313,8 +314,10 @@ class Run:
                 if lost > allowed:
                     raise Failure(f"{self.run_dir}: {kind} lost {lost} steps (allowed {allowed})")
             self.pending = []
+            self.position = resumed
         if last is not None:
             self.progress = max(self.progress, last)
+            self.position = last
         check_files(self.run_dir, load_export=False)
         if 0 in codes:
             self.finished = True
@@ -336,7 +339,7 @@ class Run:
             held = [p for p, code in zip(processes, codes) if code == 1 and "in use by pid" in error_line(p)]
             if not (0 in codes or held):
                 raise Failure(f"{self.run_dir}: two processes ended with {codes}: {error_line(processes[0])}")
-            self.pending.append([kind, self.progress, INTERVAL])
+            self.pending.append([kind, self.position, INTERVAL])
             return True
         extra = {}
         if kind == "nan_batch":
@@ -349,7 +352,7 @@ class Run:
         injected = kind in ("nan_batch", "disk_full")
         if kind in ("sigkill", "sigterm"):
             # uniform over the job's life: start-up and what is left of its steps
-            left = 1.0 if self.job not in TRAINING_JOBS else max(0.3, 1 - self.progress / TOTAL_STEPS[self.job])
+            left = 1.0 if self.job not in TRAINING_JOBS else max(0.3, 1 - self.position / TOTAL_STEPS[self.job])
             time.sleep(rng.uniform(0.0, self.duration * left))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL if kind == "sigkill" else signal.SIGTERM)
@@ -359,18 +362,18 @@ class Run:
         if kind == "sigterm" and injected:
             if code == 5:
                 step = int(message.split(" at step ")[1].split(" ")[0])
-                self.pending.append([kind, max(step, self.progress), 0])
+                self.pending.append([kind, max(step, self.position), 0])
             elif code not in (0, -signal.SIGTERM):  # -15: before the job set its handler (start-up)
                 raise Failure(f"{self.run_dir}: SIGTERM ended the job with {code}: {message}")
             else:
-                self.pending.append([kind, self.progress, 0])
+                self.pending.append([kind, self.position, 0])
         elif kind == "nan_batch" and code == 1 and "NaN" not in message:
             raise Failure(f"{self.run_dir}: a NaN batch ended the job with {message!r}")
         elif kind == "nan_batch" and code == 0 and (self.progress >= extra["nan_at_step"]):
             # e.g. the linear probe's frozen encoder: its ReLUs map NaN pixels to 0, the loss stays finite
             self.absorbed_nan = True
         elif injected:
-            self.pending.append([kind, self.progress, INTERVAL])
+            self.pending.append([kind, self.position, INTERVAL])
         return injected
 
     def complete(self):
