@@ -370,7 +370,7 @@ class Run:
         elif kind == "nan_batch" and code == 1 and "NaN" not in message:
             raise Failure(f"{self.run_dir}: a NaN batch ended the job with {message!r}")
         elif kind == "nan_batch" and code == 0 and (self.progress >= extra["nan_at_step"]):
-            # e.g. the linear probe's frozen encoder: its ReLUs map NaN pixels to 0, the loss stays finite
+            # seen in simsiam-linear: the job finished without a NaN loss (cause not yet known)
             self.absorbed_nan = True
         elif injected:
             self.pending.append([kind, self.position, INTERVAL])
