@@ -1,4 +1,4 @@
-"""bench/fault_campaign.py: its checks catch what they must, and a small campaign passes."""
+"""bench/fault_campaign.py: its checks (bench/fault_checks.py) catch what they must, and a small campaign passes."""
 
 import os
 import subprocess
@@ -11,7 +11,7 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-import fault_campaign as fc  # noqa: E402
+import fault_checks as fc  # noqa: E402
 
 
 def _checkpoint(run_dir, step, value):
