@@ -41,6 +41,7 @@ from fault_checks import (  # noqa: E402
     check_files,
     damage,
     final_values,
+    readable_prefixes,
     same_bits,
 )
 
@@ -222,9 +223,12 @@ class Run:
     def fault(self, kind, rng):
         """Injects one fault; returns whether it was injected (a process may end before its signal)."""
         if kind in DISK_FAULTS:
+            prefixes = readable_prefixes(self.run_dir)
             step = damage(self.run_dir, kind, rng)
             if step is None:
                 return False
+            # a restart now resumes at most from the checkpoint before the damaged one
+            self.position = min(self.position, int(prefixes[1].rsplit("-", 1)[1]))
             for entry in self.pending:
                 entry[2] += INTERVAL  # resuming may now need the checkpoint before the damaged one
             self.pending.append([kind, step, INTERVAL])
@@ -258,7 +262,7 @@ class Run:
         if kind == "sigterm" and injected:
             if code == 5:
                 step = int(message.split(" at step ")[1].split(" ")[0])
-                self.pending.append([kind, max(step, self.position), 0])
+                self.pending.append([kind, step, 0])  # the step it stopped at, from its message
             elif code not in (0, -signal.SIGTERM):  # -15: before the job set its handler (start-up)
                 raise Failure(f"{self.run_dir}: SIGTERM ended the job with {code}: {message}")
             else:
