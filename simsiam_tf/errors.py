@@ -25,3 +25,13 @@ class EncoderChangedError(RunError):
     """The frozen encoder changed during the probe: its accuracy says nothing about the pretraining."""
 
     exit_code = 4
+
+
+class CheckpointWriteError(RunError):
+    """A checkpoint could not be written (disk full, file size limit, permissions): the previous one is kept."""
+
+
+class PreemptedError(RunError):
+    """A SIGTERM stopped the job after a step, whose checkpoint it saved: run the same command again to resume."""
+
+    exit_code = 5

@@ -10,6 +10,7 @@ are listed in the simsiam_tf.serving module's documentation; `saved_model_cli sh
 The run directory is only read: its flags.cfg stays the training run's.
 
 Exit codes: 0 done, 1 export failed (message says why, e.g. no checkpoint), 2 invalid flags.
+A SIGTERM lets the export finish; a half-written export is never visible.
 """
 
 from simsiam_tf.cli import common

@@ -22,7 +22,8 @@ the same probe also trains on the encoder at random init and on raw pixels, and 
 output says in plain words when the trained encoder is not better.
 
 Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags, 4 the sanity
-check found the frozen encoder changed.
+check found the frozen encoder changed, 5 preempted by SIGTERM (checkpoint saved: run
+it again to resume).
 """
 
 from simsiam_tf.cli import common

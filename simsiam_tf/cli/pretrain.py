@@ -8,7 +8,8 @@ SimTriplet on tiles: --method=simtriplet --dataset=synthetic_tiles (or --dataset
 with tile file names, see --tile_pattern).
 
 Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags, 3 the
-representation collapsed and --on_collapse=stop ended the run.
+representation collapsed and --on_collapse=stop ended the run, 5 preempted: a SIGTERM
+stopped it after a step whose checkpoint it saved (run it again to resume).
 """
 
 from simsiam_tf.cli import common

@@ -9,7 +9,8 @@ classes were not trained on (unless --closed_set). Recipes:
 --backbone and --width_multiplier default to those in the flags.cfg of the --init_from
 run, so a pretrained encoder is rebuilt as it was trained.
 
-Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags.
+Exit codes: 0 done, 1 run failed (message says why), 2 invalid flags, 5 preempted by
+SIGTERM (checkpoint saved: run it again to resume).
 """
 
 from simsiam_tf.cli import common

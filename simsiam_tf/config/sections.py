@@ -39,6 +39,12 @@ class RuntimeConfig:
         choices=c.PRECISIONS,
     )
     jit_compile: bool = setting(False, "Compile the train step with XLA.")
+    deterministic: bool = setting(
+        False,
+        "TensorFlow's op determinism (tf.config.experimental.enable_op_determinism) and seeds from --seed: a run "
+        "killed at any step and resumed ends with the weights of the same run uninterrupted, bit for bit. Costs "
+        "speed (docs/tools.md#resuming); process-wide once on. Without it a resumed run still sees the same batches.",
+    )
     verbose: Union[int, str] = setting(
         "auto",
         "Progress output: 0 silent, 1 progress bar, 2 one line per epoch; auto = 1 on a terminal or in a "

@@ -11,13 +11,14 @@ import typing
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from simsiam_tf import builders, models, serving
 from simsiam_tf import config as config_lib
 from simsiam_tf.config import flags as config_flags
 from simsiam_tf.errors import RunError
 from simsiam_tf.serving import export
-from simsiam_tf.training import checkpoints
+from simsiam_tf.training import checkpoints, preemption
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,9 +170,15 @@ def run(config):
     """The `simsiam-export` job: exports the run `config.model_dir`; returns (RunInfo, output directory).
 
     The RunInfo names the checkpoint read: an older one when the newest is damaged.
+    A SIGTERM meanwhile lets the export finish (it takes seconds, and a half-written
+    export is never visible: it is written beside its place and renamed).
     """
     config.validate()
-    return _export(inspect_run(config.model_dir, config.kind), output_dir_of(config))
+    with preemption.on_sigterm() as stop:
+        result = _export(inspect_run(config.model_dir, config.kind), output_dir_of(config))
+    if stop.requested:
+        logging.warning("%s came during the export: finished it first (%s)", stop.signal_name, result[1])
+    return result
 
 
 def report(config, result):

@@ -28,11 +28,12 @@ from simsiam_tf.data import image_files, label_budget
 from simsiam_tf.errors import EncoderChangedError, RunError
 from simsiam_tf.evaluation import baselines, batch_fit, monitor, probe
 from simsiam_tf.runs import heldout, rundir
-from simsiam_tf.training import checkpoints, distribute
+from simsiam_tf.training import checkpoints, determinism, distribute, preemption
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import write_json_atomic
 from simsiam_tf.training.finite import check_embeddings_alive
 from simsiam_tf.training.loop import fit_from_step
+from simsiam_tf.training.preemption import PreemptionCheckpointer
 
 RANDOM_INIT_SUBDIR = "random_init"
 PIXELS_SUBDIR = "pixels"
@@ -272,14 +273,17 @@ def probe_encoder(
         )
         callbacks += [
             StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+            PreemptionCheckpointer(checkpoint),
             probe.EpochEvaluation(linear_probe.classifier, *test),
             history,
             *user_callbacks,
         ]
+        preemption.stop_if_requested(start_step, "the linear probe")
         fit_from_step(linear_probe, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, verbose)
     nan_guard.raise_if_tripped()
     train_seconds = time.time() - started
     final_step = int(optimizer.iterations.numpy())
+    preemption.stop_if_requested(final_step, "the linear probe")
     if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
         checkpoint.save(final_step)
 
@@ -309,16 +313,20 @@ def run(config, flags_text=None, callbacks=()):
     `flags_text` becomes the run's flags.cfg once the run holds the directory's lock and
     its checkpoint, if any, was restored. Raises `RunError` for bad input (no
     checkpoint, another architecture, unlabelled data, the directory in use, a dead
-    encoder) and `EncoderChangedError` when the sanity check finds the frozen encoder changed.
+    encoder), `EncoderChangedError` when the sanity check finds the frozen encoder changed,
+    and `PreemptedError` after a SIGTERM (the step in flight finished and was saved; run
+    again to resume from it).
     """
     config.validate()
     # Fails early, before anything is written, when there is none; the load below reports damage.
     checkpoints.resolve_checkpoint(config.init_from, warn_damaged=False)
-    return rundir.run_in_directory(_run, config, flags_text, callbacks)
+    with preemption.on_sigterm(enabled=config.runtime.strategy != "multi_worker_mirrored"):
+        return rundir.run_in_directory(_run, config, flags_text, callbacks)
 
 
 def _run(config, start, callbacks=()):
     rt = config.runtime
+    determinism.apply(rt)
     strategy = distribute.strategy_for(rt)
     train_source, eval_source = _load_sources(config)
     heldout.check_recorded(eval_source, config.init_from)

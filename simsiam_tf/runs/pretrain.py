@@ -29,11 +29,12 @@ from simsiam_tf.models import keras_backbones
 from simsiam_tf.runs import heldout, rundir
 from simsiam_tf.runs import spectrum as run_spectrum
 from simsiam_tf.serving import export
-from simsiam_tf.training import checkpoints, distribute, view_summary
+from simsiam_tf.training import checkpoints, determinism, distribute, preemption, view_summary
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import read_json, write_json_atomic
 from simsiam_tf.training.finite import check_embeddings_alive
 from simsiam_tf.training.loop import fit_from_step
+from simsiam_tf.training.preemption import PreemptionCheckpointer
 
 
 def eval_datasets(config, train_source, eval_source, batch_size=256):
@@ -89,11 +90,14 @@ def run(config, flags_text=None, callbacks=()):
     flags) becomes the run's flags.cfg once the run holds the directory's lock and its
     checkpoint, if any, was restored. Raises `RunError` (bad input, another model
     in the run directory, the directory in use, NaN loss or non-finite state, a dead
-    final encoder) or `CollapseError` (the collapse alarm with on_collapse='stop').
+    final encoder), `CollapseError` (the collapse alarm with on_collapse='stop') or
+    `PreemptedError` (a SIGTERM: the step in flight finished and was saved; run again
+    to resume from it).
     """
     config.validate()
     rt = config.runtime
     rundir.check_same_model(config, rt.model_dir)
+    determinism.apply(rt)
     strategy = distribute.strategy_for(rt)
     try:
         distribute.per_replica_batch_size(config.batch_size, strategy)
@@ -102,7 +106,10 @@ def run(config, flags_text=None, callbacks=()):
     # Only the chief writes the run directory; other workers of a multi-worker run write a temporary one.
     write_dir = distribute.write_dir_for(rt.model_dir, strategy)
     try:
-        with rundir.RunStart(write_dir, flags_text) as start:
+        with (
+            preemption.on_sigterm(enabled=not distribute.in_multi_worker_mode(strategy)),
+            rundir.RunStart(write_dir, flags_text) as start,
+        ):
             return _run(config, strategy, write_dir, start, callbacks)
     finally:
         distribute.remove_write_dir(write_dir, rt.model_dir)
@@ -242,13 +249,11 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
     spectrum = run_spectrum.monitor_for(config, source, eval_sets, log_dir)
     alarms = [collapse] + ([spectrum] if spectrum is not None else [])
     best = run_spectrum.best_checkpoint_for(config, spectrum, model, checkpoint, write_dir)
+    hold = (lambda: any(a.suspect for a in alarms)) if config.on_collapse == "stop" else None
     callbacks += [
         *alarms[1:],
-        StepCheckpointer(
-            checkpoint,
-            config.checkpoint_every_steps,
-            hold=(lambda: any(a.suspect for a in alarms)) if config.on_collapse == "stop" else None,
-        ),
+        StepCheckpointer(checkpoint, config.checkpoint_every_steps, hold=hold),
+        PreemptionCheckpointer(checkpoint, hold=hold),
         *([best] if best is not None else []),
         ScalarLogger(log_dir, config.log_every_steps),
         EpochHistory(os.path.join(write_dir, "history.json")),
@@ -259,10 +264,12 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
 
     started = time.time()
     verbose = progress.resolve_verbose(rt.verbose)
+    preemption.stop_if_requested(start_step, "pretraining")
     fit_from_step(model, make_dataset, start_step, steps_per_epoch, config.epochs, callbacks, verbose)
     train_seconds = time.time() - started
     nan_guard.raise_if_tripped()
     final_step = int(optimizer.iterations.numpy())
+    preemption.stop_if_requested(final_step, "pretraining")
     # The final save below is skipped when the step is saved already: check the state anyway.
     checkpoint.check_finite(final_step)
 
@@ -300,6 +307,7 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
         metrics.update(run_spectrum.keep_best(best, model, final_step))
     metrics["embedding_spread"] = round(check_encoder_alive(config, model.backbone, source, eval_sets), 4)
 
+    preemption.stop_if_requested(final_step, "pretraining")
     if config.evaluate:
         metrics.update(_compare_with_random_init(config, model, strategy, source, eval_sets))
     if config.export:

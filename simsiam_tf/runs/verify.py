@@ -31,11 +31,12 @@ from simsiam_tf.evaluation.verification import (
     verification_metrics,
 )
 from simsiam_tf.runs import heldout, rundir
-from simsiam_tf.training import checkpoints, distribute
+from simsiam_tf.training import checkpoints, determinism, distribute, preemption
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import write_json_atomic
 from simsiam_tf.training.finite import check_embeddings_alive
 from simsiam_tf.training.loop import fit_from_step
+from simsiam_tf.training.preemption import PreemptionCheckpointer
 
 RANDOM_INIT_SUBDIR = "random_init"
 
@@ -243,10 +244,12 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
         callbacks = [
             nan_guard,
             StepCheckpointer(checkpoint, config.checkpoint_every_steps),
+            PreemptionCheckpointer(checkpoint),
             ScalarLogger(log_dir, config.log_every_steps),
             EpochHistory(os.path.join(model_dir, "history.json")),
             *callbacks,
         ]
+        preemption.stop_if_requested(start_step, label)
         fit_from_step(
             verifier,
             lambda step: make_train_dataset(config, pools.train, step),
@@ -257,6 +260,7 @@ def train_and_evaluate(config, strategy, pools, plan, model_dir, init_from, labe
             progress.resolve_verbose(rt.verbose),
         )
         nan_guard.raise_if_tripped()
+        preemption.stop_if_requested(int(optimizer.iterations.numpy()), label)
     else:
         total_steps = 0
         logging.info(
@@ -295,14 +299,17 @@ def run(config, flags_text=None, callbacks=()):
     its checkpoint, if any, was restored. Raises `RunError` with a message for bad
     input (too few classes, classes of a single image, a checkpoint that does not fit,
     another model in the run directory, the directory in use), for a NaN loss or
-    non-finite state, and for a dead verifier.
+    non-finite state, and for a dead verifier; `PreemptedError` after a SIGTERM (the
+    step in flight finished and was saved; run again to resume from it).
     """
     config.validate()
-    return rundir.run_in_directory(_run, config, flags_text, callbacks)
+    with preemption.on_sigterm(enabled=config.runtime.strategy != "multi_worker_mirrored"):
+        return rundir.run_in_directory(_run, config, flags_text, callbacks)
 
 
 def _run(config, start, callbacks=()):
     rt = config.runtime
+    determinism.apply(rt)
     strategy = distribute.strategy_for(rt)
 
     train_source, eval_source = load_sources(config)

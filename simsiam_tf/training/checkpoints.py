@@ -6,8 +6,8 @@ import re
 import tensorflow as tf
 from absl import logging
 
-from simsiam_tf.errors import NonFiniteStateError, RunError
-from simsiam_tf.training import finite
+from simsiam_tf.errors import CheckpointWriteError, NonFiniteStateError, RunError
+from simsiam_tf.training import finite, preemption
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -235,9 +235,22 @@ class RunCheckpoint:
         )
 
     def save(self, step):
-        """Saves the state as checkpoint number `step`, after checking it is finite (else NonFiniteStateError)."""
+        """Saves the state as checkpoint number `step`, after checking it is finite (else NonFiniteStateError).
+
+        SIGTERM and SIGINT arriving meanwhile take effect once the checkpoint is complete.
+        A failed write (a full disk, a file size limit) raises CheckpointWriteError: TensorFlow
+        reports "File too large" as OutOfRangeError, which Keras' fit would take for the end
+        of the data and go on training without checkpoints.
+        """
         self.check_finite(step)
-        return self.manager.save(checkpoint_number=int(step))
+        try:
+            with preemption.signals_deferred():
+                return self.manager.save(checkpoint_number=int(step))
+        except (tf.errors.OpError, OSError) as err:
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {int(step)} in {self.write_directory}: {_first_line(err)}. "
+                f"Free disk space (or raise the file size limit) and run again: {self._resume_hint()}"
+            ) from None
 
 
 def resolve_checkpoint(path, warn_damaged=True):
