@@ -409,26 +409,40 @@ class CollapseMonitor(keras.callbacks.Callback):
                 logging.warning("CollapseMonitor: no %r in the logs; collapse is not watched", self.metric)
             return
         value = float(value)
-        if not value < self.threshold:
-            self.consecutive = 0
-            return
-        self.consecutive += 1
-        if self.consecutive < self.patience:
-            return
-        if not self.collapsed:
-            self.collapsed = True
-            self.collapsed_at_step = self._global_step()
-            name = "normalised z-std" if self.metric == "z_std" else self.metric
-            self.message = (
+        name = "normalised z-std" if self.metric == "z_std" else self.metric
+        sound_alarm(
+            self,
+            value < self.threshold,
+            self._global_step(),
+            lambda: (
                 f"representation collapsed at step {self.collapsed_at_step}: {name} "
                 f"{value:.4g} < threshold {self.threshold} for {self.consecutive} "
                 f"consecutive checks; every input maps to nearly the same output vector"
-            )
-            if self.hint:
-                self.message += f"; {self.hint}"
-            if self.action == "warn":
-                logging.warning("%s", self.message)
-        if self.action == "stop":
-            if not self.model.stop_training:
-                logging.warning("%s", self.message)
-            self.model.stop_training = True
+            ),
+        )
+
+
+def sound_alarm(alarm, low, step, describe):
+    """One check of a collapse alarm (a Keras callback with `patience`, `action`, `hint`, `consecutive`,
+    `collapsed`, `collapsed_at_step` and `message`).
+
+    `low` counts toward `patience` consecutive low checks (a check that is not low starts
+    the count again); then the alarm fires once: `message` is `describe()` (plus the hint),
+    logged for action "warn", and with action "stop" training stops.
+    """
+    if not low:
+        alarm.consecutive = 0
+        return
+    alarm.consecutive += 1
+    if alarm.consecutive < alarm.patience:
+        return
+    if not alarm.collapsed:
+        alarm.collapsed = True
+        alarm.collapsed_at_step = step
+        alarm.message = describe() + (f"; {alarm.hint}" if alarm.hint else "")
+        if alarm.action == "warn":
+            logging.warning("%s", alarm.message)
+    if alarm.action == "stop":
+        if not alarm.model.stop_training:
+            logging.warning("%s", alarm.message)
+        alarm.model.stop_training = True

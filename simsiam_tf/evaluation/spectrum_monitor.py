@@ -5,9 +5,8 @@ import time
 
 import keras
 import tensorflow as tf
-from absl import logging
 
-from simsiam_tf.evaluation import spectrum
+from simsiam_tf.evaluation import monitor, spectrum
 from simsiam_tf.evaluation.monitor import _write_scalar
 
 LAYERS = ("backbone", "projector")
@@ -176,30 +175,18 @@ class SpectrumMonitor(keras.callbacks.Callback):
         if self.rank_fraction is None:
             return
         limit = self.rank_fraction * reading["rank_limit"]
-        if not reading["effective_rank"] < limit:
-            self.consecutive = 0
-            return
-        self.consecutive += 1
-        if self.consecutive < self.patience:
-            return
-        if not self.collapsed:
-            self.collapsed = True
-            self.collapsed_at_step = step
-            self.message = (
+        monitor.sound_alarm(
+            self,
+            reading["effective_rank"] < limit,
+            step,
+            lambda: (
                 f"dimensional collapse at step {step}: the projector output's effective rank "
                 f"{reading['effective_rank']:.3g} < {self.rank_fraction} x {reading['rank_limit']} = {limit:.3g} "
                 f"for {self.consecutive} consecutive checks (residual correlation "
                 f"{reading['residual_correlation']:.3g}, centre share {reading['center_share']:.3g}); the outputs "
                 "spread over a few directions only"
-            )
-            if self.hint:
-                self.message += f"; {self.hint}"
-            if self.action == "warn":
-                logging.warning("%s", self.message)
-        if self.action == "stop":
-            if not self.model.stop_training:
-                logging.warning("%s", self.message)
-            self.model.stop_training = True
+            ),
+        )
 
 
 def summary(monitor):

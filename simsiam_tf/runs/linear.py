@@ -28,7 +28,7 @@ from simsiam_tf.data import image_files, label_budget
 from simsiam_tf.errors import EncoderChangedError, RunError
 from simsiam_tf.evaluation import baselines, batch_fit, monitor, probe
 from simsiam_tf.runs import heldout, rundir
-from simsiam_tf.training import checkpoints, determinism, distribute, preemption
+from simsiam_tf.training import checkpoints, preemption
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import write_json_atomic
 from simsiam_tf.training.finite import check_embeddings_alive
@@ -320,14 +320,12 @@ def run(config, flags_text=None, callbacks=()):
     config.validate()
     # Fails early, before anything is written, when there is none; the load below reports damage.
     checkpoints.resolve_checkpoint(config.init_from, warn_damaged=False)
-    with preemption.on_sigterm(enabled=config.runtime.strategy != "multi_worker_mirrored"):
-        return rundir.run_in_directory(_run, config, flags_text, callbacks)
+    return rundir.run_preemptible(_run, config, flags_text, callbacks)
 
 
 def _run(config, start, callbacks=()):
     rt = config.runtime
-    determinism.apply(rt)
-    strategy = distribute.strategy_for(rt)
+    strategy = rundir.strategy_of(rt)
     train_source, eval_source = _load_sources(config)
     heldout.check_recorded(eval_source, config.init_from)
     train_source, budget = apply_label_budget(config, train_source)

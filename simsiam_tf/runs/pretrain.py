@@ -29,7 +29,7 @@ from simsiam_tf.models import keras_backbones
 from simsiam_tf.runs import heldout, rundir
 from simsiam_tf.runs import spectrum as run_spectrum
 from simsiam_tf.serving import export
-from simsiam_tf.training import checkpoints, determinism, distribute, preemption, view_summary
+from simsiam_tf.training import checkpoints, distribute, preemption, view_summary
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import read_json, write_json_atomic
 from simsiam_tf.training.finite import check_embeddings_alive
@@ -97,8 +97,7 @@ def run(config, flags_text=None, callbacks=()):
     config.validate()
     rt = config.runtime
     rundir.check_same_model(config, rt.model_dir)
-    determinism.apply(rt)
-    strategy = distribute.strategy_for(rt)
+    strategy = rundir.strategy_of(rt)
     try:
         distribute.per_replica_batch_size(config.batch_size, strategy)
     except ValueError as err:

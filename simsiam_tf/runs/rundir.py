@@ -14,6 +14,7 @@ import os
 from simsiam_tf.config import flags as config_flags
 from simsiam_tf.errors import RunError
 from simsiam_tf.runs import lock
+from simsiam_tf.training import determinism, distribute, preemption
 from simsiam_tf.training.files import write_text_atomic
 
 
@@ -58,6 +59,21 @@ def run_in_directory(job, config, flags_text, *args):
     check_same_model(config, config.runtime.model_dir)
     with RunStart(config.runtime.model_dir, flags_text) as start:
         return job(config, start, *args)
+
+
+def run_preemptible(job, config, flags_text, *args):
+    """`run_in_directory` with a SIGTERM turned into a request the job's checkpointer answers (exit code 5).
+
+    Not under multi_worker_mirrored, where the workers would have to agree on the step to stop at.
+    """
+    with preemption.on_sigterm(enabled=config.runtime.strategy != "multi_worker_mirrored"):
+        return run_in_directory(job, config, flags_text, *args)
+
+
+def strategy_of(runtime):
+    """The job's distribution strategy, with op determinism turned on first when `runtime.deterministic`."""
+    determinism.apply(runtime)
+    return distribute.strategy_for(runtime)
 
 
 def check_same_model(config, model_dir):

@@ -31,7 +31,7 @@ from simsiam_tf.evaluation.verification import (
     verification_metrics,
 )
 from simsiam_tf.runs import heldout, rundir
-from simsiam_tf.training import checkpoints, determinism, distribute, preemption
+from simsiam_tf.training import checkpoints, preemption
 from simsiam_tf.training.callbacks import LOG_SUBDIR, EpochHistory, NaNGuard, ScalarLogger, StepCheckpointer
 from simsiam_tf.training.files import write_json_atomic
 from simsiam_tf.training.finite import check_embeddings_alive
@@ -303,14 +303,12 @@ def run(config, flags_text=None, callbacks=()):
     step in flight finished and was saved; run again to resume from it).
     """
     config.validate()
-    with preemption.on_sigterm(enabled=config.runtime.strategy != "multi_worker_mirrored"):
-        return rundir.run_in_directory(_run, config, flags_text, callbacks)
+    return rundir.run_preemptible(_run, config, flags_text, callbacks)
 
 
 def _run(config, start, callbacks=()):
     rt = config.runtime
-    determinism.apply(rt)
-    strategy = distribute.strategy_for(rt)
+    strategy = rundir.strategy_of(rt)
 
     train_source, eval_source = load_sources(config)
     if config.init_from:
