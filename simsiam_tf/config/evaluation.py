@@ -11,6 +11,10 @@ from simsiam_tf.config.fields import check_settings, section, setting
 # The encoder settings of a job that starts from a pretraining run: rebuilt as it was trained.
 ENCODER_FLAGS = ("backbone", "width_multiplier", "sync_bn", "backbone_weights", "bn_convention")
 
+# What rebuilds a run's encoder, and the hold-out its evaluation must use: taken from the --init_from run.
+ENCODER_FROM_RUN = ("backbone", "width_multiplier", "backbone_weights", "bn_convention")
+HOLDOUT_FROM_RUN = ("holdout_fraction", "holdout_seed")
+
 
 @dataclasses.dataclass(frozen=True)
 class LinearConfig:
@@ -37,13 +41,9 @@ class LinearConfig:
         "num_eval_examples",
         "on_corrupt",
         "max_image_pixels",
-        "holdout_fraction",
-        "holdout_seed",
+        *HOLDOUT_FROM_RUN,
         "seed",
-        "backbone",
-        "width_multiplier",
-        "backbone_weights",
-        "bn_convention",
+        *ENCODER_FROM_RUN,
         "flip_prob",
     )
 
@@ -206,14 +206,7 @@ class VerifyConfig:
     """
 
     # Settings the tool takes from the flags.cfg of the --init_from run unless given.
-    INHERITED_FROM_RUN: ClassVar[tuple] = (
-        "backbone",
-        "width_multiplier",
-        "backbone_weights",
-        "bn_convention",
-        "holdout_fraction",
-        "holdout_seed",
-    )
+    INHERITED_FROM_RUN: ClassVar[tuple] = (*ENCODER_FROM_RUN, *HOLDOUT_FROM_RUN)
 
     runtime: s.RuntimeConfig = section(s.RuntimeConfig(model_dir="outputs/verify"), "run")
     data: s.DataConfig = section(s.DataConfig(), "data")

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from simsiam_tf import config as config_lib
-from simsiam_tf.data import image_files, sources, synthetic
+from simsiam_tf.data import sources, synthetic
 from simsiam_tf.data.pipeline import fold_in, layout
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -275,32 +275,21 @@ def load_tile_set(
     neighbourhood="4",
     on_mismatch="error",
     tiles_per_side=4,
-    on_corrupt="error",
-    label_splits=None,
-    max_image_pixels=image_files.DEFAULT_MAX_IMAGE_PIXELS,
+    **folder_options,
 ):
     """A `TileSet`: "synthetic_tiles", or "folder" with tile file names under `data_dir`.
 
     synthetic_tiles: `num_examples` tiles (default 5000 train, 1000 test) from whole
         images of `tiles_per_side` x `tiles_per_side` tiles of `image_size` pixels.
-    folder: as `sources.load_source("folder", ...)` (class sub-folders give labels, numbered
-        over `split` and `label_splits` by name); each file's base name must match `pattern`
-        (see `parse_tile_names`).
+    folder: as `sources.load_source("folder", ...)`, which takes `folder_options`
+        (`on_corrupt`, `label_splits`, `max_image_pixels`: class sub-folders give labels,
+        numbered over `split` and `label_splits` by name); each file's base name must match
+        `pattern` (see `parse_tile_names`).
     """
     if name == SYNTHETIC_TILES:
         tile_set = _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, neighbourhood)
     elif name == "folder":
-        source = sources.load_source(
-            "folder",
-            split,
-            data_dir,
-            image_size,
-            seed,
-            num_examples,
-            on_corrupt,
-            label_splits=label_splits,
-            max_image_pixels=max_image_pixels,
-        )
+        source = sources.load_source("folder", split, data_dir, image_size, seed, num_examples, **folder_options)
         paths = source.records[0].numpy()
         keys = tuple(parse_tile_names(paths, pattern, on_mismatch, need_grid=neighbourhood != "group"))
         tile_set = TileSet(source, keys, find_neighbours(keys, neighbourhood))

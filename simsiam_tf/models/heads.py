@@ -137,8 +137,7 @@ def build_predictor(dim=2048, pred_dim=512, use_bn=True, sync_bn=False, name="pr
         name: the model's name.
         bn: "hidden", "all" or "none"; None follows `use_bn`.
 
-    Returns:
-        A `keras.Model`.
+    Returns the `keras.Model`, as `build_projector` does.
     """
     bn = resolve_bn(bn, use_bn, "hidden", "predictor")
     return _mlp(dim, pred_dim, dim, 2, bn, sync_bn, name)
