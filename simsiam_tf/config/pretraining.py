@@ -111,7 +111,7 @@ class PretrainConfig:
         why="a spectrum needs two embeddings",
     )
     rank_collapse_fraction: float = setting(
-        0.05,
+        0.02,
         "Dimensional-collapse alarm: the projector output's effective rank under this fraction of "
         "min(--spectrum_images, --dim) for --collapse_patience consecutive spectrum checks acts as "
         "--on_collapse says (0: off).",
