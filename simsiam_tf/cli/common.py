@@ -284,8 +284,8 @@ def run_tool(argv, config_cls, job, report=None, dry_run=None, write_flags=True,
 
     `job` names the module of `simsiam_tf.runs` whose `run(config)` does the work (imported
     only then: checking the flags needs no TensorFlow); `report(config, result)`, by
-    default that module's own `report`, prints its result. `prepare()` runs first (e.g. to fill flag defaults from another run);
-    `values(flag_values)` maps a tool's own flag spellings to field values. `--dry_run`
+    default that module's own `report`, prints its result. `prepare()` runs first (e.g.
+    to fill flag defaults from another run); `values(flag_values)` maps a tool's own flag spellings to field values. `--dry_run`
     prints the resolved flags, or calls `dry_run(config)`. With `write_flags` the job gets
     the resolved flags as `run(config, flags_text=...)` and writes them as the run's
     flags.cfg once it holds the run directory's lock and its checks passed, so a run that
