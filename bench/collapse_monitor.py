@@ -137,26 +137,37 @@ def run_ablation(name, args):
     with open(os.path.join(config.runtime.model_dir, "history.json")) as f:
         history = json.load(f)
     spectrum = metrics["spectrum"]
+    return _record(
+        name,
+        config,
+        metrics,
+        history,
+        seconds=round(time.time() - started, 1),
+        rank_alarm_step=spectrum.get("alarm", {}).get("step"),
+        rank_alarm_message=spectrum.get("alarm", {}).get("message", ""),
+        z_std_alarm_step=z_std_alarm.collapsed_at_step,
+        z_std_alarm_message=z_std_alarm.message,
+    )
+
+
+def _record(name, config, metrics, history, **fields):
+    """The JSON record of one ablation run: what every run reports, then `fields`."""
+    spectrum = metrics["spectrum"]
     limit = spectrum["projector"]["rank_limit"]
-    threshold = config.rank_collapse_fraction * limit
     return {
         "name": name,
         "label": LABELS[name],
-        "seconds": round(time.time() - started, 1),
         "train_seconds": metrics["train_seconds"],
         "spectrum_seconds": spectrum["seconds"],
         "spectrum_checks": spectrum["checks"],
         "final_z_std": history[-1]["z_std"],
         "final_loss": history[-1]["loss"],
         "rank_limit": limit,
-        "rank_threshold": threshold,
+        "rank_threshold": config.rank_collapse_fraction * limit,
         "rank_fraction": config.rank_collapse_fraction,
-        "rank_alarm_step": spectrum.get("alarm", {}).get("step"),
-        "rank_alarm_message": spectrum.get("alarm", {}).get("message", ""),
-        "z_std_alarm_step": z_std_alarm.collapsed_at_step,
-        "z_std_alarm_message": z_std_alarm.message,
         "history": spectrum["history"],
         "final_spectrum": spectrum["projector"]["spectrum"],
+        **fields,
     }
 
 
@@ -176,24 +187,16 @@ def reused_ablation(name, config):
             rank_alarm_step = check["step"]
     message = metrics.get("collapse_message", "")
     z_std_alarm = message.startswith("representation collapsed")
-    return {
-        "name": name,
-        "label": LABELS[name],
-        "reused": True,
-        "train_seconds": metrics["train_seconds"],
-        "spectrum_seconds": spectrum["seconds"],
-        "spectrum_checks": spectrum["checks"],
-        "final_z_std": history[-1]["z_std"],
-        "final_loss": history[-1]["loss"],
-        "rank_limit": limit,
-        "rank_threshold": threshold,
-        "rank_fraction": config.rank_collapse_fraction,
-        "rank_alarm_step": rank_alarm_step,
-        "z_std_alarm_step": metrics.get("collapsed_at_step") if z_std_alarm else None,
-        "z_std_alarm_message": message if z_std_alarm else "",
-        "history": spectrum["history"],
-        "final_spectrum": spectrum["projector"]["spectrum"],
-    }
+    return _record(
+        name,
+        config,
+        metrics,
+        history,
+        reused=True,
+        rank_alarm_step=rank_alarm_step,
+        z_std_alarm_step=metrics.get("collapsed_at_step") if z_std_alarm else None,
+        z_std_alarm_message=message if z_std_alarm else "",
+    )
 
 
 def plot_ablations(records, path):
