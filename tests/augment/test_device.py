@@ -108,8 +108,8 @@ def _changed(views, reference):
     return np.abs(views - reference).reshape(len(views), -1).max(axis=1) > 1e-6
 
 
-# 320 images, one epoch of 10 steps of 32: 640 views per path.
-STEPS, BATCH, N = 10, 32, 320
+# 160 images, one epoch of 5 steps of 32: 320 views per path.
+STEPS, BATCH, N = 5, 32, 160
 NO_OPS = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
 
 

@@ -233,7 +233,7 @@ def test_checkpoints_survive_sigkill_at_random_times(tmp_path):
     model_dir, log = tmp_path / "run", tmp_path / "loop.log"
     rng = random.Random(0)
     last_saved = 0
-    for _ in range(5):
+    for _ in range(3):
         process = _worker(log, "checkpoint_loop", model_dir, stdout=subprocess.PIPE)
         try:
             first = process.stdout.readline().split()
@@ -254,66 +254,3 @@ def test_checkpoints_survive_sigkill_at_random_times(tmp_path):
     finally:
         process.kill()
         process.communicate(timeout=60)
-
-
-TINY_FLAGS = [
-    "--backbone=resnet18_cifar",
-    "--width_multiplier=0.125",
-    "--dim=32",
-    "--pred_dim=8",
-    "--projector_layers=2",
-    "--image_size=16",
-    "--num_train_examples=48",
-    "--batch_size=16",
-    "--epochs=3",
-    "--checkpoint_every_steps=1",
-    "--knn_every=0",
-    "--evaluate=false",
-    "--export=false",
-    "--verbose=0",
-    "--seed=3",
-]
-
-
-def _pretrain(model_dir, log):
-    return _start([sys.executable, "-m", "simsiam_tf.cli.pretrain", f"--model_dir={model_dir}", *TINY_FLAGS], log)
-
-
-def _checkpoint_values(model_dir):
-    reader = tf.train.load_checkpoint(str(model_dir / "checkpoints"))
-    names = [n for n in reader.get_variable_to_shape_map() if n.startswith(("model/", "optimizer/"))]
-    return {n: reader.get_tensor(n) for n in names}
-
-
-@pytest.mark.slow
-def test_pretraining_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path):
-    logs = {name: tmp_path / f"{name}.log" for name in ("straight", "killed", "resumed")}
-    straight = _pretrain(tmp_path / "straight", logs["straight"])
-    killed_dir = tmp_path / "killed"
-    killed = _pretrain(killed_dir, logs["killed"])
-    try:
-        # 3 steps per epoch: kill once a mid-epoch checkpoint (step 4 or later) exists.
-        while killed.poll() is None:
-            latest = tf.train.latest_checkpoint(str(killed_dir / "checkpoints"))
-            if latest and int(latest.rsplit("-", 1)[1]) >= 4:
-                killed.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.01)
-        _wait(killed, logs["killed"], returncode=-signal.SIGKILL)
-        assert not (killed_dir / "metrics.json").exists()
-        _wait(_pretrain(killed_dir, logs["resumed"]), logs["resumed"])
-        _wait(straight, logs["straight"])
-    finally:
-        for process in (straight, killed):
-            if process.poll() is None:
-                process.kill()
-
-    for run in ("straight", "killed"):
-        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
-        assert metrics["step"] == metrics["total_steps"] == 9
-    expected = _checkpoint_values(tmp_path / "straight")
-    got = _checkpoint_values(killed_dir)
-    assert sorted(got) == sorted(expected)
-    assert int(got["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 9
-    for name, value in expected.items():
-        np.testing.assert_allclose(got[name], value, atol=1e-6, err_msg=name)
