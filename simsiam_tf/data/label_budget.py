@@ -129,7 +129,7 @@ def subset_source(source, indices):
     indices = np.asarray(indices, np.int64)
     if source.random_access:
         records = tuple(tf.gather(r, indices) for r in source.records)
-        return sources.table_source(
+        return sources.records_source(
             records, source.decode, source.num_classes, source.image_shape, source.class_names, source.name
         )
     keep = np.zeros([source.num_examples], bool)

@@ -1,7 +1,7 @@
 """`Source`: a dataset of `(image uint8 [H, W, 3], label int64)` plus what the pipelines need to know about it.
 
 Every loader (`sources.load_source`: the synthetic set, image folders; `tfds_source`)
-returns one; `table_source` makes one from records read into memory.
+returns one, made by `records_source`.
 """
 
 import dataclasses
@@ -75,23 +75,29 @@ class Source:
         return isinstance(self.records, tuple)
 
 
-def table_source(records, decode, num_classes, image_shape, class_names, name, read=None, holdout=None, skipped=None):
-    records = tuple(tf.convert_to_tensor(r) for r in records)
-    dataset = tf.data.Dataset.from_tensor_slices(records)
-    if decode is not None:
-        dataset = map_ordered(dataset, decode)
+def records_source(records, decode, num_classes, image_shape, class_names, name, num_examples=None, **details):
+    """A `Source` whose images are `records` decoded by `decode` (None: the records are `(images, labels)`).
+
+    `records` is a tuple of arrays read into memory (random access; `num_examples` is
+    their length) or a `tf.data.Dataset` streamed from files (give `num_examples`).
+    `details`: the `Source`'s other fields (read, holdout, skipped, epoch_records).
+    """
+    if isinstance(records, tf.data.Dataset):
+        elements = records
+    else:
+        records = tuple(tf.convert_to_tensor(r) for r in records)
+        elements = tf.data.Dataset.from_tensor_slices(records)
+        num_examples = int(records[0].shape[0])
     return Source(
-        dataset=dataset,
-        num_examples=int(records[0].shape[0]),
+        dataset=elements if decode is None else map_ordered(elements, decode),
+        num_examples=num_examples,
         num_classes=num_classes,
         image_shape=image_shape,
         class_names=tuple(class_names),
         name=name,
         records=records,
         decode=decode,
-        read=read,
-        holdout=holdout,
-        skipped=skipped,
+        **details,
     )
 
 

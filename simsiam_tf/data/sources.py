@@ -19,7 +19,7 @@ from simsiam_tf.data.source import (  # noqa: F401 (the names sources.X document
     IN_MEMORY_MAX_BYTES,
     Source,
     map_ordered,
-    table_source,
+    records_source,
 )
 from simsiam_tf.data.synthetic import SYNTHETIC_PATTERNS, SYNTHETIC_SPLITS, make_synthetic
 from simsiam_tf.data.tfds_source import tfds_source
@@ -32,7 +32,7 @@ def _synthetic_source(split, image_size, seed, num_examples):
     n = default_size if num_examples is None else num_examples
     split_seed = np.random.SeedSequence([seed, stream])
     images, labels = make_synthetic(n, image_size=image_size, seed=split_seed)
-    return table_source(
+    return records_source(
         (images, labels), None, len(SYNTHETIC_PATTERNS), (image_size, image_size, 3), SYNTHETIC_PATTERNS, "synthetic"
     )
 
@@ -223,7 +223,7 @@ def _folder_source(
         return image, label
 
     num_classes = len(class_names)
-    return table_source(
+    return records_source(
         (paths, labels),
         decode,
         num_classes,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from simsiam_tf.data.source import AUTOTUNE, IN_MEMORY_MAX_BYTES, Source, decode_encoded, map_ordered, table_source
+from simsiam_tf.data.source import AUTOTUNE, IN_MEMORY_MAX_BYTES, decode_encoded, map_ordered, records_source
 
 
 def _to_rgb(image, label):
@@ -69,7 +69,7 @@ def _identity_source(raw, decode, image_shape, name, split):
         raise ValueError(f"TFDS dataset {name!r} split {split!r} is empty")
     names, labels = np.unique(identities, return_inverse=True)
     class_names = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names)
-    return table_source((images, labels.astype(np.int64)), decode, len(class_names), image_shape, class_names, name)
+    return records_source((images, labels.astype(np.int64)), decode, len(class_names), image_shape, class_names, name)
 
 
 def file_order(num_files, seed):
@@ -204,19 +204,12 @@ def tfds_source(name, split, data_dir, num_examples, download, identities=False)
     # Small splits are read into memory once: decoded when every image has the same
     # size (batches are then plain gathers), else still encoded.
     if image_shape is not None and count * h * w * 3 <= IN_MEMORY_MAX_BYTES:
-        return table_source(_read_all(raw, decode), None, num_classes, image_shape, class_names, name)
+        return records_source(_read_all(raw, decode), None, num_classes, image_shape, class_names, name)
     encoded_bytes = split_bytes * count / max(split_examples, count) if split_bytes else math.inf
     if encoded and encoded_bytes <= IN_MEMORY_MAX_BYTES:
-        return table_source(_read_all(raw), decode, num_classes, image_shape, class_names, name)
-    return Source(
-        dataset=map_ordered(raw, decode),
-        num_examples=count,
-        num_classes=num_classes,
-        image_shape=image_shape,
-        class_names=class_names,
-        name=name,
-        records=raw,
-        decode=decode,
-        # A subset (num_examples) is the first images in the files' stored order; all of a split can vary it.
-        epoch_records=None if num_examples is not None else _tfds_epoch_records(builder, split, decoders, to_pair),
+        return records_source(_read_all(raw), decode, num_classes, image_shape, class_names, name)
+    # A subset (num_examples) is the first images in the files' stored order; all of a split can vary it.
+    epoch_records = None if num_examples is not None else _tfds_epoch_records(builder, split, decoders, to_pair)
+    return records_source(
+        raw, decode, num_classes, image_shape, class_names, name, num_examples=count, epoch_records=epoch_records
     )

@@ -237,7 +237,10 @@ def make_synthetic_tiles(num_images, tiles_per_side=4, tile_size=32, num_classes
     return images, labels, groups, cols, rows
 
 
-def _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, neighbourhood):
+def _synthetic_tile_set(
+    split, tiles_per_side, neighbourhood, image_size=32, seed=0, num_examples=None, **folder_options
+):
+    del folder_options  # data_dir, on_corrupt, ...: generated tiles read no files (as load_source's synthetic set)
     if split not in SYNTHETIC_TILE_SPLITS:
         raise ValueError(f"{SYNTHETIC_TILES} has splits {sorted(SYNTHETIC_TILE_SPLITS)}, got split={split!r}")
     stream, default_size = SYNTHETIC_TILE_SPLITS[split]
@@ -253,7 +256,7 @@ def _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, n
     # The last whole image may be cut short: its missing tiles are simply not neighbours.
     images, labels = images[:n], labels[:n]
     keys = tuple(TileKey(str(g), int(c), int(r)) for g, c, r in zip(groups[:n], cols[:n], rows[:n]))
-    source = sources.table_source(
+    source = sources.records_source(
         (images, labels),
         None,
         len(synthetic.SYNTHETIC_PATTERNS),
@@ -267,29 +270,26 @@ def _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, n
 def load_tile_set(
     name,
     split="train",
-    data_dir=None,
-    image_size=32,
-    seed=0,
-    num_examples=None,
     pattern=DEFAULT_PATTERN,
     neighbourhood="4",
     on_mismatch="error",
     tiles_per_side=4,
-    **folder_options,
+    **source_options,
 ):
     """A `TileSet`: "synthetic_tiles", or "folder" with tile file names under `data_dir`.
 
+    `source_options` are `sources.load_source`'s (`data_dir`, `image_size`, `seed`,
+    `num_examples`; for folders `on_corrupt`, `label_splits`, `max_image_pixels`).
     synthetic_tiles: `num_examples` tiles (default 5000 train, 1000 test) from whole
-        images of `tiles_per_side` x `tiles_per_side` tiles of `image_size` pixels.
-    folder: as `sources.load_source("folder", ...)`, which takes `folder_options`
-        (`on_corrupt`, `label_splits`, `max_image_pixels`: class sub-folders give labels,
-        numbered over `split` and `label_splits` by name); each file's base name must match
+        images of `tiles_per_side` x `tiles_per_side` tiles of `image_size` pixels (default 32).
+    folder: as `sources.load_source("folder", ...)`: class sub-folders give labels,
+        numbered over `split` and `label_splits` by name; each file's base name must match
         `pattern` (see `parse_tile_names`).
     """
     if name == SYNTHETIC_TILES:
-        tile_set = _synthetic_tile_set(split, image_size, seed, num_examples, tiles_per_side, neighbourhood)
+        tile_set = _synthetic_tile_set(split, tiles_per_side, neighbourhood, **source_options)
     elif name == "folder":
-        source = sources.load_source("folder", split, data_dir, image_size, seed, num_examples, **folder_options)
+        source = sources.load_source("folder", split, **source_options)
         paths = source.records[0].numpy()
         keys = tuple(parse_tile_names(paths, pattern, on_mismatch, need_grid=neighbourhood != "group"))
         tile_set = TileSet(source, keys, find_neighbours(keys, neighbourhood))

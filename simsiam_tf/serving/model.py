@@ -345,17 +345,7 @@ def _swap_in(new, final):
         os.replace(new, final)
 
 
-def export_saved_model(
-    path,
-    encoder,
-    image_size,
-    center_crop,
-    projector=None,
-    classifier=None,
-    verifier=None,
-    keras_path=None,
-    max_image_pixels=SERVING_MAX_IMAGE_PIXELS,
-):
+def export_saved_model(path, encoder, image_size, center_crop, keras_path=None, **serving_options):
     """Writes a SavedModel serving `encoder` (and the head given) with raw-image signatures.
 
     The graph runs in the models' own dtype policy; every float output is float32.
@@ -368,11 +358,10 @@ def export_saved_model(
         encoder: Keras model, [0, 1] images [N, S, S, 3] -> features [N, feat_dim].
         image_size: side of the images the encoder takes (the run's evaluation size).
         center_crop: resize and centre-crop (ImageNet protocol) instead of a plain resize.
-        projector: Keras model, features -> projection (adds `project`).
-        classifier: Keras layer or model, features -> logits (adds `classify`).
-        verifier: a `PairVerifier` (adds `verify`).
         keras_path: also save the same `ServingModel` there as a `.keras` file.
-        max_image_pixels: the signatures refuse images of more pixels each (height x width).
+        **serving_options: the `ServingModel`'s heads, each adding its signature (`projector`:
+            `project`, `classifier`: `classify`, `verifier`: `verify`), and `max_image_pixels`
+            (the signatures refuse images of more pixels each, height x width).
 
     Returns:
         The signature names written, besides serving_default.
@@ -390,7 +379,7 @@ def export_saved_model(
         features = loaded.signatures["embed"](images=images)["embedding"]
         ```
     """
-    model = ServingModel(encoder, image_size, center_crop, projector, classifier, verifier, max_image_pixels)
+    model = ServingModel(encoder, image_size, center_crop, **serving_options)
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)

@@ -93,7 +93,7 @@ def test_variable_size_images_take_the_per_image_crop_path_too():
         for h, w in [(20, 30), (24, 18), (33, 21), (19, 19)] * 4
     ]
     labels = np.full(len(encoded), -1, np.int64)
-    varied = sources.table_source((encoded, labels), source_lib.decode_encoded, 0, None, (), "varied")
+    varied = sources.records_source((encoded, labels), source_lib.decode_encoded, 0, None, (), "varied")
     host = host_batches(varied, RECIPE, 2, batch=8)
     device = device_batches(varied, RECIPE, 2, batch=8)
     for (h1, h2), (d1, d2) in zip(host, device):

@@ -103,7 +103,7 @@ def test_an_empty_training_folder_makes_its_test_class_unknown(folders):
 
 def test_evaluation_compares_class_names_not_counts(folders):
     train = data.load_source("folder", split="train", data_dir=str(folders))
-    renamed = sources.table_source(
+    renamed = sources.records_source(
         train.records, train.decode, train.num_classes, train.image_shape, ("a", "b", "z"), "folder"
     )
     with pytest.raises(ValueError, match="classes only in 'test': z; only in 'train': c"):

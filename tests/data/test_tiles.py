@@ -113,7 +113,7 @@ class SeedAugment(IdentityAugment):
 def indexed_tile_set(keys, neighbourhood):
     # Tile i is filled with the value i.
     images = np.broadcast_to(np.arange(len(keys), dtype=np.uint8)[:, None, None, None], (len(keys), 4, 4, 3)).copy()
-    source = sources.table_source(
+    source = sources.records_source(
         (images, np.zeros(len(keys), np.int64)), None, 1, tuple(images.shape[1:]), ("x",), "indexed"
     )
     return tiles.TileSet(source, tuple(keys), tiles.find_neighbours(keys, neighbourhood))
