@@ -270,7 +270,9 @@ class Run:
         elif kind == "nan_batch" and code == 1 and "NaN" not in message:
             raise Failure(f"{self.run_dir}: a NaN batch ended the job with {message!r}")
         elif kind == "nan_batch" and code == 0 and (self.progress >= extra["nan_at_step"]):
-            # seen in simsiam-linear: the job finished without a NaN loss (cause not yet known)
+            # simsiam-linear: its frozen encoder runs in a graph where TensorFlow's CPU remapper fuses
+            # convolution, inference BatchNorm and ReLU into one oneDNN kernel whose ReLU maps NaN to 0,
+            # so a NaN image gives zero features and a finite loss (bench/RESULTS.md)
             self.absorbed_nan = True
         elif injected:
             self.pending.append([kind, self.position, INTERVAL])
