@@ -175,19 +175,8 @@ def build_verify_optimizer(config, total_steps):
 
 def make_augment(config):
     """The two-view augmentation of a `PretrainConfig`."""
-    a = config.augment
     return augment_lib.TwoViewAugment(
-        image_size=config.data.image_size,
-        crop_scale=tuple(a.crop_scale),
-        jitter_strength=tuple(a.jitter_strength),
-        jitter_prob=a.jitter_prob,
-        grayscale_prob=a.grayscale_prob,
-        blur_prob=a.blur_prob,
-        flip_prob=a.flip_prob,
-        affine_translate=a.affine_translate,
-        affine_rotate_deg=a.affine_rotate_deg,
-        affine_scale=tuple(a.affine_scale),
-        affine_shear_deg=a.affine_shear_deg,
+        **same_named(config.augment, augment_lib.TwoViewAugment, image_size=config.data.image_size)
     )
 
 
