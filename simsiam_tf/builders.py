@@ -62,6 +62,7 @@ def build_encoder(model_config, strategy, seed, image_size=None):
         sync_bn=sync_bn_of(model_config, strategy),
         input_shape=input_shape,
         bn_convention=model_config.bn_convention,
+        input_colour=model_config.input_colour,
     )
 
 

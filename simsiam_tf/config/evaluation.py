@@ -9,10 +9,10 @@ from simsiam_tf.config import sections as s
 from simsiam_tf.config.fields import check_settings, section, setting
 
 # The encoder settings of a job that starts from a pretraining run: rebuilt as it was trained.
-ENCODER_FLAGS = ("backbone", "width_multiplier", "sync_bn", "backbone_weights", "bn_convention")
+ENCODER_FLAGS = ("backbone", "width_multiplier", "sync_bn", "backbone_weights", "bn_convention", "input_colour")
 
 # What rebuilds a run's encoder, and the hold-out its evaluation must use: taken from the --init_from run.
-ENCODER_FROM_RUN = ("backbone", "width_multiplier", "backbone_weights", "bn_convention")
+ENCODER_FROM_RUN = ("backbone", "width_multiplier", "backbone_weights", "bn_convention", "input_colour")
 HOLDOUT_FROM_RUN = ("holdout_fraction", "holdout_seed")
 
 

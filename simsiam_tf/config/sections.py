@@ -194,9 +194,22 @@ class ModelConfig:
         "reference's) or reference (PyTorch's 0.1/1e-5, i.e. Keras momentum 0.9, epsilon 1e-5).",
         choices=c.BN_CONVENTIONS,
     )
+    input_colour: str = setting(
+        "rgb",
+        "What the encoder sees of each image: rgb, or luma (its grayscale, ITU-R 601-2, in all three "
+        "channels, inside the encoder and so in the export too): for images whose class is their shape and "
+        "not their colour, where colour would be the views' easiest match (the package's encoders only).",
+        choices=c.INPUT_COLOURS,
+        defines_variables=True,
+    )
 
     def validate(self):
         check_settings(self)
+        if self.input_colour != "rgb" and backbone_names.backbone_kind(self.backbone) != backbone_names.PACKAGE:
+            raise ValueError(
+                f"input_colour={self.input_colour} applies to the package's encoders; backbone={self.backbone} "
+                "takes images as its own preprocessing expects: use input_colour=rgb"
+            )
         if self.backbone_weights == "imagenet" and backbone_names.backbone_kind(self.backbone) != backbone_names.KERAS:
             raise ValueError(
                 f"backbone_weights=imagenet needs a Keras Applications backbone ({c.KERAS_PREFIX}NAME), got "

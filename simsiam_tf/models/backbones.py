@@ -12,7 +12,14 @@ from keras import layers
 
 from simsiam_tf.config import backbone_names
 from simsiam_tf.config.backbone_names import register_backbone, unregister_backbone  # noqa: F401 (public API)
-from simsiam_tf.config.choices import BACKBONE_NAMES, BN_CONVENTIONS, CIFAR_SUFFIX, KERAS_PREFIX, SMALL_BACKBONES
+from simsiam_tf.config.choices import (
+    BACKBONE_NAMES,
+    BN_CONVENTIONS,
+    CIFAR_SUFFIX,
+    INPUT_COLOURS,
+    KERAS_PREFIX,
+    SMALL_BACKBONES,
+)
 from simsiam_tf.models import keras_backbones, small_backbones
 from simsiam_tf.models.layers import (  # noqa: F401 (the layers a backbone is made of, as backbones.X)
     EXPANSION,
@@ -71,6 +78,7 @@ def build_backbone(
     name=None,
     weights=None,
     bn_convention="model",
+    input_colour="rgb",
 ):
     """Functional ResNet mapping [0, 1] images [N, H, W, C] to features [N, feat_dim].
 
@@ -90,6 +98,8 @@ def build_backbone(
       bn_convention: "model" keeps a backbone's own BatchNorm momentum/epsilon (the
         package's encoders already use the PyTorch reference's); "reference" sets the
         reference's (Keras momentum 0.9, epsilon 1e-5).
+      input_colour: "rgb", or "luma": the package's encoders see each image's grayscale
+        (ITU-R 601-2) in all three channels (`ImageNormalization(luma=True)`).
 
     `arch` "small_resnet" or "small_vgg" builds an encoder for 28-64 px images
     (`simsiam_tf.models.small_backbones`; `cifar_stem` does not apply to them).
@@ -109,12 +119,18 @@ def build_backbone(
     """
     if bn_convention not in BN_CONVENTIONS:
         raise ValueError(f"bn_convention must be one of {', '.join(BN_CONVENTIONS)}; got {bn_convention!r}")
+    if input_colour not in INPUT_COLOURS:
+        raise ValueError(f"input_colour must be one of {', '.join(INPUT_COLOURS)}; got {input_colour!r}")
     if arch not in BACKBONE_NAMES and arch not in _ARCHS:
+        if input_colour != "rgb":
+            raise ValueError(f"input_colour={input_colour} applies to the package's encoders, not {arch!r}")
         return _external_backbone(arch, input_shape, weights, sync_bn, bn_convention, name)
     if arch in BACKBONE_NAMES and arch.endswith(CIFAR_SUFFIX):  # the --backbone spelling, e.g. "resnet18_cifar"
         name = name or arch
         arch, cifar_stem = parse_backbone_name(arch)
-    encoder = _package_backbone(arch, cifar_stem, width_multiplier, sync_bn, zero_init_residual, input_shape, name)
+    encoder = _package_backbone(
+        arch, cifar_stem, width_multiplier, sync_bn, zero_init_residual, input_shape, name, input_colour == "luma"
+    )
     if weights not in (None, "none"):
         if weights == "imagenet":
             raise ValueError(f"ImageNet weights exist for Keras Applications backbones ({KERAS_PREFIX}NAME) only")
@@ -141,7 +157,7 @@ def _external_backbone(name, input_shape, weights, sync_bn, bn_convention, model
     return encoder
 
 
-def _package_backbone(arch, cifar_stem, width_multiplier, sync_bn, zero_init_residual, input_shape, name):
+def _package_backbone(arch, cifar_stem, width_multiplier, sync_bn, zero_init_residual, input_shape, name, luma):
     if arch in SMALL_BACKBONES:
         return small_backbones.build_small_backbone(
             arch,
@@ -150,6 +166,7 @@ def _package_backbone(arch, cifar_stem, width_multiplier, sync_bn, zero_init_res
             zero_init_residual=zero_init_residual,
             input_shape=input_shape,
             name=name,
+            luma=luma,
         )
     if arch not in _ARCHS:
         raise ValueError(f"Unknown arch {arch!r}; valid: {', '.join(sorted(_ARCHS))}")
@@ -163,7 +180,7 @@ def _package_backbone(arch, cifar_stem, width_multiplier, sync_bn, zero_init_res
         name = arch + (CIFAR_SUFFIX if cifar_stem else "")
 
     inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = ImageNormalization(name="normalize")(inputs)
+    x = ImageNormalization(luma=luma, name="normalize")(inputs)
     if cifar_stem:
         x = _conv(x, widths[0], 3, 1, "stem_conv")
         x = _bn(x, "stem_bn", sync_bn)

@@ -13,6 +13,8 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from simsiam_tf.augment.photometric import GRAY_WEIGHTS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Output channels of a residual block per `planes`.
@@ -21,16 +23,25 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 
 @keras.saving.register_keras_serializable(package="simsiam_tf")
 class ImageNormalization(layers.Layer):
-    """(x - mean) / std per channel with constant statistics; holds no weights."""
+    """(x - mean) / std per channel with constant statistics; holds no weights.
 
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, **kwargs):
+    `luma=True` first replaces each RGB pixel by its luma (ITU-R 601-2 weights, as PIL's
+    "L" conversion) in all three channels: the encoder then sees shape and brightness,
+    never colour (`--input_colour=luma`).
+    """
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, luma=False, **kwargs):
         super().__init__(**kwargs)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.luma = bool(luma)
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean and std differ in length: {self.mean} vs {self.std}")
 
     def call(self, x):
+        if self.luma:
+            weights = ops.convert_to_tensor(GRAY_WEIGHTS, dtype=x.dtype)
+            x = ops.repeat(ops.sum(x * weights, axis=-1, keepdims=True), 3, axis=-1)
         mean = ops.convert_to_tensor(self.mean, dtype=x.dtype)
         std = ops.convert_to_tensor(self.std, dtype=x.dtype)
         return (x - mean) / std
@@ -40,7 +51,7 @@ class ImageNormalization(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mean=list(self.mean), std=list(self.std))
+        config.update(mean=list(self.mean), std=list(self.std), luma=self.luma)
         return config
 
 

@@ -36,16 +36,18 @@ def _conv_bn_relu(x, filters, name, sync_bn):
 
 
 def build_small_backbone(
-    arch, width_multiplier=1.0, sync_bn=False, zero_init_residual=True, input_shape=None, name=None
+    arch, width_multiplier=1.0, sync_bn=False, zero_init_residual=True, input_shape=None, name=None, luma=False
 ):
-    """Functional model `[N, H, W, C]` in [0, 1] -> features `[N, 4w]` for `arch` in `SMALL_ARCHS`."""
+    """Functional model `[N, H, W, C]` in [0, 1] -> features `[N, 4w]` for `arch` in `SMALL_ARCHS`.
+
+    `luma`: the encoder sees each image's grayscale (`layers.ImageNormalization`)."""
     if arch not in SMALL_ARCHS:
         raise ValueError(f"Unknown small backbone {arch!r}; valid: {', '.join(SMALL_ARCHS)}")
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
     widths = stage_widths(width_multiplier)
     inputs = keras.Input(shape=tuple(input_shape or (None, None, 3)), name="images")
-    x = blocks.ImageNormalization(name="normalize")(inputs)
+    x = blocks.ImageNormalization(luma=luma, name="normalize")(inputs)
     x = _conv_bn_relu(x, widths[0], "stem", sync_bn)
     for stage, planes in enumerate(widths):
         if arch == "small_resnet":

@@ -126,6 +126,40 @@ def test_normalization_layer():
     assert clone.mean == backbones.IMAGENET_MEAN and clone.std == backbones.IMAGENET_STD
 
 
+def test_luma_normalization_sees_each_pixels_grayscale_in_every_channel():
+    """Oracle: PIL's "L" conversion weights in NumPy, then the per-channel normalisation."""
+    images = np.random.default_rng(1).random((2, 3, 4, 3)).astype(np.float32)
+    layer = backbones.ImageNormalization(luma=True)
+    luma = images @ np.array([0.299, 0.587, 0.114], np.float32)
+    want = (luma[..., None] - np.array(backbones.IMAGENET_MEAN)) / np.array(backbones.IMAGENET_STD)
+    np.testing.assert_allclose(layer(images).numpy(), want, atol=1e-5)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert clone.luma is True and not backbones.ImageNormalization().luma
+
+
+@pytest.mark.parametrize("arch", ["resnet18_cifar", "small_vgg"])
+def test_a_luma_encoder_is_the_rgb_encoder_on_grayscale_images(arch):
+    images = np.random.default_rng(2).random((3, 16, 16, 3)).astype(np.float32)
+    gray = np.repeat((images @ np.array([0.299, 0.587, 0.114], np.float32))[..., None], 3, axis=-1)
+    keras.utils.set_random_seed(4)
+    luma = backbones.build_backbone(arch, width_multiplier=0.125, input_colour="luma")
+    keras.utils.set_random_seed(4)
+    rgb = backbones.build_backbone(arch, width_multiplier=0.125)
+    np.testing.assert_allclose(luma(images).numpy(), rgb(gray).numpy(), atol=1e-5)
+    assert not np.allclose(luma(images).numpy(), rgb(images).numpy(), atol=1e-3)
+
+
+def test_input_colour_is_refused_where_it_does_not_apply():
+    from simsiam_tf import config
+
+    with pytest.raises(ValueError, match="input_colour must be one of rgb, luma; got 'gray'"):
+        backbones.build_backbone("small_vgg", input_colour="gray")
+    with pytest.raises(ValueError, match="input_colour=luma applies to the package's encoders"):
+        backbones.build_backbone("keras:MobileNetV3Small", input_shape=(32, 32, 3), input_colour="luma")
+    with pytest.raises(ValueError, match="backbone=keras:MobileNetV3Small takes images as its own preprocessing"):
+        config.ModelConfig(backbone="keras:MobileNetV3Small", input_colour="luma").validate()
+
+
 def test_parse_backbone_name():
     assert backbones.parse_backbone_name("resnet18") == ("resnet18", False)
     assert backbones.parse_backbone_name("resnet34_cifar") == ("resnet34", True)

@@ -115,6 +115,7 @@ def test_export_and_rebuild_round_trip(tmp_path):
         "--verbose=0",
         "--affine_translate=0.1",
         "--affine_rotate_deg=10",
+        "--input_colour=luma",
         f"--model_dir={run}",
     ]
     done = subprocess.run(
@@ -123,6 +124,7 @@ def test_export_and_rebuild_round_trip(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     flags_text = open(os.path.join(run, "flags.cfg")).read()
     assert "--backbone=small_resnet" in flags_text and "--affine_rotate_deg=10.0" in flags_text
+    assert "--input_colour=luma" in flags_text
     after_run = serving.load_keras_model(os.path.join(run, "export", serving.KERAS_NAME))
     rebuilt_dir = export_job.export_run(run, output_dir=str(tmp_path / "rebuilt"))
     rebuilt = serving.load_keras_model(os.path.join(rebuilt_dir, serving.KERAS_NAME))
@@ -130,10 +132,16 @@ def test_export_and_rebuild_round_trip(tmp_path):
     a, b = after_run.embed(images)["embedding"].numpy(), rebuilt.embed(images)["embedding"].numpy()
     assert a.shape == (4, 32)
     np.testing.assert_allclose(a, b, atol=1e-6)
+    # --input_colour=luma travels with the run: the export sees an image and its grayscale alike.
+    gray = np.repeat(np.round(images @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=-1).astype(np.uint8)
+    np.testing.assert_allclose(rebuilt.embed(gray)["embedding"].numpy(), b, atol=2e-2)
+    assert not np.allclose(rebuilt.embed(255 - images)["embedding"].numpy(), b, atol=2e-2)
     # The trained encoder, not a fresh one: three steps moved its weights away from the seed's.
     import tensorflow as tf
 
     fresh = builders.build_encoder(
-        config_lib.ModelConfig(backbone="small_resnet", width_multiplier=0.125), tf.distribute.get_strategy(), 0
+        config_lib.ModelConfig(backbone="small_resnet", width_multiplier=0.125, input_colour="luma"),
+        tf.distribute.get_strategy(),
+        0,
     )
     assert not np.allclose(fresh(images.astype(np.float32) / 255.0).numpy(), a, atol=1e-4)

@@ -135,7 +135,12 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "field, value, recorded",
-    [("projector_hidden_dim", 24, "0"), ("projector_bn", "hidden", "all"), ("predictor_bn", "none", "hidden")],
+    [
+        ("projector_hidden_dim", 24, "0"),
+        ("projector_bn", "hidden", "all"),
+        ("predictor_bn", "none", "hidden"),
+        ("input_colour", "luma", "rgb"),
+    ],
 )
 def test_a_restart_that_changes_the_heads_is_refused_before_anything_is_built(
     tiny_run, field, value, recorded, monkeypatch
