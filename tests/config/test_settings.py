@@ -244,10 +244,11 @@ def test_model_flags_are_the_settings_that_define_variables():
         pretrain
     )
     assert "method" in pretrain and "stop_gradient" not in pretrain and "sync_bn" not in pretrain
-    assert set(flags.model_flags(config.LinearConfig)) == {"backbone", "width_multiplier"}
+    assert set(flags.model_flags(config.LinearConfig)) == {"backbone", "width_multiplier", "input_colour"}
     assert set(flags.model_flags(config.VerifyConfig)) == {
         "backbone",
         "width_multiplier",
+        "input_colour",
         "head",
         "embedding_dim",
         "hidden_dim",
