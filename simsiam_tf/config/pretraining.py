@@ -123,7 +123,8 @@ class PretrainConfig:
         "latest",
         "Which weights are exported: latest (the end of training), or rank (the checkpoint whose projector "
         "output had the highest effective rank on the spectrum set: a label-free choice; the end-of-run "
-        "evaluation then scores it too).",
+        "evaluation then scores it too). On short runs on small images the rank falls as the encoder learns "
+        'and rank keeps the first checkpoint: see the docs\' "Seeing collapse coming" before using it.',
         group="evaluation",
         choices=c.KEEP_BEST,
     )
