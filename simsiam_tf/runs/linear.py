@@ -284,7 +284,7 @@ def probe_encoder(
     train_seconds = time.time() - started
     final_step = int(optimizer.iterations.numpy())
     preemption.stop_if_requested(final_step, "the linear probe")
-    if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
+    if not checkpoint.saved(final_step):
         checkpoint.save(final_step)
 
     test_x, test_y = test if test is not None else monitor.extract_features(encoder, eval_ds, normalize=False)

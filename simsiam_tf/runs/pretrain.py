@@ -300,7 +300,7 @@ def _run(config, strategy, write_dir, start, user_callbacks=()):
         write_json_atomic(os.path.join(write_dir, "metrics.json"), metrics)
         raise CollapseError(fired.message)
     metrics["collapsed"] = fired is not None
-    if checkpoint.latest is None or not checkpoint.latest.endswith(f"-{final_step}"):
+    if not checkpoint.saved(final_step):
         checkpoint.save(final_step)
     if best is not None:
         metrics.update(run_spectrum.keep_best(best, model, final_step))

@@ -47,9 +47,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         return max(finite, key=lambda r: (r[self.name], -r["step"]))
 
     def on_train_batch_end(self, batch, logs=None):
-        latest = self.run_checkpoint.latest
         step = int(self.model.optimizer.iterations.numpy())
-        if latest is not None and latest.endswith(f"-{step}"):
+        if self.run_checkpoint.saved(step):
             self.record(step)
 
     def record(self, step):

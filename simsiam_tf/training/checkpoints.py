@@ -169,6 +169,15 @@ class RunCheckpoint:
         self.checkpoint = tf.train.Checkpoint(**trackables)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_directory, max_to_keep=max_to_keep)
         self._state_check = None
+        self.saved_step = None
+
+    def saved(self, step):
+        """Whether checkpoint number `step` is known whole: this process wrote it or restored from it.
+
+        Not read from the directory's list: a checkpoint of that number found there may be
+        the damaged one the run resumed past, and must be written again.
+        """
+        return self.saved_step == int(step)
 
     @property
     def latest(self):
@@ -186,7 +195,7 @@ class RunCheckpoint:
         Damaged or non-finite checkpoints are skipped with a warning (the step count comes
         from the one restored); RunError when none is usable or they belong to another model.
         """
-        return restore_with_fallback(
+        restored = restore_with_fallback(
             self.checkpoint,
             self.prefixes,
             where=self.directory,
@@ -196,6 +205,9 @@ class RunCheckpoint:
                 "the package): use the flags of that run (its flags.cfg) or a new --model_dir"
             ),
         )
+        if restored is not None:
+            self.saved_step = int(restored.rsplit("-", 1)[1])
+        return restored
 
     def newest_finite(self):
         """The newest checkpoint of `model_dir` that reads and holds only finite values, or None.
@@ -245,7 +257,9 @@ class RunCheckpoint:
         self.check_finite(step)
         try:
             with preemption.signals_deferred():
-                return self.manager.save(checkpoint_number=int(step))
+                path = self.manager.save(checkpoint_number=int(step))
+            self.saved_step = int(step)
+            return path
         except (tf.errors.OpError, OSError) as err:
             raise CheckpointWriteError(
                 f"cannot write checkpoint {int(step)} in {self.write_directory}: {_first_line(err)}. "

@@ -143,7 +143,7 @@ class PreemptionCheckpointer(keras.callbacks.Callback):
         self.stopped_at_step = step
         if not self.model.stop_training and not (self.hold is not None and self.hold()):
             latest = self.run_checkpoint.latest
-            if latest is None or not latest.endswith(f"-{step}"):
+            if not self.run_checkpoint.saved(step):
                 latest = self.run_checkpoint.save(step)
             preemption.saved = latest
             logging.warning("%s: saved %s after step %d; stopping", preemption.signal_name, latest, step)

@@ -106,6 +106,36 @@ def test_the_callback_does_nothing_outside_on_sigterm(tmp_path):
     assert int(model.optimizer.iterations.numpy()) == 2 and run.latest is None
 
 
+def test_a_sigterm_at_the_step_of_a_damaged_checkpoint_writes_that_checkpoint_again(tmp_path):
+    """A restart that resumed past a damaged checkpoint N and is stopped at step N saves step N:
+    the directory's list still names ckpt-N, which must not pass for saved (found by the fault campaign)."""
+    model = _tiny_model()
+    first = checkpoints.RunCheckpoint(str(tmp_path), model=model, optimizer=model.optimizer)
+    x = np.ones((8, 4), np.float32)
+    model.fit(x, x[:, :3], batch_size=4, epochs=1, verbose=0)  # 2 steps: the optimizer's slots exist
+    first.save(2)
+    model.optimizer.iterations.assign(3)
+    first.save(3)
+    os.remove(os.path.join(tmp_path, "checkpoints", "ckpt-3.index"))
+
+    model = _tiny_model()
+    run = checkpoints.RunCheckpoint(str(tmp_path), model=model, optimizer=model.optimizer)
+    assert run.restore_latest().endswith("ckpt-2") and run.latest.endswith("ckpt-3")
+    assert run.saved(2) and not run.saved(3)
+    sigterm_at_step_3 = SigtermDuringStep(2)
+    with preemption.on_sigterm() as requested:
+        model.fit(
+            x[:4],
+            x[:4, :3],
+            batch_size=4,
+            epochs=1,
+            verbose=0,
+            callbacks=[sigterm_at_step_3, PreemptionCheckpointer(run)],
+        )
+    assert requested.saved.endswith("ckpt-3") and run.saved(3)
+    assert checkpoints.resolve_checkpoint(str(tmp_path)).endswith("ckpt-3")  # whole again: its index reads
+
+
 # --------------------------------------------------------------------------- a SIGTERM in a pretraining run
 
 
