@@ -8,7 +8,7 @@ probabilities (binomial tolerances) and a run straight through against a resumed
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_config, variables_of
+from conftest import tiny_config
 from test_photometric import numpy_adjust_hue
 
 from simsiam_tf import augment, builders, config, data
@@ -17,7 +17,6 @@ from simsiam_tf.augment import photometric
 from simsiam_tf.data import source as source_lib
 from simsiam_tf.data import sources
 from simsiam_tf.runs import pretrain
-from simsiam_tf.training import checkpoints
 
 SIZE = 16
 RECIPE = augment.TwoViewAugment(image_size=SIZE, blur_prob=0.5)
@@ -192,27 +191,12 @@ def test_auto_placement_is_host_without_an_accelerator_and_device_on_tpu():
 
 
 @pytest.mark.slow
-def test_pretraining_on_the_device_path_trains_and_resumes_to_the_same_weights(tmp_path):
+def test_pretraining_on_the_device_path_trains_like_the_host_path(tmp_path):
+    """The run itself; a resume is the host path's (the same checkpoints, and crops deterministic in
+    seed and step: `test_crops_are_uint8_and_deterministic_in_seed_and_step`)."""
     straight = tiny_config(tmp_path / "straight", checkpoint_every_steps=100, augment_on="device")
     metrics = pretrain.run(straight)
     assert metrics["step"] == 6 and np.isfinite(metrics["loss"])
-
-    split = tiny_config(tmp_path / "split", checkpoint_every_steps=2, augment_on="device")
-    pretrain.run(split)
-    ckpt_dir = tmp_path / "split" / "checkpoints"
-    for name in ckpt_dir.iterdir():
-        if name.name.startswith(("ckpt-4", "ckpt-6")):
-            name.unlink()
-    tf.compat.v1.train.update_checkpoint_state(str(ckpt_dir), str(ckpt_dir / "ckpt-2"))
-    assert pretrain.run(split)["step"] == 6
-
-    def final_weights(run):
-        model = builders.build_model(run, tf.distribute.get_strategy())
-        checkpoints.load_weights(str(run.runtime.model_dir), model=model)
-        return variables_of(model)
-
-    for a, b in zip(final_weights(straight), final_weights(split)):
-        np.testing.assert_allclose(a, b, atol=1e-5)
 
     # The host path on the same run settings trains on the same views up to the uint8 crops.
     host = tiny_config(tmp_path / "host", checkpoint_every_steps=100, augment_on="host")

@@ -10,7 +10,7 @@ from keras_flow import (
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
-    return make_flow(tmp_path_factory, "MobileNetV3Small", train_steps=112)
+    return make_flow(tmp_path_factory, "MobileNetV3Small", train_steps=40)
 
 
 def test_the_runs_record_the_backbone_and_the_probe_rebuilds_it(flow):
