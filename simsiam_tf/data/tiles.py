@@ -238,9 +238,20 @@ def make_synthetic_tiles(num_images, tiles_per_side=4, tile_size=32, num_classes
 
 
 def _synthetic_tile_set(
-    split, tiles_per_side, neighbourhood, image_size=32, seed=0, num_examples=None, **folder_options
+    split,
+    tiles_per_side,
+    neighbourhood,
+    image_size=32,
+    seed=0,
+    num_examples=None,
+    data_dir=None,
+    on_corrupt=None,
+    label_splits=None,
+    max_image_pixels=None,
 ):
-    del folder_options  # data_dir, on_corrupt, ...: generated tiles read no files (as load_source's synthetic set)
+    # The folder options are taken and left unused, as load_source's synthetic set does: generated tiles
+    # read no files. Named, so that a misspelt option is still a TypeError.
+    del data_dir, on_corrupt, label_splits, max_image_pixels
     if split not in SYNTHETIC_TILE_SPLITS:
         raise ValueError(f"{SYNTHETIC_TILES} has splits {sorted(SYNTHETIC_TILE_SPLITS)}, got split={split!r}")
     stream, default_size = SYNTHETIC_TILE_SPLITS[split]

@@ -221,3 +221,10 @@ def test_tile_folder_with_class_sub_folders(tmp_path, caplog):
         tiles.load_tile_set("folder", data_dir=str(tmp_path), image_size=6)
     skipped = tiles.load_tile_set("folder", data_dir=str(tmp_path), image_size=6, on_mismatch="skip")
     assert skipped.source.num_examples == 7 and skipped.neighbours.num_isolated == 2
+
+
+def test_synthetic_tiles_take_the_folder_options_and_refuse_a_misspelt_one():
+    tile_set = tiles.load_tile_set("synthetic_tiles", image_size=8, num_examples=8, tiles_per_side=2, on_corrupt="skip")
+    assert tile_set.source.num_examples == 8
+    with pytest.raises(TypeError, match="imag_size"):
+        tiles.load_tile_set("synthetic_tiles", imag_size=8, num_examples=8)
