@@ -41,7 +41,7 @@ class PretrainConfig:
         defines_variables=True,
     )
     batch_size: int = setting(
-        128, "Global batch size (split across replicas).", group="optimisation", low=2, why="BatchNorm needs a batch"
+        64, "Global batch size (split across replicas).", group="optimisation", low=2, why="BatchNorm needs a batch"
     )
     epochs: int = setting(4, "Training epochs (see --train_steps).", group="optimisation", low=1)
     train_steps: Optional[int] = setting(
@@ -52,7 +52,7 @@ class PretrainConfig:
         group="optimisation",
         low=1,
     )
-    base_lr: float = s.BASE_LR.field(0.3)
+    base_lr: float = s.BASE_LR.field(1.5)
     weight_decay: float = setting(5e-4, "Coupled L2 weight decay (PyTorch SGD semantics).", group="optimisation", low=0)
     momentum: float = s.MOMENTUM.field(0.9)
     warmup_epochs: float = setting(

@@ -67,10 +67,13 @@ DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Which images: the embedded synthetic set, a TFDS name, or a folder."""
+    """Which images: an embedded synthetic set, a TFDS name, or a folder."""
 
     dataset: str = setting(
-        "synthetic", "'synthetic' (embedded, no download), a TFDS name (e.g. cifar10, imagenet2012), or 'folder'."
+        "synthetic_scenes",
+        "'synthetic_scenes' (embedded, no download: patterned objects in clutter, the demo's set), 'synthetic' "
+        "(embedded: the patterns filling their images, the ablations' set), a TFDS name (e.g. cifar10, "
+        "imagenet2012), or 'folder'.",
     )
     data_dir: Optional[str] = setting(
         None, "TFDS data directory, or for --dataset=folder the image folder (class sub-folders or flat)."

@@ -1,11 +1,11 @@
 """Images for the jobs: sources, the synthetic sets, and the tf.data pipelines on them.
 
 - `source`: `Source`, what every loader returns.
-- `sources`: `load_source` ("synthetic", TFDS names, "folder"), label spaces.
+- `sources`: `load_source` ("synthetic", "synthetic_scenes", TFDS names, "folder"), label spaces.
 - `image_files`: the header checks of a folder's files (bombs, links, FIFOs, empty and damaged
   files) and the `SkipReport` of what a folder source left out.
 - `tfds_source`: TFDS datasets, in memory or streamed from their files in a seeded order.
-- `synthetic`: the embedded synthetic set (`make_synthetic`).
+- `synthetic`: the embedded synthetic sets (`make_synthetic`, `make_synthetic_scenes`).
 - `pipeline`: pretraining views, evaluation and probe batches (`make_*_dataset`),
   deterministic in (seed, step); batch layout over replicas and seed streams; the host
   half of augmentation on the device (`make_pretrain_crops_dataset`: uint8 crops and seeds).
@@ -33,7 +33,13 @@ from simsiam_tf.data.sources import (
     check_label_spaces,
     load_source,
 )
-from simsiam_tf.data.synthetic import SYNTHETIC_HUES, SYNTHETIC_PATTERNS, SYNTHETIC_SPLITS, make_synthetic
+from simsiam_tf.data.synthetic import (
+    SYNTHETIC_HUES,
+    SYNTHETIC_PATTERNS,
+    SYNTHETIC_SPLITS,
+    make_synthetic,
+    make_synthetic_scenes,
+)
 from simsiam_tf.data.views import two_view_dataset
 
 __all__ = [
@@ -52,5 +58,6 @@ __all__ = [
     "make_pretrain_dataset",
     "make_probe_train_dataset",
     "make_synthetic",
+    "make_synthetic_scenes",
     "two_view_dataset",
 ]

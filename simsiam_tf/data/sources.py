@@ -21,20 +21,25 @@ from simsiam_tf.data.source import (  # noqa: F401 (the names sources.X document
     map_ordered,
     records_source,
 )
-from simsiam_tf.data.synthetic import SYNTHETIC_PATTERNS, SYNTHETIC_SPLITS, make_synthetic
+from simsiam_tf.data import synthetic
 from simsiam_tf.data.tfds_source import tfds_source
 
 
-def _synthetic_source(split, image_size, seed, num_examples):
-    if split not in SYNTHETIC_SPLITS:
-        raise ValueError(f"the synthetic dataset has splits {sorted(SYNTHETIC_SPLITS)}, got split={split!r}")
-    stream, default_size = SYNTHETIC_SPLITS[split]
+_SYNTHETIC_SETS = {
+    synthetic.SYNTHETIC: synthetic.make_synthetic,
+    synthetic.SYNTHETIC_SCENES: synthetic.make_synthetic_scenes,
+}
+
+
+def _synthetic_source(name, split, image_size, seed, num_examples):
+    if split not in synthetic.SYNTHETIC_SPLITS:
+        raise ValueError(f"the {name} dataset has splits {sorted(synthetic.SYNTHETIC_SPLITS)}, got split={split!r}")
+    stream, default_size = synthetic.SYNTHETIC_SPLITS[split]
     n = default_size if num_examples is None else num_examples
     split_seed = np.random.SeedSequence([seed, stream])
-    images, labels = make_synthetic(n, image_size=image_size, seed=split_seed)
-    return records_source(
-        (images, labels), None, len(SYNTHETIC_PATTERNS), (image_size, image_size, 3), SYNTHETIC_PATTERNS, "synthetic"
-    )
+    images, labels = _SYNTHETIC_SETS[name](n, image_size=image_size, seed=split_seed)
+    patterns = synthetic.SYNTHETIC_PATTERNS
+    return records_source((images, labels), None, len(patterns), (image_size, image_size, 3), patterns, name)
 
 
 # --------------------------------------------------------------------------- image folders
@@ -253,10 +258,12 @@ def load_source(
     holdout=None,
     max_image_pixels=image_files.DEFAULT_MAX_IMAGE_PIXELS,
 ):
-    """A `Source` for "synthetic", "folder" (with `data_dir`) or any TFDS image dataset.
+    """A `Source` for "synthetic", "synthetic_scenes", "folder" (with `data_dir`) or any TFDS image dataset.
 
     Args:
-        name: "synthetic" (built in, splits "train" and "test"); "folder": `data_dir` holds
+        name: "synthetic" (built in, splits "train" and "test": `make_synthetic`'s patterns
+            filling their images), "synthetic_scenes" (built in, the same splits:
+            `make_synthetic_scenes`, the patterns on objects in clutter, the demo's set); "folder": `data_dir` holds
             one sub-folder of images (.jpg, .jpeg, .png, .gif, .bmp, .webp) per class (label =
             index of the sorted sub-folder names) or, unlabelled, the images themselves; a sub-folder named as
             `split` (e.g. data_dir/train) is used when there is one. Anything else is a
@@ -265,7 +272,7 @@ def load_source(
         data_dir: the image folder (`name="folder"`) or the TFDS data directory.
         image_size: side of the synthetic images (folder images keep their own size; the
             pipelines crop and resize them).
-        seed: generation seed of the synthetic set (its test split uses another stream);
+        seed: generation seed of the synthetic sets (their test split uses another stream);
             picks the subset when `num_examples` limits a folder.
         num_examples: use only this many examples (default all; synthetic: 5000 train,
             1000 test).
@@ -315,8 +322,8 @@ def load_source(
         raise ValueError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
     if num_examples is not None and num_examples < 1:
         raise ValueError(f"num_examples must be positive, got {num_examples}")
-    if name == "synthetic":
-        return _synthetic_source(split, image_size, seed, num_examples)
+    if name in _SYNTHETIC_SETS:
+        return _synthetic_source(name, split, image_size, seed, num_examples)
     if name == "folder":
         return _folder_source(
             data_dir, split, image_size, seed, num_examples, on_corrupt, label_splits, holdout, max_image_pixels
