@@ -26,6 +26,7 @@ FLAGS = [
     "--dim=64",
     "--pred_dim=16",
     "--batch_size=32",
+    "--base_lr=0.3",
     "--epochs=4",
     "--checkpoint_every_steps=1000",
     "--evaluate=false",

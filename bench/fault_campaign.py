@@ -58,6 +58,7 @@ PRETRAIN = [
     "--dim=16",
     "--pred_dim=8",
     "--batch_size=8",
+    "--base_lr=0.3",
     "--epochs=3",
     "--evaluate=false",
     "--knn_every=0",

@@ -62,7 +62,7 @@ def parse_args(argv=None, description=__doc__):
     parser.add_argument("--epochs", type=int, default=15, help="epochs of every run")
     parser.add_argument("--num_train_examples", type=int, default=2048, help="synthetic training images")
     parser.add_argument("--num_eval_examples", type=int, default=1000, help="synthetic test images (kNN queries)")
-    parser.add_argument("--batch_size", type=int, default=128, help="0: the recipe's (the demo's, 128)")
+    parser.add_argument("--batch_size", type=int, default=128, help="0: the recipe's (128)")
     parser.add_argument("--base_lr", type=float, default=0.0, help="every run's base lr; 0: the recipes' (0.3)")
     parser.add_argument("--knn_k", type=int, default=20, help="0: the recipe's (200, for 5000 images)")
     parser.add_argument("--seed", type=int, default=0)
