@@ -32,16 +32,17 @@ def read_flags(name):
     return values
 
 
-def test_baseline_is_the_demo_with_a_decayed_predictor_lr_and_per_epoch_knn():
+def test_baseline_is_the_demo_model_on_the_pattern_set_with_a_decayed_predictor_lr_and_per_epoch_knn():
     base = read_flags("baseline")
     assert base["dataset"] == "synthetic" and base["knn_every"] == "1" and base["on_collapse"] == "warn"
-    # Table 1's baseline: the predictor lr decays with the rest (Table 1c keeps it fixed).
-    assert base["fix_pred_lr"] == "false" and float(base["base_lr"]) == 0.3
+    # Table 1's baseline: the predictor lr decays with the rest (Table 1c keeps it fixed); the budget the
+    # ablations were measured at, which the demo's defaults no longer are.
+    assert base["fix_pred_lr"] == "false" and float(base["base_lr"]) == 0.3 and base["batch_size"] == "128"
     # Model, augmentation and the rest of the optimisation are the demo's (the config defaults).
     pinned = {f.name for f in dataclasses.fields(config.ModelConfig)} | {
         f.name for f in dataclasses.fields(config.AugmentConfig)
     }
-    pinned |= {"method", "batch_size", "epochs", "weight_decay", "momentum", "fixed_random_predictor"}
+    pinned |= {"method", "epochs", "weight_decay", "momentum", "fixed_random_predictor"}
     assert not set(base) & pinned
 
 

@@ -151,7 +151,7 @@ def test_the_runs_own_data_is_its_eval_split_by_default(run_dir, tmp_path):
     from simsiam_tf.runs import embed
 
     data = embed.run_data_config(run_dir)
-    assert data.dataset == "synthetic" and data.image_size == 16
+    assert data.dataset == "synthetic_scenes" and data.image_size == 16  # the tiny run's: the default set
     embed_config = config.EmbedConfig(
         runtime=config.RuntimeConfig(model_dir=str(tmp_path / "own")), data=data, init_from=run_dir, batch_size=500
     )

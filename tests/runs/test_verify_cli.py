@@ -142,7 +142,8 @@ def test_cli_end_to_end_with_random_init_comparison(tmp_path, pretrain_run):
     assert float(verifier.threshold.numpy()) == pytest.approx(metrics["threshold"])
     for w, expected in zip(verifier.backbone.weights, pretrained_weights):
         np.testing.assert_allclose(w.numpy(), expected, rtol=1e-6)
-    source = data.load_source("synthetic", split="test", image_size=16, num_examples=200)
+    # The CLI ran on the default dataset (TINY_FLAGS name none).
+    source = data.load_source(config.VerifyConfig().data.dataset, split="test", image_size=16, num_examples=200)
     table = pair_images.image_table(source)
     x1 = pair_images.load_images(table, saved["eval_first"][:12], 16)
     x2 = pair_images.load_images(table, saved["eval_second"][:12], 16)
@@ -244,7 +245,7 @@ def test_cosine_head_on_a_frozen_encoder_trains_nothing_and_scores_the_feature_c
     encoder = builders.build_encoder(cfg.model, tf.distribute.get_strategy(), seed=1)
     checkpoints.load_weights(pretrain_dir, what="encoder", model=tf.train.Checkpoint(backbone=encoder))
     saved = np.load(tmp_path / "run" / "scores.npz")
-    source = data.load_source("synthetic", split="test", image_size=16, num_examples=100)
+    source = data.load_source(cfg.data.dataset, split="test", image_size=16, num_examples=100)
     table = pair_images.image_table(source)
     f1 = encoder(pair_images.load_images(table, saved["eval_first"], 16), training=False).numpy()
     f2 = encoder(pair_images.load_images(table, saved["eval_second"], 16), training=False).numpy()
