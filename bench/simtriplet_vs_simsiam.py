@@ -32,9 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--tiles_per_side", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--neighbourhood", default=None, choices=("4", "8", "group"), help="default: the recipe's")
     parser.add_argument("--probe_epochs", type=int, default=None, help="default: the recipe's (the demo's)")
-    parser.add_argument(
-        "--base_lr", type=float, default=0.3, help="0: the recipe's (0.3, as the ablation recipes')"
-    )
+    parser.add_argument("--base_lr", type=float, default=0.3, help="0: the recipe's (0.3, as the ablation recipes')")
     parser.add_argument("--knn_k", type=int, default=20, help="0: the recipe's (200, for 5000 tiles)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs_dir", default="runs/simtriplet_vs_simsiam")

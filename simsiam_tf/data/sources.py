@@ -12,7 +12,7 @@ from absl import logging
 
 from simsiam_tf import progress
 from simsiam_tf.data import holdout as holdout_lib
-from simsiam_tf.data import image_files
+from simsiam_tf.data import image_files, synthetic
 from simsiam_tf.data.source import (  # noqa: F401 (the names sources.X documents)
     AUTOTUNE,
     IMAGE_EXTENSIONS,
@@ -21,9 +21,7 @@ from simsiam_tf.data.source import (  # noqa: F401 (the names sources.X document
     map_ordered,
     records_source,
 )
-from simsiam_tf.data import synthetic
 from simsiam_tf.data.tfds_source import tfds_source
-
 
 _SYNTHETIC_SETS = {
     synthetic.SYNTHETIC: synthetic.make_synthetic,
