@@ -218,17 +218,8 @@ def make_synthetic_scenes(num_examples, image_size=32, num_classes=10, seed=0):
     shortcut away from raw pixels and leave SimSiam's views, a crop and its colour
     jitter, what they share: the pattern.
 
-    Args:
-        num_examples: how many images.
-        image_size: their side in pixels (at least 8).
-        num_classes: how many of the ten patterns (2-10), balanced over the images.
-        seed: an int or a `numpy.random.SeedSequence`.
-
-    Returns:
-        `(images uint8 [N, S, S, 3], labels int64 [N])`.
-
-    Raises:
-        ValueError: `num_classes`, `num_examples` or `image_size` out of range.
+    Takes the arguments of `make_synthetic`, returns `(images uint8 [N, S, S, 3], labels
+    int64 [N])` as it does and raises the same `ValueError`s.
     """
     _check_request(num_examples, image_size, num_classes)
     rng = np.random.default_rng(seed)
