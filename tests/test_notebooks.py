@@ -112,16 +112,16 @@ def test_notebook_uses_the_api_not_flags(name):
 @pytest.mark.parametrize("name", SHARED_RUN)
 def test_parameters_cell_holds_both_settings(name, monkeypatch, tmp_path):
     nb = _read(name)
-    assert 'DATASET = "synthetic"  # or "cifar10"\n' in _parameters_cell(nb).source
+    assert 'DATASET = "synthetic_scenes"  # or "cifar10"\n' in _parameters_cell(nb).source
     fast = _parameters(nb, monkeypatch, fast=True, runs_dir=tmp_path)
-    assert fast["FAST"] is True and fast["RUNS_DIR"] == str(tmp_path) and fast["DATASET"] == "synthetic"
+    assert fast["FAST"] is True and fast["RUNS_DIR"] == str(tmp_path) and fast["DATASET"] == "synthetic_scenes"
     full = _parameters(nb, monkeypatch, fast=False)
     assert full["FAST"] is False and full["RUNS_DIR"] is None
 
     small = fast["FAST_PRETRAIN"]
     assert small["data.image_size"] <= 16 and small["model.width_multiplier"] <= 0.125 and small["model.dim"] <= 32
     assert small["data.num_train_examples"] <= 200 and small["epochs"] <= 3
-    assert set(fast["FULL_PRETRAIN"]) == {"synthetic", "cifar10"}
+    assert set(fast["FULL_PRETRAIN"]) == {"synthetic_scenes", "cifar10"}
     assert fast["FULL_PRETRAIN"]["cifar10"]["model.width_multiplier"] == 1.0
 
 
@@ -140,7 +140,7 @@ def test_settings_make_valid_configs(name, monkeypatch, tmp_path):
     from simsiam_tf import config as config_lib
 
     params = _parameters(_read(name), monkeypatch, fast=True, runs_dir=tmp_path)
-    pretrain = [("synthetic", params["FAST_PRETRAIN"])] + list(params["FULL_PRETRAIN"].items())
+    pretrain = [("synthetic_scenes", params["FAST_PRETRAIN"])] + list(params["FULL_PRETRAIN"].items())
     for dataset, changes in pretrain:
         config_lib.replace(config_lib.PretrainConfig(), **{"data.dataset": dataset, **changes}).validate()
     for key in ("FAST_VERIFY", "FULL_VERIFY"):

@@ -141,7 +141,8 @@ def tfds_source(name, split, data_dir, num_examples, download, identities=False)
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(
-            f"unknown dataset {name!r}: use 'synthetic' (the built-in set), 'folder' with data_dir pointing "
+            f"unknown dataset {name!r}: use 'synthetic_scenes' or 'synthetic' (the built-in sets), 'folder' with "
+            "data_dir pointing "
             "at an image folder, or a TensorFlow Datasets name such as 'cifar10' or 'imagenet2012' "
             "(https://www.tensorflow.org/datasets/catalog/overview)"
         ) from None
