@@ -174,5 +174,5 @@ def test_notebook_runs_in_fast_setting(name, runs_dir, monkeypatch):
     for expected in EXPECTED_TEXT[name]:
         assert expected in text
     assert sorted(os.listdir(COLAB)) == before, "the notebook wrote next to itself"
-    run = "own_images_pretrain" if name == "your_own_images.ipynb" else "pretrain_synthetic"
+    run = "own_images_pretrain" if name == "your_own_images.ipynb" else "pretrain_synthetic_scenes"
     assert (runs_dir / run / "metrics.json").is_file()
