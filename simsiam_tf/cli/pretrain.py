@@ -1,8 +1,8 @@
 """simsiam-pretrain: SimSiam pretraining from the command line.
 
 With no flags it runs the embedded demo (flags/demo.cfg written out): pretraining on
-the synthetic set, kNN and linear-probe evaluation against the same encoder at random
-init, and a short summary table. Recipes: --flagfile=flags/cifar10_resnet18.cfg,
+the synthetic scenes, kNN and linear-probe evaluation against the same encoder at random
+init and raw pixels, an export, and a short summary table. Recipes: --flagfile=flags/cifar10_resnet18.cfg,
 --flagfile=flags/imagenet_resnet50.cfg; the paper's ablations: flags/ablation_*.cfg;
 SimTriplet on tiles: --method=simtriplet --dataset=synthetic_tiles (or --dataset=folder
 with tile file names, see --tile_pattern).

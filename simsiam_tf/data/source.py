@@ -1,6 +1,6 @@
 """`Source`: a dataset of `(image uint8 [H, W, 3], label int64)` plus what the pipelines need to know about it.
 
-Every loader (`sources.load_source`: the synthetic set, image folders; `tfds_source`)
+Every loader (`sources.load_source`: the synthetic sets, image folders; `tfds_source`)
 returns one, made by `records_source`.
 """
 

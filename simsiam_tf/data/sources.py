@@ -1,4 +1,4 @@
-"""Image sources: the synthetic set, TFDS datasets and image folders, behind one `Source`.
+"""Image sources: the synthetic sets, TFDS datasets and image folders, behind one `Source`.
 
 A `Source` is a dataset of `(image uint8 [H, W, 3], label int64)` plus what the
 pipelines (`simsiam_tf.data.pipeline`, `pairs`, `tiles`) need to know about it.
